@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[examples,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf build/demo
+	$(BIN)/daskstep run examples/dask-bag/reana.yaml --workspace build/demo
+	@echo "The histogram is at build/demo/histogram.png"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/cluster_start.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

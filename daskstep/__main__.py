@@ -1,0 +1,5 @@
+import sys
+
+from daskstep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,16 @@
+"""Cluster backends, all behind `ClusterBackend` (see base.py)."""
+
+from __future__ import annotations
+
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
+from daskstep.errors import InputError, Problem
+
+__all__ = ["ClusterBackend", "ClusterHandle", "ClusterSpec", "get_backend"]
+
+
+def get_backend(name: str) -> ClusterBackend:
+    if name == "local":
+        from daskstep.backends.local import LocalBackend
+
+        return LocalBackend()
+    raise InputError([Problem("--backend", f"'{name}' is not available yet; use --backend local")])

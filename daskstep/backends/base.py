@@ -1,0 +1,138 @@
+"""The one interface every backend implements, and the lifecycle they share.
+
+As dask-jobqueue's JobQueueCluster does, the base class owns what is common (waiting for workers
+through the scheduler, stopping on every path); a backend only says how to start and how to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from daskstep.errors import ClusterError, TooFewWorkers
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What the workflow asked for, as the backends need it."""
+
+    workers: int = 2
+    threads: int = 4
+    memory: str = "2Gi"
+    image: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def memory_bytes(self) -> int:
+        from daskstep.limits import parse_memory
+
+        return parse_memory(self.memory)
+
+    @classmethod
+    def from_dask(cls, dask: Any, environment: Mapping[str, str] | None = None) -> ClusterSpec:
+        return cls(
+            workers=dask.number_of_workers,
+            threads=dask.single_worker_threads,
+            memory=dask.single_worker_memory,
+            image=dask.image,
+            environment=dict(environment or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    scheduler_address: str
+    dashboard_url: str | None = None
+
+
+Progress = Callable[[int, int], None]  # (workers seen, workers wanted)
+
+
+class ClusterBackend(ABC):
+    name: ClassVar[str]
+    poll_interval = 0.05
+
+    def __init__(self) -> None:
+        self.handle: ClusterHandle | None = None
+
+    def start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        """Start the cluster; whatever fails half-way, nothing is left running."""
+        try:
+            self.handle = self._start(spec, Path(workspace))
+        except BaseException:
+            self.stop()
+            raise
+        return self.handle
+
+    @abstractmethod
+    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Tear everything down. Idempotent, and safe after any failure, even before start."""
+
+    @abstractmethod
+    def check_alive(self) -> None:
+        """Raise ClusterError when the cluster died, so nobody waits for a corpse."""
+
+    def log_sources(self) -> dict[str, list[Path]]:
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "scheduler": self.handle.scheduler_address if self.handle else None,
+            "dashboard": self.handle.dashboard_url if self.handle else None,
+        }
+
+    def scheduler_info(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The scheduler's own view (its `identity`): workers with their memory and threads."""
+        from distributed.core import rpc
+
+        async def ask() -> dict[str, Any]:
+            async with rpc(self._address(), timeout=timeout) as scheduler:
+                return await scheduler.identity()
+
+        return asyncio.run(ask())
+
+    def wait_ready(self, workers: int, timeout: float, progress: Progress | None = None) -> int:
+        """Block until `workers` workers are registered with the scheduler."""
+        from distributed.core import rpc
+
+        deadline = time.monotonic() + timeout
+        address = self._address()
+
+        async def wait() -> int:
+            seen = -1
+            async with rpc(address, timeout=max(timeout, 1.0)) as scheduler:
+                while True:
+                    n = len((await scheduler.identity())["workers"])
+                    if n != seen and progress:
+                        progress(n, workers)
+                    seen = n
+                    if n >= workers:
+                        return n
+                    if time.monotonic() >= deadline:
+                        raise TooFewWorkers(
+                            f"only {n} of {workers} workers registered within {timeout:g} s"
+                        )
+                    self.check_alive()
+                    await asyncio.sleep(self.poll_interval)
+
+        return asyncio.run(wait())
+
+    def _address(self) -> str:
+        if self.handle is None:
+            raise ClusterError("the cluster is not started")
+        return self.handle.scheduler_address
+
+    def __enter__(self) -> ClusterBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,155 @@
+"""The local backend: a real scheduler and workers as processes on this machine, on 127.0.0.1.
+
+The processes come from `daskstep.backends.launcher`, started in a session of its own. The
+controller talks to it over a pipe; if the controller dies, the pipe closes and the launcher tears
+the cluster down, and the kernel kills whatever the launcher leaves (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from daskstep.backends import procutil
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
+from daskstep.errors import ClusterError
+
+SCHEDULER_START_TIMEOUT = 60.0
+
+
+class LocalBackend(ClusterBackend):
+    name = "local"
+
+    def __init__(self, death_timeout: float = 30.0) -> None:
+        super().__init__()
+        self.death_timeout = death_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._seen: list[dict[str, Any]] = []
+        self._log_dir: Path | None = None
+        self._launcher_log: Path | None = None
+
+    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        state = workspace / ".daskstep"
+        self._log_dir = state / "logs"
+        (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
+        self._launcher_log = state / "launcher.log"
+        config = {
+            "workers": spec.workers,
+            "threads": spec.threads,
+            "memory_limit": spec.memory_bytes,
+            "log_dir": str(self._log_dir.resolve()),
+            "death_timeout": self.death_timeout,
+            "environment": dict(spec.environment),
+        }
+        with open(self._launcher_log, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "daskstep.backends.launcher"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                cwd=workspace,
+            )
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(config).encode() + b"\n")
+        self._proc.stdin.flush()
+        threading.Thread(target=self._read_events, daemon=True, name="launcher-events").start()
+        scheduler = self._next_event("scheduler", SCHEDULER_START_TIMEOUT)
+        port = scheduler.get("http_port")
+        dashboard = f"http://127.0.0.1:{port}/status" if port else None
+        return ClusterHandle(scheduler_address=scheduler["address"], dashboard_url=dashboard)
+
+    def _read_events(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                self._events.put(json.loads(line))
+        self._events.put({"event": "eof"})
+
+    def _next_event(self, wanted: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self._events.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise ClusterError(
+                    f"the local scheduler did not start within {timeout:g} s"
+                ) from None
+            self._seen.append(event)
+            if event["event"] == wanted:
+                return event
+            if event["event"] in ("error", "eof"):
+                raise ClusterError(f"the local cluster failed to start: {self._failure()}")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._seen.append(self._events.get_nowait())
+            except queue.Empty:
+                return
+
+    def _failure(self) -> str:
+        self._drain()
+        for event in self._seen:
+            if event["event"] in ("error", "worker-given-up", "scheduler-exited"):
+                return event.get("message") or json.dumps(event)
+        tail = ""
+        if self._launcher_log and self._launcher_log.exists():
+            lines = self._launcher_log.read_text(errors="replace").strip().splitlines()
+            tail = lines[-1] if lines else ""
+        return tail or f"the launcher exited; see {self._launcher_log}"
+
+    def check_alive(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise ClusterError(f"the local cluster stopped: {self._failure()}")
+        self._drain()
+        for event in self._seen:
+            if event["event"] == "worker-given-up":
+                raise ClusterError(
+                    f"worker {event['name']} keeps crashing; see "
+                    f"{self._log_dir}/workers/{event['name']}.log"
+                )
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                with contextlib.suppress(OSError, ValueError):
+                    proc.stdin.write(b"stop\n")
+                    proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
+        finally:
+            # The launcher leads its own process group: whatever it could not stop dies here.
+            procutil.kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    def log_sources(self) -> dict[str, list[Path]]:
+        if self._log_dir is None:
+            return {}
+        return {
+            "scheduler": [self._log_dir / "scheduler.log"],
+            "worker": sorted((self._log_dir / "workers").glob("*.log")),
+        }
+
+    def status(self) -> dict[str, Any]:
+        self._drain()
+        workers = {e["name"]: e["pid"] for e in self._seen if e["event"] == "worker"}
+        return {
+            **super().status(),
+            "launcher_pid": self._proc.pid if self._proc else None,
+            "worker_pids": workers,
+            "restarts": sum(1 for e in self._seen if e["event"] == "worker-exited"),
+        }

@@ -1,0 +1,34 @@
+"""Linux process-lifetime helpers: the kernel, not the controller, guarantees teardown."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+
+import psutil
+
+from entrypoint.lifetime import become_subreaper, die_with_parent
+
+__all__ = ["become_subreaper", "die_with_parent", "kill_group", "kill_tree"]
+
+
+def kill_tree(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    """Signal each process and all of its descendants; missing processes are fine."""
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            procs.extend(p.children(recursive=True))
+            procs.append(p)
+        except psutil.Error:
+            continue
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(sig)
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

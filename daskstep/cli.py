@@ -1,0 +1,98 @@
+"""The `daskstep` command: argument parsing, wiring, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daskstep.errors import DaskstepError, InputError
+
+BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daskstep", description="Run Dask clusters inside REANA workflows."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a reana.yaml against the platform limits")
+    p.add_argument("reana_yaml", metavar="REANA_YAML")
+    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
+
+    p = sub.add_parser("run", help="start the cluster, run the steps, tear the cluster down")
+    p.add_argument("reana_yaml", metavar="REANA_YAML")
+    p.add_argument("--backend", choices=BACKENDS, default="local")
+    p.add_argument("--workspace", metavar="DIR", help="default: the folder holding REANA_YAML")
+    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
+    p.add_argument(
+        "--start-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=300.0,
+        help="how long to wait for all workers (default 300)",
+    )
+
+    p = sub.add_parser("entrypoint", help="the step wrapper, run in-process", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from daskstep.limits import load_limits
+    from daskstep.spec import load_workflow
+
+    limits = load_limits(args.limits)
+    workflow, warnings = load_workflow(args.reana_yaml, limits)
+    for w in warnings:
+        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    if workflow.dask is None:
+        cluster = "no Dask cluster"
+    else:
+        d = workflow.dask
+        cluster = (
+            f"{d.number_of_workers} workers × {d.single_worker_memory}, "
+            f"{d.single_worker_threads} threads each"
+        )
+    print(f"{args.reana_yaml}: valid ({cluster}; {len(workflow.steps)} steps)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from daskstep.limits import load_limits
+    from daskstep.run import run_workflow
+    from daskstep.spec import load_workflow
+
+    limits = load_limits(args.limits)
+    workflow, warnings = load_workflow(args.reana_yaml, limits)
+    for w in warnings:
+        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
+    return run_workflow(
+        workflow, backend=args.backend, workspace=workspace, start_timeout=args.start_timeout
+    )
+
+
+def _cmd_entrypoint(args: argparse.Namespace) -> int:
+    from entrypoint.__main__ import main as entrypoint_main
+
+    return entrypoint_main(args.args)
+
+
+COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "entrypoint": _cmd_entrypoint}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except DaskstepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,48 @@
+"""Typed errors of the controller; the CLI maps them to exit codes in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a user's input: where it is, and what to do about it."""
+
+    path: str  # dotted field path, e.g. "workflow.resources.dask.number_of_workers"
+    message: str  # says what is wrong and how to fix it, in one line
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class DaskstepError(Exception):
+    """Base of the errors the CLI turns into one line and an exit code."""
+
+    exit_code = 1
+
+
+class InputError(DaskstepError):
+    """Bad input from the user: one line per problem, exit 2, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("; ".join(str(p) for p in problems))
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.source}: " if self.source else ""
+        return [f"error: {prefix}{p}" for p in self.problems]
+
+
+class ClusterError(DaskstepError):
+    """The cluster could not be started or did not become usable."""
+
+    exit_code = 69
+
+
+class TooFewWorkers(ClusterError):
+    exit_code = 75

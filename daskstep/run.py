@@ -1,0 +1,232 @@
+"""`daskstep run`: start the cluster, wait until it is usable, run each step through the
+entrypoint, and tear the cluster down whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from daskstep.backends import ClusterBackend, ClusterSpec, get_backend
+from daskstep.errors import DaskstepError, InputError, Problem
+from daskstep.progress import WaitProgress
+from daskstep.spec import Step, Workflow
+from daskstep.status import RunStatus
+
+STEP_GRACE_SECONDS = 10.0
+
+
+class Cancelled(BaseException):
+    """Raised from the signal handler when no step is running to receive the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def say(message: str) -> None:
+    print(f"daskstep: {message}", file=sys.stderr, flush=True)
+
+
+def stage_inputs(workflow: Workflow, workspace: Path) -> None:
+    """Copy `inputs` into a separate workspace, as REANA does; nothing to do in place."""
+    source = workflow.path.parent.resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    if workspace.resolve() == source:
+        return
+    problems = []
+    for kind, names in (
+        ("files", workflow.input_files),
+        ("directories", workflow.input_directories),
+    ):
+        for i, name in enumerate(names):
+            src = source / name
+            dst = workspace / name
+            if not src.exists():
+                problems.append(
+                    Problem(
+                        f"inputs.{kind}[{i}]", f"'{name}' does not exist next to the reana.yaml"
+                    )
+                )
+            elif src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    if problems:
+        raise InputError(problems, source=str(workflow.path))
+
+
+class StepProcess:
+    """One step run through the entrypoint, with its output sent to the terminal and job.log."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, job_log: BinaryIO) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our signal handler is the only one that forwards to it
+        )
+        self._tee = threading.Thread(target=self._copy, args=(job_log,), daemon=True)
+        self._tee.start()
+
+    def _copy(self, job_log: BinaryIO) -> None:
+        assert self.proc.stdout is not None
+        out = sys.stdout.buffer
+        while chunk := os.read(self.proc.stdout.fileno(), 65536):
+            job_log.write(chunk)
+            job_log.flush()
+            with contextlib.suppress(OSError, ValueError):
+                out.write(chunk)
+                out.flush()
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signum)
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self._tee.join(timeout=5)
+        return 128 - code if code < 0 else code
+
+
+class Run:
+    def __init__(
+        self,
+        workflow: Workflow,
+        backend: ClusterBackend | None,
+        workspace: Path,
+        start_timeout: float,
+    ) -> None:
+        self.workflow = workflow
+        self.backend = backend
+        self.workspace = workspace.resolve()
+        self.start_timeout = start_timeout
+        self.state = self.workspace / ".daskstep"
+        self.status = RunStatus(self.state / "status.json", workflow, backend)
+        self.step: StepProcess | None = None
+        self.cancelled: int | None = None
+        self.tearing_down = False
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        first = self.cancelled is None
+        self.cancelled = self.cancelled or signum
+        if self.step is not None and self.step.proc.poll() is None:
+            # The entrypoint forwards to the step's group; a second signal does not wait.
+            self.step.signal(signum if first else signal.SIGKILL)
+            return
+        if first and not self.tearing_down:
+            raise Cancelled(signum)
+
+    def execute(self) -> int:
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._execute()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _execute(self) -> int:
+        (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        self.status.begin()
+        scheduler = None
+        try:
+            if self.backend is not None and self.workflow.dask is not None:
+                scheduler = self._start_cluster()
+            for index, step in enumerate(self.workflow.steps):
+                code = self._run_step(index, step, scheduler)
+                if self.cancelled or code != 0:
+                    break
+        except Cancelled:
+            pass
+        except DaskstepError as e:
+            self.status.fail(str(e), e.exit_code)
+            say(f"error: {e}")
+        finally:
+            self.tearing_down = True
+            if self.backend is not None:
+                t = time.monotonic()
+                self.backend.stop()
+                self.status.cluster["stop_seconds"] = round(time.monotonic() - t, 3)
+            if self.cancelled:
+                self.status.cancel(self.cancelled)
+                say(f"cancelled by {signal.Signals(self.cancelled).name}; the cluster is stopped")
+            self.status.finish()
+        self._report_outputs()
+        return self.status.exit_code
+
+    def _start_cluster(self) -> str:
+        assert self.backend is not None and self.workflow.dask is not None
+        spec = ClusterSpec.from_dask(self.workflow.dask)
+        t = time.monotonic()
+        handle = self.backend.start(spec, self.workspace)
+        self.status.cluster_started(handle)
+        with WaitProgress("waiting for workers", spec.workers) as progress:
+            ready = self.backend.wait_ready(spec.workers, self.start_timeout, progress.update)
+        self.status.cluster_ready(ready, time.monotonic() - t)
+        say(
+            f"cluster ready in {time.monotonic() - t:.1f} s: {ready} workers, "
+            f"scheduler {handle.scheduler_address}"
+        )
+        if handle.dashboard_url:
+            say(f"dashboard: {handle.dashboard_url}")
+        return handle.scheduler_address
+
+    def _run_step(self, index: int, step: Step, scheduler: str | None) -> int:
+        status_file = self.state / "steps" / f"{index + 1:02d}-{step.name}.json"
+        argv = [sys.executable, "-m", "entrypoint", "--status-file", str(status_file)]
+        argv += ["--die-with-parent", "--grace-period", str(STEP_GRACE_SECONDS)]
+        if scheduler:
+            argv += ["--scheduler", scheduler]
+        for command in step.commands:
+            argv += ["--shell", command]
+        say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
+        self.status.step_started(index)
+        with open(self.state / "logs" / "job.log", "ab") as job_log:
+            self.step = StepProcess(argv, self._step_env(), self.workspace, job_log)
+            try:
+                code = self.step.wait()
+            finally:
+                self.step = None
+        self.status.step_finished(index, code, status_file, cancelled=bool(self.cancelled))
+        word = "finished" if code == 0 else f"failed with exit code {code}"
+        say(f"step {step.name} {word}")
+        return code
+
+    def _step_env(self) -> dict[str, str]:
+        """The step sees daskstep's own Python first, so `python` has the workers' Dask."""
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"  # live job logs
+        env["DASKSTEP_WORKSPACE"] = str(self.workspace)
+        return env
+
+    def _report_outputs(self) -> None:
+        if self.status.exit_code != 0:
+            return
+        for name in (*self.workflow.output_files, *self.workflow.output_directories):
+            path = self.workspace / name
+            if path.exists():
+                say(f"output: {path}")
+            else:
+                say(f"warning: declared output '{name}' was not produced")
+
+
+def run_workflow(
+    workflow: Workflow, backend: str, workspace: Path, start_timeout: float = 300.0
+) -> int:
+    stage_inputs(workflow, workspace)
+    cluster = get_backend(backend) if workflow.dask is not None else None
+    if cluster is None:
+        say("the workflow asks for no Dask cluster; running the steps without one")
+    return Run(workflow, cluster, workspace, start_timeout).execute()

@@ -1,0 +1,449 @@
+"""Read a reana.yaml the way REANA does, but report every problem at once, one line each.
+
+REANA validates with JSON Schema and fails on the first problem, sometimes deep inside the
+cluster; here each problem names its field and the fix, so ``daskstep validate`` can print them
+all before anything starts. Unknown fields are warnings, never errors, because REANA grows new
+ones and a workflow written for a newer REANA should still run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from daskstep.errors import InputError, Problem
+from daskstep.limits import (
+    MEMORY_HINT,
+    MEMORY_PATTERN,
+    Limits,
+    format_memory,
+    kind,
+    parse_memory,
+    read_yaml,
+    show,
+)
+
+# REANA's image reference pattern (reana-commons), for the Dask image and step environments.
+IMAGE_PATTERN = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?:\.[a-zA-Z0-9.-]+)+(?::[0-9]+)?/)?[a-zA-Z0-9._-]+"
+    r"(?:/[a-zA-Z0-9._-]+)*(?::[a-zA-Z0-9._-]+)?(?:@sha256:[a-f0-9]{64})?$"
+)
+IMAGE_HINT = "use an image reference such as docker.io/library/python:3.12"
+OTHER_ENGINES = ("cwl", "yadage", "snakemake")
+
+# Known fields per level, from REANA's analysis schema and the serial engine's step options.
+TOP_KEYS = ("version", "inputs", "workflow", "outputs", "tests", "workspace")
+INPUTS_KEYS = ("files", "directories", "parameters", "options")
+OUTPUTS_KEYS = ("files", "directories")
+WORKFLOW_KEYS = ("type", "file", "specification", "resources")
+RESOURCES_KEYS = ("dask", "kerberos", "voms_proxy", "cvmfs")
+DASK_KEYS = ("image", "number_of_workers", "single_worker_memory", "single_worker_threads")
+SPECIFICATION_KEYS = ("steps",)
+STEP_KEYS = tuple(
+    """name environment commands compute_backend kerberos voms_proxy rucio unpacked_img
+    unpacked_image kubernetes_uid kubernetes_cpu_request kubernetes_cpu_limit
+    kubernetes_memory_request kubernetes_memory_limit kubernetes_queue kubernetes_job_timeout
+    htcondor_max_runtime htcondor_accounting_group htcondor_request_cpus htcondor_request_memory
+    htcondor_request_disk htcondor_requirements slurm_partition slurm_time c4p_cpu_cores
+    c4p_memory_limit c4p_additional_requirements""".split()  # noqa: SIM905 - reads as a table
+)
+STEP_KEYS_LISTED = (
+    "name, environment, commands, and REANA's options such as kerberos, voms_proxy, "
+    "compute_backend, kubernetes_*, htcondor_*, slurm_*"
+)
+DASK_PATH = "workflow.resources.dask"
+STEPS_PATH = "workflow.specification.steps"
+
+
+@dataclass(frozen=True)
+class DaskResources:
+    """The cluster a workflow asked for, with the platform defaults filled in."""
+
+    image: str
+    number_of_workers: int
+    single_worker_memory: str
+    single_worker_threads: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.single_worker_memory)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One serial step; ``name`` defaults to "step-<n>" (1-based), as REANA leaves it empty."""
+
+    name: str
+    environment: str | None
+    commands: tuple[str, ...]  # with inputs.parameters expanded, as REANA's serial engine does
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A checked reana.yaml: only values that passed validation reach the runner."""
+
+    path: Path
+    dask: DaskResources | None
+    kerberos: bool
+    voms_proxy: bool
+    steps: tuple[Step, ...]
+    input_files: tuple[str, ...]
+    input_directories: tuple[str, ...]
+    output_files: tuple[str, ...]
+    output_directories: tuple[str, ...]
+
+
+def _got(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return kind(value)
+    return f"{show(value)} ({kind(value)})"
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+class _Report:
+    """Collects problems so that one run reports all of them, not just the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message, "warning"))
+
+    def errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
+
+    def unknown_keys(
+        self, mapping: dict, known: tuple[str, ...], path: str, listed: str = ""
+    ) -> None:
+        listed = listed or ", ".join(known)
+        for key in mapping:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            self.warn(
+                _join(path, key),
+                f"unknown field, ignored; {hint}known fields here: {listed}",
+            )
+
+    def mapping(
+        self, parent: dict, key: str, path: str, example: str, required: bool = False
+    ) -> dict | None:
+        if key not in parent:
+            if required:
+                self.error(path, f"missing; add {example}")
+            return None
+        value = parent[key]
+        if isinstance(value, dict):
+            return value
+        self.error(path, f"expected a mapping, got {_got(value)}; write {example}")
+        return None
+
+    def boolean(self, parent: dict, key: str, path: str) -> bool:
+        value = parent.get(key, False)
+        if isinstance(value, bool):
+            return value
+        self.error(path, f"expected true or false, got {_got(value)}; write {key}: true")
+        return False
+
+    def strings(self, parent: dict | None, key: str, path: str) -> tuple[str, ...]:
+        if parent is None or key not in parent:
+            return ()
+        value = parent[key]
+        if not isinstance(value, list):
+            self.error(path, f"expected a list of strings, got {_got(value)}; write {key}: [a, b]")
+            return ()
+        items = []
+        for i, item in enumerate(value):
+            if isinstance(item, str) and item.strip():
+                items.append(item)
+            else:
+                self.error(
+                    f"{path}[{i}]", f"expected a non-empty string, got {_got(item)}; quote it"
+                )
+        return tuple(items)
+
+    def image(self, value: Any, path: str) -> str | None:
+        if not isinstance(value, str):
+            self.error(path, f"expected an image reference, got {_got(value)}; {IMAGE_HINT}")
+        elif not IMAGE_PATTERN.match(value):
+            self.error(path, f"{show(value)} is not a container image reference; {IMAGE_HINT}")
+        else:
+            return value
+        return None
+
+
+def _above(path: str, value: object, key: str, maximum: object, r: _Report) -> None:
+    r.error(
+        path,
+        f"{value} is above the platform maximum of {maximum} (max_{key}); "
+        f"ask for at most {maximum}",
+    )
+
+
+def _count(dask: dict, key: str, noun: str, limits: Limits, r: _Report) -> int | None:
+    """A whole number within 1..max; bools are rejected although Python calls them ints."""
+    default, maximum = getattr(limits, f"default_{key}"), getattr(limits, f"max_{key}")
+    if key not in dask:
+        return default
+    value, path = dask[key], f"{DASK_PATH}.{key}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        unquote = " without quotes" if isinstance(value, str) else ""
+        r.error(path, f"expected a whole number, got {_got(value)}; write e.g. {key}: 2{unquote}")
+    elif value < 1:
+        r.error(path, f"{value} is not allowed; ask for at least 1 {noun}")
+    elif value > maximum:
+        _above(path, value, key, maximum, r)
+    else:
+        return value
+    return None
+
+
+def _memory(dask: dict, limits: Limits, r: _Report) -> str | None:
+    key = "single_worker_memory"
+    if key not in dask:
+        return limits.default_single_worker_memory
+    value, path = dask[key], f"{DASK_PATH}.{key}"
+    if not isinstance(value, str) or not MEMORY_PATTERN.match(value):
+        r.error(path, f"{show(value)} is not a memory size; {MEMORY_HINT}")
+    elif parse_memory(value) > limits.max_single_worker_memory_bytes:
+        _above(path, value, key, limits.max_single_worker_memory, r)
+    else:
+        return value
+    return None
+
+
+def _dask(value: Any, limits: Limits, r: _Report) -> DaskResources | None:
+    if not isinstance(value, dict):
+        r.error(
+            DASK_PATH,
+            f"expected a mapping, got {_got(value)}; give at least image:, or remove dask",
+        )
+        return None
+    before = r.errors()
+    r.unknown_keys(value, DASK_KEYS, DASK_PATH)
+    image = None
+    if "image" not in value:
+        r.error(f"{DASK_PATH}.image", f"missing; add the scheduler and worker image; {IMAGE_HINT}")
+    else:
+        image = r.image(value["image"], f"{DASK_PATH}.image")
+    workers = _count(value, "number_of_workers", "worker", limits, r)
+    threads = _count(value, "single_worker_threads", "thread", limits, r)
+    memory = _memory(value, limits, r)
+    if workers is not None and memory is not None:
+        per_worker, total = parse_memory(memory), workers * parse_memory(memory)
+        if total > limits.max_memory_limit_bytes:
+            fit = limits.max_memory_limit_bytes // per_worker
+            fix = (
+                f"ask for at most {fit} workers of {memory}, or less single_worker_memory"
+                if fit
+                else f"lower single_worker_memory to at most {limits.max_memory_limit}"
+            )
+            r.error(
+                DASK_PATH,
+                f"{workers} workers x {memory} = {format_memory(total)} is above the platform "
+                f"maximum of {limits.max_memory_limit} (max_memory_limit); {fix}",
+            )
+    if r.errors() > before or image is None or workers is None or threads is None:
+        return None
+    return DaskResources(image, workers, memory or "", threads)
+
+
+def _expand(command: str, parameters: dict[str, str], path: str, r: _Report) -> str:
+    """Substitute $name and ${name} from inputs.parameters, as REANA's serial engine does."""
+    template = Template(command)
+    messages: dict[str, None] = {}  # ordered and without repeats
+    for match in template.pattern.finditer(command):
+        name = match.group("named") or match.group("braced")
+        if name and name not in parameters:
+            message = (
+                f"${name} is not in inputs.parameters and REANA fails on unknown parameters; "
+                f"add it to inputs.parameters, or write $${name} to leave it to the shell"
+            )
+            messages[message] = None
+        elif match.group("invalid") is not None:
+            message = (
+                "a '$' not followed by a parameter name makes REANA's parameter expansion "
+                "fail; write $$ for a literal $"
+            )
+            messages[message] = None
+    for message in messages:
+        r.warn(path, message)
+    return template.safe_substitute(parameters)
+
+
+def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> tuple[str, ...]:
+    path = f"{path}.commands"
+    if "commands" not in step:
+        r.error(path, "missing; add commands: with at least one shell command")
+        return ()
+    value = step["commands"]
+    if isinstance(value, str):
+        r.error(path, "is a string, not a list; write each command as a list item: - <command>")
+        return ()
+    if not isinstance(value, list):
+        r.error(path, f"expected a list of shell commands, got {_got(value)}; write - <command>")
+        return ()
+    if not value:
+        r.error(path, "is empty; add at least one shell command")
+    commands = []
+    for j, item in enumerate(value):
+        where = f"{path}[{j}]"
+        if isinstance(item, dict):
+            r.error(where, "is a mapping, not a command (a ': ' inside it); quote the command")
+        elif not isinstance(item, str):
+            r.error(where, f"expected a shell command, got {_got(item)}; quote it")
+        elif not item.strip():
+            r.error(where, "is empty; remove it or write a shell command")
+        else:
+            commands.append(_expand(item, parameters, where, r))
+    return tuple(commands)
+
+
+def _step(item: Any, index: int, parameters: dict[str, str], r: _Report) -> Step | None:
+    path = f"{STEPS_PATH}[{index}]"
+    if not isinstance(item, dict):
+        r.error(path, f"expected a mapping with commands, got {_got(item)}; write - commands: [..]")
+        return None
+    r.unknown_keys(item, STEP_KEYS, path, STEP_KEYS_LISTED)
+    name = f"step-{index + 1}"
+    if "name" in item:
+        value = item["name"]
+        if isinstance(value, str) and value.strip():
+            name = value
+        else:
+            r.error(f"{path}.name", f"expected a non-empty string, got {_got(value)}; quote it")
+    environment = None
+    if "environment" in item:
+        environment = r.image(item["environment"], f"{path}.environment")
+    return Step(name, environment, _commands(item, path, parameters, r))
+
+
+def _steps(workflow: dict, parameters: dict[str, str], r: _Report) -> tuple[Step, ...]:
+    if "specification" not in workflow and "file" in workflow:
+        r.error(
+            "workflow.file",
+            "daskstep reads serial steps only inline; move them under workflow.specification.steps",
+        )
+        return ()
+    example = "specification: with a steps: list"
+    spec = r.mapping(workflow, "specification", "workflow.specification", example, required=True)
+    if spec is None:
+        return ()
+    r.unknown_keys(spec, SPECIFICATION_KEYS, "workflow.specification")
+    raw = spec.get("steps")
+    if "steps" not in spec:
+        r.error(STEPS_PATH, "missing; add steps: with at least one step that has commands")
+    elif not isinstance(raw, list):
+        r.error(STEPS_PATH, f"expected a list of steps, got {_got(raw)}; write - commands: [..]")
+    elif not raw:
+        r.error(STEPS_PATH, "is empty; add at least one step with commands")
+    items = raw if isinstance(raw, list) else []
+    checked = [(i, _step(item, i, parameters, r)) for i, item in enumerate(items)]
+    steps = [(i, step) for i, step in checked if step is not None]
+    first: dict[str, int] = {}
+    for i, step in steps:
+        if step.name in first:
+            r.warn(
+                f"{STEPS_PATH}[{i}].name",
+                f"{show(step.name)} is also the name of steps[{first[step.name]}]; "
+                "give each step its own name so that logs and status tell them apart",
+            )
+        first.setdefault(step.name, i)
+    return tuple(step for _, step in steps)
+
+
+def _check_type(workflow: dict, r: _Report) -> bool:
+    """Whether the steps should be checked as serial ones."""
+    if "type" not in workflow:
+        r.error("workflow.type", "missing; add type: serial")
+        return True
+    value = workflow["type"]
+    if value == "serial":
+        return True
+    if value in OTHER_ENGINES:
+        r.error("workflow.type", f"{value} is not supported; daskstep runs serial workflows only")
+        return False
+    r.error("workflow.type", f"expected serial, got {_got(value)}; write type: serial")
+    return True
+
+
+def _parameters(inputs: dict | None, r: _Report) -> dict[str, str]:
+    if inputs is None:
+        return {}
+    example = "parameters: with one name: value per line"
+    raw = r.mapping(inputs, "parameters", "inputs.parameters", example) or {}
+    return {str(k): "" if v is None else str(v) for k, v in raw.items()}
+
+
+def _document(document: dict, limits: Limits, path: Path, r: _Report) -> Workflow | None:
+    r.unknown_keys(document, TOP_KEYS, "")
+    inputs = r.mapping(document, "inputs", "inputs", "inputs: with files: and directories:")
+    outputs = r.mapping(document, "outputs", "outputs", "outputs: with files: and directories:")
+    if inputs is not None:
+        r.unknown_keys(inputs, INPUTS_KEYS, "inputs")
+        r.mapping(inputs, "options", "inputs.options", "options: with one name: value per line")
+    if outputs is not None:
+        r.unknown_keys(outputs, OUTPUTS_KEYS, "outputs")
+    files = [  # in the order of the Workflow fields: inputs then outputs, files then dirs
+        r.strings(section, key, f"{name}.{key}")
+        for name, section in (("inputs", inputs), ("outputs", outputs))
+        for key in ("files", "directories")
+    ]
+    parameters = _parameters(inputs, r)
+    example = "workflow: with type: serial and specification: steps:"
+    workflow = r.mapping(document, "workflow", "workflow", example, required=True)
+    if workflow is None:
+        return None
+    r.unknown_keys(workflow, WORKFLOW_KEYS, "workflow")
+    serial = _check_type(workflow, r)
+    example = "resources: with dask:, kerberos: or voms_proxy:"
+    resources = r.mapping(workflow, "resources", "workflow.resources", example) or {}
+    r.unknown_keys(resources, RESOURCES_KEYS, "workflow.resources")
+    kerberos = r.boolean(resources, "kerberos", "workflow.resources.kerberos")
+    voms_proxy = r.boolean(resources, "voms_proxy", "workflow.resources.voms_proxy")
+    r.strings(resources, "cvmfs", "workflow.resources.cvmfs")
+    dask = _dask(resources["dask"], limits, r) if "dask" in resources else None
+    steps = _steps(workflow, parameters, r) if serial else ()
+    return Workflow(path, dask, kerberos, voms_proxy, steps, *files)
+
+
+def check(
+    document: object, limits: Limits, path: Path = Path("reana.yaml")
+) -> tuple[Workflow | None, list[Problem]]:
+    """All problems (errors and warnings) of a parsed document; the Workflow only if no errors."""
+    r = _Report()
+    workflow = None
+    if document is None:
+        r.error("", "the file is empty; write a reana.yaml with at least a workflow: section")
+    elif not isinstance(document, dict):
+        r.error(
+            "",
+            f"the top level is {kind(document)}, not a mapping; "
+            "start the file with keys such as inputs:, workflow: and outputs:",
+        )
+    else:
+        workflow = _document(document, limits, path, r)
+    return (None if r.errors() else workflow), r.problems
+
+
+def load_workflow(path: str | Path, limits: Limits) -> tuple[Workflow, list[Problem]]:
+    """Parse and check the file; raise InputError with every error, else return the warnings."""
+    document, problems = read_yaml(path)
+    if problems:
+        raise InputError(problems, source=str(path))
+    workflow, problems = check(document, limits, Path(path))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or workflow is None:
+        raise InputError(errors, source=str(path))
+    return workflow, [p for p in problems if p.severity != "error"]

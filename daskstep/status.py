@@ -1,0 +1,116 @@
+"""The run's `.daskstep/status.json`: rewritten atomically at each transition, so it tells the
+truth during the run as well as after it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from entrypoint.reporter import atomic_write
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class RunStatus:
+    def __init__(self, path: Path, workflow: Any, backend: Any) -> None:
+        self.path = path
+        self.started = time.time()
+        self.exit_code = 0
+        self.state = "pending"
+        self.message = ""
+        dask = workflow.dask
+        self.cluster: dict[str, Any] = {"backend": backend.name if backend else None}
+        if dask is not None:
+            self.cluster.update(
+                workers_requested=dask.number_of_workers,
+                single_worker_memory=dask.single_worker_memory,
+                single_worker_threads=dask.single_worker_threads,
+                image=dask.image,
+                workers_ready=0,
+            )
+        self.steps: list[dict[str, Any]] = [
+            {"name": s.name, "status": "pending", "exit_code": None} for s in workflow.steps
+        ]
+        self._step_clock: dict[int, float] = {}
+        self.workflow_path = str(workflow.path)
+        self.finished: float | None = None
+
+    def document(self) -> dict[str, Any]:
+        end = self.finished or time.time()
+        doc: dict[str, Any] = {
+            "status": self.state,
+            "exit_code": self.exit_code if self.finished else None,
+            "workflow": self.workflow_path,
+            "started_at": iso(self.started),
+            "finished_at": iso(self.finished) if self.finished else None,
+            "duration_seconds": round(end - self.started, 3),
+            "cluster": self.cluster,
+            "steps": self.steps,
+        }
+        if self.message:
+            doc["message"] = self.message
+        return doc
+
+    def write(self) -> None:
+        atomic_write(str(self.path), json.dumps(self.document(), indent=2) + "\n")
+
+    def begin(self) -> None:
+        self.state = "running"
+        self.write()
+
+    def cluster_started(self, handle: Any) -> None:
+        self.cluster.update(scheduler=handle.scheduler_address, dashboard=handle.dashboard_url)
+        self.write()
+
+    def cluster_ready(self, workers: int, seconds: float) -> None:
+        self.cluster.update(workers_ready=workers, start_seconds=round(seconds, 3))
+        self.write()
+
+    def step_started(self, index: int) -> None:
+        self.steps[index].update(status="running", started_at=iso(time.time()))
+        self._step_clock[index] = time.monotonic()
+        self.write()
+
+    def step_finished(self, index: int, code: int, status_file: Path, cancelled: bool) -> None:
+        entry = self.steps[index]
+        entry.update(
+            status="cancelled" if cancelled else "finished" if code == 0 else "failed",
+            exit_code=code,
+            finished_at=iso(time.time()),
+            duration_seconds=round(time.monotonic() - self._step_clock[index], 3),
+        )
+        try:
+            detail = json.loads(status_file.read_text())
+            entry.update(reason=detail.get("reason"), peak_rss_bytes=detail.get("peak_rss_bytes"))
+        except (OSError, ValueError):
+            pass
+        if code != 0 and self.exit_code == 0:
+            self.exit_code = code
+            self.state = "failed"
+        self.write()
+
+    def fail(self, message: str, code: int) -> None:
+        self.state, self.message = "failed", message
+        self.exit_code = self.exit_code or code
+
+    def cancel(self, signum: int) -> None:
+        self.state = "cancelled"
+        self.message = f"cancelled by {signal.Signals(signum).name}"
+        self.exit_code = 128 + signum
+        for entry in self.steps:
+            if entry["status"] == "running":
+                entry["status"] = "cancelled"
+
+    def finish(self) -> None:
+        self.finished = time.time()
+        if self.state == "running":
+            self.state = "finished"
+        for entry in self.steps:
+            if entry["status"] == "pending":
+                entry["status"] = "skipped"
+        self.write()

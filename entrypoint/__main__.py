@@ -1,0 +1,101 @@
+"""`python3 -m entrypoint [OPTIONS] -- CMD...`: wiring, and the one exit-code table.
+
+Exit codes (DESIGN.md): the child's own code; 128+n for a child killed by signal n; 64 usage;
+69 scheduler unreachable; 70 internal error; 75 too few workers; 78 version mismatch;
+124 step timeout.
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from entrypoint.core import Entrypointer, EntrypointError, Status, UsageError
+from entrypoint.reporter import FileReporter
+from entrypoint.runner import ProcessRunner
+from entrypoint.waiter import SchedulerWaiter
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "None":  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _env_float(name: str, default: Optional[float]) -> Optional[float]:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def parse(argv: List[str]) -> argparse.Namespace:
+    env = os.environ
+    p = _Parser(prog="daskstep-entrypoint", description="Run a step next to a Dask cluster.")
+    p.add_argument(
+        "--scheduler",
+        default=env.get("DASKSTEP_SCHEDULER")
+        or env.get("DASK_SCHEDULER_URI")
+        or env.get("DASK_SCHEDULER_ADDRESS"),
+    )
+    p.add_argument("--wait-timeout", type=float, default=_env_float("DASKSTEP_WAIT_TIMEOUT", 300.0))
+    p.add_argument("--wait-workers", type=int, default=int(env.get("DASKSTEP_WAIT_WORKERS", 0)))
+    p.add_argument("--timeout", type=float, default=_env_float("DASKSTEP_TIMEOUT", None))
+    p.add_argument("--grace-period", type=float, default=_env_float("DASKSTEP_GRACE_PERIOD", 10.0))
+    p.add_argument("--status-file", default=env.get("DASKSTEP_STATUS_FILE"))
+    p.add_argument("--termination-log", default=env.get("DASKSTEP_TERMINATION_LOG"))
+    p.add_argument("--workdir", default=env.get("DASKSTEP_WORKDIR"))
+    p.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        default=env.get("DASKSTEP_DIE_WITH_PARENT") == "1",
+        help="stop the step when the process that started us dies",
+    )
+    p.add_argument("--shell", action="append", default=[], metavar="CMD")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if bool(args.shell) == bool(args.command):
+        raise UsageError("give the step as --shell CMD (repeatable) or as -- CMD...")
+    if args.termination_log is None and os.access(DEFAULT_TERMINATION_LOG, os.W_OK):
+        args.termination_log = DEFAULT_TERMINATION_LOG
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    status_file = os.environ.get("DASKSTEP_STATUS_FILE")
+    try:
+        args = parse(argv)
+        status_file = args.status_file
+        commands = [["sh", "-c", c] for c in args.shell] or [args.command]
+        entry = Entrypointer(
+            waiter=SchedulerWaiter(args.scheduler, args.wait_timeout, args.wait_workers),
+            runner=ProcessRunner(
+                timeout=args.timeout,
+                grace_period=args.grace_period,
+                cwd=args.workdir,
+                watch_parent=args.die_with_parent,
+            ),
+            reporter=FileReporter(args.status_file, args.termination_log),
+        )
+        return entry.go(commands, dict(os.environ))
+    except EntrypointError as e:
+        # A failure before the loop started (bad usage): still leave a status behind.
+        print(f"daskstep-entrypoint: {e}", file=sys.stderr)
+        _write_early_status(status_file, e.reason, e.exit_code, str(e))
+        return e.exit_code
+    except Exception as e:
+        print(f"daskstep-entrypoint: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 70
+
+
+def _write_early_status(path: Optional[str], reason: str, code: int, message: str) -> None:
+    import time
+
+    now = time.time()
+    FileReporter(path, None).write(Status(reason, code, now, now, message=message))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

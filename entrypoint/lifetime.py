@@ -1,0 +1,35 @@
+"""Tie a process's life to its parent's, with the kernel's help where it offers it (Linux)."""
+
+import ctypes
+import os
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(sig: int = signal.SIGTERM, expected_parent: "int | None" = None) -> bool:
+    """Ask the kernel to send `sig` when our parent dies; False where unsupported.
+
+    If the parent already died (between fork and this call), send it now.
+    """
+    ok = _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os.kill(os.getpid(), sig)
+    return ok
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to us, so we can still find and reap them."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)

@@ -1,0 +1,117 @@
+"""Shared fixtures: real processes, and a helper that tells which processes a run left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip when a server is missing here; in CI (DASKSTEP_REQUIRE_INTEGRATION=1) fail instead."""
+    if available:
+        return
+    if REQUIRE_INTEGRATION:
+        pytest.fail(f"integration requirement missing: {reason}")
+    pytest.skip(reason)
+
+
+def write_workflow(
+    folder: Path,
+    steps: list[tuple[str, list[str]]],
+    workers: int = 2,
+    memory: str = "1Gi",
+    threads: int = 1,
+) -> Path:
+    """A reana.yaml asking for a small cluster, with the given (name, commands) steps."""
+    lines = [
+        "workflow:",
+        "  type: serial",
+        "  resources:",
+        "    dask:",
+        "      image: docker.io/daskstep/test:1.0",
+        f"      number_of_workers: {workers}",
+        f"      single_worker_memory: {memory}",
+        f"      single_worker_threads: {threads}",
+        "  specification:",
+        "    steps:",
+    ]
+    for name, commands in steps:
+        lines.append(f"      - name: {name}")
+        lines.append("        commands:")
+        lines.extend(f"          - {json.dumps(c)}" for c in commands)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "reana.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def daskstep(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "daskstep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def descendants(pid: int) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def wait_gone(pids: set[int], timeout: float) -> set[int]:
+    """The pids still alive after `timeout` seconds (empty when all are gone)."""
+    deadline = time.monotonic() + timeout
+    while (left := alive(pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[int]]:
+    """Pids a test registers here are killed at the end, so a failing test leaves nothing."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        for p in [pid, *descendants(pid)]:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+
+
+def script(text: str) -> str:
+    return textwrap.dedent(text).strip() + "\n"

@@ -1,0 +1,726 @@
+"""reana.yaml and limits validation: every rule, as a table, plus the `daskstep validate` CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daskstep.errors import InputError
+from daskstep.limits import Limits, format_memory, load_limits, parse_memory
+from daskstep.spec import DaskResources, Step, check, load_workflow
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "docker.io/coffeateam/coffea-dask-cc7:0.7.22-py3.10-g7f049"
+DASK = "workflow.resources.dask"
+STEP0 = "workflow.specification.steps[0]"
+DELETE = object()
+
+BASE: dict[str, Any] = {
+    "version": "0.9.3",
+    "inputs": {"files": ["analysis.py"], "directories": ["data"], "parameters": {"n": 3}},
+    "workflow": {
+        "type": "serial",
+        "resources": {
+            "dask": {
+                "image": IMAGE,
+                "number_of_workers": 2,
+                "single_worker_memory": "4Gi",
+                "single_worker_threads": 2,
+            }
+        },
+        "specification": {
+            "steps": [
+                {"name": "process", "environment": IMAGE, "commands": ["python analysis.py -n $n"]}
+            ]
+        },
+    },
+    "outputs": {"files": ["results/plot.png"], "directories": ["results"]},
+}
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    """BASE with dotted paths set (or deleted); `steps.0` indexes lists; `__` stands for a dot."""
+    document = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split("__")]
+        node = document
+        for key in keys[:-1]:
+            node = node[key]
+        if value is DELETE:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+    return document
+
+
+W = "workflow"
+RES = "workflow__resources"
+DSK = "workflow__resources__dask"
+ST0 = "workflow__specification__steps__0"
+
+# (id, document, error paths, warning paths, fragments that must appear in the messages)
+CASES: list[tuple[str, Any, set[str], set[str], tuple[str, ...]]] = [
+    ("valid-full", spec(), set(), set(), ()),
+    ("valid-no-dask", spec(**{f"{RES}__dask": DELETE}), set(), set(), ()),
+    ("valid-no-resources", spec(**{f"{W}__resources": DELETE}), set(), set(), ()),
+    ("valid-dask-image-only", spec(**{DSK: {"image": "python:3.12"}}), set(), set(), ()),
+    (
+        "valid-credentials",
+        spec(**{f"{RES}__kerberos": True, f"{RES}__voms_proxy": True, f"{RES}__cvmfs": ["cms"]}),
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "valid-reana-step-options",
+        spec(**{f"{ST0}__compute_backend": "kubernetes", f"{ST0}__kubernetes_memory_limit": "1Gi"}),
+        set(),
+        set(),
+        (),
+    ),
+    (
+        "valid-at-the-limits",
+        spec(**{DSK: {"image": IMAGE, "number_of_workers": 2, "single_worker_memory": "8Gi"}}),
+        set(),
+        set(),
+        (),
+    ),
+    ("missing-workflow", spec(workflow=DELETE), {"workflow"}, set(), ("type: serial",)),
+    ("workflow-not-mapping", spec(workflow=["serial"]), {"workflow"}, set(), ("a list",)),
+    ("type-missing", spec(**{f"{W}__type": DELETE}), {"workflow.type"}, set(), ("serial",)),
+    (
+        "type-cwl",
+        spec(**{f"{W}__type": "cwl"}),
+        {"workflow.type"},
+        set(),
+        ("serial workflows only",),
+    ),
+    ("type-yadage", spec(**{f"{W}__type": "yadage"}), {"workflow.type"}, set(), ("serial",)),
+    ("type-number", spec(**{f"{W}__type": 3}), {"workflow.type"}, set(), ("type: serial",)),
+    (
+        "specification-missing",
+        spec(**{f"{W}__specification": DELETE}),
+        {"workflow.specification"},
+        set(),
+        ("steps",),
+    ),
+    (
+        "workflow-file-instead",
+        spec(**{f"{W}__specification": DELETE, f"{W}__file": "steps.yaml"}),
+        {"workflow.file"},
+        set(),
+        ("workflow.specification.steps",),
+    ),
+    (
+        "steps-missing",
+        spec(**{f"{W}__specification": {}}),
+        {"workflow.specification.steps"},
+        set(),
+        ("at least one step",),
+    ),
+    (
+        "steps-empty",
+        spec(**{f"{W}__specification__steps": []}),
+        {"workflow.specification.steps"},
+        set(),
+        ("empty",),
+    ),
+    (
+        "steps-not-list",
+        spec(**{f"{W}__specification__steps": {"commands": ["x"]}}),
+        {"workflow.specification.steps"},
+        set(),
+        ("a list",),
+    ),
+    ("step-not-mapping", spec(**{ST0: "echo hi"}), {STEP0}, set(), ("commands",)),
+    (
+        "commands-missing",
+        spec(**{f"{ST0}__commands": DELETE}),
+        {f"{STEP0}.commands"},
+        set(),
+        ("add commands",),
+    ),
+    ("commands-empty", spec(**{f"{ST0}__commands": []}), {f"{STEP0}.commands"}, set(), ("empty",)),
+    (
+        "commands-string",
+        spec(**{f"{ST0}__commands": "python analysis.py"}),
+        {f"{STEP0}.commands"},
+        set(),
+        ("not a list",),
+    ),
+    (
+        "command-empty-string",
+        spec(**{f"{ST0}__commands": ["echo", "  "]}),
+        {f"{STEP0}.commands[1]"},
+        set(),
+        ("empty",),
+    ),
+    (
+        "command-not-string",
+        spec(**{f"{ST0}__commands": [42, {"echo a": "b"}]}),
+        {f"{STEP0}.commands[0]", f"{STEP0}.commands[1]"},
+        set(),
+        ("quote",),
+    ),
+    ("name-not-string", spec(**{f"{ST0}__name": 7}), {f"{STEP0}.name"}, set(), ("string",)),
+    (
+        "environment-bad-image",
+        spec(**{f"{ST0}__environment": "my image:latest"}),
+        {f"{STEP0}.environment"},
+        set(),
+        ("not a container image",),
+    ),
+    ("resources-not-mapping", spec(**{RES: ["dask"]}), {"workflow.resources"}, set(), ("mapping",)),
+    (
+        "kerberos-not-bool",
+        spec(**{f"{RES}__kerberos": "true"}),
+        {"workflow.resources.kerberos"},
+        set(),
+        ("true or false",),
+    ),
+    (
+        "voms-not-bool",
+        spec(**{f"{RES}__voms_proxy": 1}),
+        {"workflow.resources.voms_proxy"},
+        set(),
+        ("true or false",),
+    ),
+    ("dask-null", spec(**{DSK: None}), {DASK}, set(), ("image",)),
+    ("dask-image-missing", spec(**{f"{DSK}__image": DELETE}), {f"{DASK}.image"}, set(), ("add",)),
+    (
+        "dask-image-bad",
+        spec(**{f"{DSK}__image": "Not An Image!"}),
+        {f"{DASK}.image"},
+        set(),
+        ("not a container image",),
+    ),
+    (
+        "workers-above-max",
+        spec(**{f"{DSK}__number_of_workers": 30, f"{DSK}__single_worker_memory": "512Mi"}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("30 is above the platform maximum of 20 (max_number_of_workers)", "at most 20"),
+    ),
+    (
+        "workers-zero",
+        spec(**{f"{DSK}__number_of_workers": 0}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("at least 1",),
+    ),
+    (
+        "workers-negative",
+        spec(**{f"{DSK}__number_of_workers": -3}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("at least 1",),
+    ),
+    (
+        "workers-bool",
+        spec(**{f"{DSK}__number_of_workers": True}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("a boolean",),
+    ),
+    (
+        "workers-quoted",
+        spec(**{f"{DSK}__number_of_workers": "4"}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("without quotes",),
+    ),
+    (
+        "workers-float",
+        spec(**{f"{DSK}__number_of_workers": 2.5}),
+        {f"{DASK}.number_of_workers"},
+        set(),
+        ("whole number",),
+    ),
+    (
+        "memory-not-a-size",
+        spec(**{f"{DSK}__single_worker_memory": "8GB"}),
+        {f"{DASK}.single_worker_memory"},
+        set(),
+        ("'8GB' is not a memory size", "2Gi"),
+    ),
+    (
+        "memory-plain-number",
+        spec(**{f"{DSK}__single_worker_memory": 2048}),
+        {f"{DASK}.single_worker_memory"},
+        set(),
+        ("not a memory size",),
+    ),
+    (
+        "memory-leading-zero",
+        spec(**{f"{DSK}__single_worker_memory": "02Gi"}),
+        {f"{DASK}.single_worker_memory"},
+        set(),
+        ("not a memory size",),
+    ),
+    (
+        "memory-above-max",
+        spec(**{f"{DSK}__single_worker_memory": "12Gi", f"{DSK}__number_of_workers": 1}),
+        {f"{DASK}.single_worker_memory"},
+        set(),
+        ("8Gi (max_single_worker_memory)",),
+    ),
+    (
+        "threads-above-max",
+        spec(**{f"{DSK}__single_worker_threads": 9}),
+        {f"{DASK}.single_worker_threads"},
+        set(),
+        ("maximum of 8 (max_single_worker_threads)",),
+    ),
+    (
+        "threads-zero",
+        spec(**{f"{DSK}__single_worker_threads": 0}),
+        {f"{DASK}.single_worker_threads"},
+        set(),
+        ("at least 1 thread",),
+    ),
+    (
+        "threads-bool",
+        spec(**{f"{DSK}__single_worker_threads": False}),
+        {f"{DASK}.single_worker_threads"},
+        set(),
+        ("a boolean",),
+    ),
+    (
+        "total-memory-above-max",
+        spec(**{f"{DSK}__number_of_workers": 5, f"{DSK}__single_worker_memory": "8Gi"}),
+        {DASK},
+        set(),
+        ("5 workers x 8Gi = 40Gi", "16Gi (max_memory_limit)", "at most 2 workers"),
+    ),
+    (
+        "total-memory-from-default-workers",
+        spec(**{f"{DSK}__number_of_workers": DELETE, f"{DSK}__single_worker_memory": "7Gi"}),
+        set(),
+        set(),
+        (),
+    ),
+    ("unknown-top-level", spec(extra=1), set(), {"extra"}, ("unknown field",)),
+    ("unknown-in-workflow", spec(**{f"{W}__engine": "x"}), set(), {"workflow.engine"}, ()),
+    (
+        "unknown-in-resources",
+        spec(**{f"{RES}__gpus": 1}),
+        set(),
+        {"workflow.resources.gpus"},
+        ("known fields here: dask",),
+    ),
+    (
+        "unknown-in-dask-with-suggestion",
+        spec(**{f"{DSK}__number_of_worker": 3}),
+        set(),
+        {f"{DASK}.number_of_worker"},
+        ("did you mean number_of_workers?",),
+    ),
+    ("unknown-in-step", spec(**{f"{ST0}__gpu": True}), set(), {f"{STEP0}.gpu"}, ("kerberos",)),
+    (
+        "unknown-in-step-suggestion",
+        spec(**{f"{ST0}__enviroment": IMAGE}),
+        set(),
+        {f"{STEP0}.enviroment"},
+        ("did you mean environment?",),
+    ),
+    (
+        "unknown-parameter-warns",
+        spec(**{f"{ST0}__commands": ["echo $HOME"]}),
+        set(),
+        {f"{STEP0}.commands[0]"},
+        ("$$HOME",),
+    ),
+    (
+        "duplicate-step-names-warn",
+        spec(**{"workflow__specification__steps": [{"name": "a", "commands": ["x"]}] * 2}),
+        set(),
+        {"workflow.specification.steps[1].name"},
+        ("steps[0]",),
+    ),
+    (
+        "inputs-files-not-list",
+        spec(**{"inputs__files": "analysis.py"}),
+        {"inputs.files"},
+        set(),
+        ("a list",),
+    ),
+    (
+        "inputs-directories-bad-item",
+        spec(**{"inputs__directories": ["data", None]}),
+        {"inputs.directories[1]"},
+        set(),
+        ("null",),
+    ),
+    (
+        "outputs-items-bad",
+        spec(**{"outputs__files": [1], "outputs__directories": [""]}),
+        {"outputs.files[0]", "outputs.directories[0]"},
+        set(),
+        (),
+    ),
+    (
+        "parameters-not-mapping",
+        spec(**{"inputs__parameters": ["n"]}),
+        {"inputs.parameters"},
+        {f"{STEP0}.commands[0]"},  # $n is then unknown
+        (),
+    ),
+    (
+        "all-problems-reported",
+        spec(
+            **{
+                f"{DSK}__number_of_workers": 0,
+                f"{DSK}__single_worker_memory": "lots",
+                f"{DSK}__single_worker_threads": 100,
+                f"{ST0}__commands": [],
+                "inputs__files": [3],
+                "bogus": True,
+            }
+        ),
+        {
+            f"{DASK}.number_of_workers",
+            f"{DASK}.single_worker_memory",
+            f"{DASK}.single_worker_threads",
+            f"{STEP0}.commands",
+            "inputs.files[0]",
+        },
+        {"bogus"},
+        (),
+    ),
+    ("top-level-list", [BASE], {""}, set(), ("not a mapping",)),
+    ("top-level-empty", None, {""}, set(), ("empty",)),
+    ("top-level-string", "workflow", {""}, set(), ("a string",)),
+]
+
+
+@pytest.fixture(scope="module")
+def limits() -> Limits:
+    return load_limits()
+
+
+@pytest.mark.parametrize(
+    ("document", "errors", "warnings", "fragments"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_check_table(
+    limits: Limits,
+    document: Any,
+    errors: set[str],
+    warnings: set[str],
+    fragments: tuple[str, ...],
+) -> None:
+    workflow, problems = check(document, limits)
+    assert {p.path for p in problems if p.severity == "error"} == errors
+    assert {p.path for p in problems if p.severity == "warning"} == warnings
+    assert (workflow is None) == bool(errors)
+    text = "\n".join(p.message for p in problems)
+    for fragment in fragments:
+        assert fragment in text
+    for problem in problems:
+        assert "\n" not in problem.message and "; " in problem.message, problem
+        assert len(problem.message) < 400 and "Traceback" not in problem.message
+
+
+def test_table_is_big_enough() -> None:
+    assert len(CASES) >= 30
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_defaults_and_expansion_fill_the_workflow(limits: Limits) -> None:
+    document = spec(**{DSK: {"image": IMAGE}})
+    document["workflow"]["specification"]["steps"].append({"commands": ["echo ${n} $$HOME"]})
+    workflow, problems = check(document, limits)
+    assert problems == [] and workflow is not None
+    assert workflow.dask == DaskResources(IMAGE, 2, "2Gi", 4)
+    assert workflow.dask.memory_bytes == 2 * 1024**3
+    assert workflow.steps == (
+        Step("process", IMAGE, ("python analysis.py -n 3",)),
+        Step("step-2", None, ("echo 3 $HOME",)),
+    )
+    assert (workflow.kerberos, workflow.voms_proxy) == (False, False)
+    assert workflow.input_files == ("analysis.py",)
+    assert workflow.input_directories == ("data",)
+    assert workflow.output_files == ("results/plot.png",)
+    assert workflow.output_directories == ("results",)
+
+
+def test_no_dask_section_means_no_cluster(limits: Limits) -> None:
+    workflow, _ = check(spec(**{f"{RES}__dask": DELETE}), limits)
+    assert workflow is not None and workflow.dask is None
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2Gi", 2 * 1024**3),
+        ("512Mi", 512 * 1024**2),
+        ("1K", 1000),
+        ("3E", 3 * 1000**6),
+        ("1Ki", 1024),
+    ],
+)
+def test_parse_memory(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0Gi", "2GB", "2", "-1Gi", "1.5Gi", "Gi", " 2Gi", "2gi"])
+def test_parse_memory_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="not a memory size"):
+        parse_memory(text)
+
+
+def test_format_memory() -> None:
+    assert format_memory(16 * 1024**3) == "16Gi"
+    assert format_memory(1536 * 1024**2) == "1536Mi"
+    assert format_memory(5 * 10**9) == "5G"
+    assert format_memory(1234567) == "1234567"
+
+
+def test_packaged_limits_are_reanas() -> None:
+    assert load_limits() == Limits(2, 20, "2Gi", "8Gi", "16Gi", 4, 8)
+    assert load_limits().max_memory_limit_bytes == 16 * 1024**3
+
+
+def write(tmp_path: Path, name: str, content: Any) -> Path:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return path
+
+
+def test_partial_limits_file_overrides_only_what_it_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "limits.yaml", {"max_number_of_workers": 50, "max_memory_limit": "64Gi"})
+    limits = load_limits(path)
+    assert limits.max_number_of_workers == 50 and limits.max_memory_limit == "64Gi"
+    assert limits.default_number_of_workers == 2 and limits.max_single_worker_memory == "8Gi"
+    assert load_limits(str(path)) == limits
+
+
+def test_comment_only_limits_file_keeps_defaults(tmp_path: Path) -> None:
+    assert load_limits(write(tmp_path, "limits.yaml", "# nothing yet\n")) == load_limits()
+
+
+def test_tighter_limits_turn_a_valid_spec_invalid(tmp_path: Path) -> None:
+    document = spec(**{f"{DSK}__number_of_workers": 4, f"{DSK}__single_worker_memory": "2Gi"})
+    assert check(document, load_limits())[0] is not None
+    tight = load_limits(
+        write(tmp_path, "l.yaml", {"max_number_of_workers": 3, "max_memory_limit": "4Gi"})
+    )
+    workflow, problems = check(document, tight)
+    assert workflow is None
+    messages = {p.path: p.message for p in problems}
+    assert "maximum of 3 (max_number_of_workers)" in messages[f"{DASK}.number_of_workers"]
+    document = spec(**{f"{DSK}__number_of_workers": 3, f"{DSK}__single_worker_memory": "2Gi"})
+    _, problems = check(document, tight)
+    assert [(p.path, "4Gi (max_memory_limit)" in p.message) for p in problems] == [(DASK, True)]
+
+
+BAD_LIMITS = [
+    ("unknown-key", {"max_workers": 3}, {"max_workers"}, "max_number_of_workers"),
+    ("string-for-int", {"max_number_of_workers": "ten"}, {"max_number_of_workers"}, "whole number"),
+    ("bool-for-int", {"max_single_worker_threads": True}, {"max_single_worker_threads"}, "true"),
+    ("memory-pattern", {"max_memory_limit": "16GB"}, {"max_memory_limit"}, "not a memory size"),
+    ("memory-number", {"max_single_worker_memory": 8}, {"max_single_worker_memory"}, "memory"),
+    ("zero", {"max_number_of_workers": 0}, {"max_number_of_workers"}, "at least 1"),
+    ("negative", {"default_single_worker_threads": -1}, {"default_single_worker_threads"}, "1"),
+    (
+        "default-above-max",  # 30 x 2Gi is also above max_memory_limit
+        {"default_number_of_workers": 30},
+        {"default_number_of_workers", "max_memory_limit"},
+        "max_number_of_workers (20)",
+    ),
+    (
+        "default-memory-above-max",
+        {"default_single_worker_memory": "16Gi", "max_memory_limit": "64Gi"},
+        {"default_single_worker_memory"},
+        "max_single_worker_memory (8Gi)",
+    ),
+    ("defaults-exceed-total", {"max_memory_limit": "3Gi"}, {"max_memory_limit"}, "4Gi"),
+    ("several", {"bogus": 1, "max_number_of_workers": -2}, {"bogus", "max_number_of_workers"}, ""),
+    ("not-mapping", "- 1\n- 2\n", {""}, "not a mapping"),
+    ("bad-yaml", "max_number_of_workers: [1\n", {""}, "line 2"),
+    ("duplicate-key", "max_number_of_workers: 1\nmax_number_of_workers: 2\n", {""}, "duplicate"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "paths", "fragment"), [c[1:] for c in BAD_LIMITS], ids=[c[0] for c in BAD_LIMITS]
+)
+def test_bad_limits_file(tmp_path: Path, content: Any, paths: set[str], fragment: str) -> None:
+    path = write(tmp_path, "limits.yaml", content)
+    with pytest.raises(InputError) as caught:
+        load_limits(path)
+    assert caught.value.source == str(path)
+    assert {p.path for p in caught.value.problems} == paths
+    assert fragment in " ".join(p.message for p in caught.value.problems)
+    for line in caught.value.lines():
+        assert line.startswith(f"error: {path}: ") and "\n" not in line
+
+
+def test_missing_limits_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        load_limits(tmp_path / "nope.yaml")
+
+
+# -- load_workflow -------------------------------------------------------------------------------
+
+
+def test_load_workflow_returns_warnings_and_path(tmp_path: Path, limits: Limits) -> None:
+    path = write(tmp_path, "reana.yaml", spec(extra=1))
+    workflow, warnings = load_workflow(path, limits)
+    assert workflow.path == path
+    assert [(w.path, w.severity) for w in warnings] == [("extra", "warning")]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("workflow:\n  type: serial\n   specification: x\n", "line 3, column"),
+        ("workflow: [unclosed\n", "not valid YAML"),
+        ("workflow:\n\ttype: serial\n", "line 2, column 1"),
+        ("- a\n- b\n", "a list, not a mapping"),
+        ("just a string\n", "a string, not a mapping"),
+        ("", "empty"),
+        ("# only a comment\n", "empty"),
+        ("workflow: {}\nworkflow: {}\n", "duplicate key 'workflow'"),
+    ],
+)
+def test_load_workflow_rejects_unreadable_documents(
+    tmp_path: Path, limits: Limits, content: str, fragment: str
+) -> None:
+    path = write(tmp_path, "reana.yaml", content)
+    with pytest.raises(InputError) as caught:
+        load_workflow(path, limits)
+    lines = caught.value.lines()
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith(f"error: {path}: ") and fragment in lines[0]
+
+
+def test_load_workflow_missing_file(tmp_path: Path, limits: Limits) -> None:
+    with pytest.raises(InputError) as caught:
+        load_workflow(tmp_path / "reana.yaml", limits)
+    assert caught.value.lines() == [
+        f"error: {tmp_path / 'reana.yaml'}: file not found; check the path"
+    ]
+
+
+def test_load_workflow_directory(tmp_path: Path, limits: Limits) -> None:
+    with pytest.raises(InputError, match="directory"):
+        load_workflow(tmp_path, limits)
+
+
+def test_load_workflow_reports_every_error(tmp_path: Path, limits: Limits) -> None:
+    document = spec(**{f"{DSK}__number_of_workers": 99, f"{DSK}__single_worker_memory": "9Gi"})
+    with pytest.raises(InputError) as caught:
+        load_workflow(write(tmp_path, "reana.yaml", document), limits)
+    assert {p.path for p in caught.value.problems} == {
+        f"{DASK}.number_of_workers",
+        f"{DASK}.single_worker_memory",
+    }
+
+
+# -- the CLI, end to end --------------------------------------------------------------------------
+
+
+def validate(*args: Any) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "daskstep", "validate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_cli_valid(tmp_path: Path) -> None:
+    result = validate(write(tmp_path, "reana.yaml", spec()))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+    assert_no_traceback(result)
+
+
+def test_cli_warnings_keep_exit_zero(tmp_path: Path) -> None:
+    path = write(tmp_path, "reana.yaml", spec(extra=1, **{f"{DSK}__gpus": 1}))
+    result = validate(path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"warning: {path}: ") for line in lines)
+    assert_no_traceback(result)
+
+
+def test_cli_invalid_prints_one_line_per_problem(tmp_path: Path, limits: Limits) -> None:
+    document = spec(
+        **{
+            f"{DSK}__number_of_workers": 30,
+            f"{DSK}__single_worker_memory": "8GB",
+            f"{ST0}__commands": "python analysis.py",
+        }
+    )
+    expected = [p for p in check(document, limits)[1] if p.severity == "error"]
+    assert len(expected) == 3
+    path = write(tmp_path, "reana.yaml", document)
+    result = validate(path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines == [f"error: {path}: {p}" for p in expected]
+    assert any("max_number_of_workers" in line for line in lines)
+    assert_no_traceback(result)
+
+
+def test_cli_tighter_limits_file(tmp_path: Path) -> None:
+    reana = write(tmp_path, "reana.yaml", spec(**{f"{DSK}__number_of_workers": 4}))
+    assert validate(reana).returncode == 0
+    limits = write(tmp_path, "limits.yaml", {"max_number_of_workers": 3})
+    result = validate(reana, "--limits", limits)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "max_number_of_workers" in lines[0]
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("reana", "limits", "count"),
+    [
+        ("workflow:\n  type: serial\n   x: 1\n", None, 1),
+        ("- 1\n", None, 1),
+        (None, None, 1),
+        ("ok", "max_number_of_workers: 0\nbogus: 1\n", 2),
+        ("ok", "[1\n", 1),
+    ],
+    ids=["bad-yaml", "not-mapping", "missing-file", "bad-limits", "unparsable-limits"],
+)
+def test_cli_bad_input_exits_2(
+    tmp_path: Path, reana: str | None, limits: str | None, count: int
+) -> None:
+    path = tmp_path / "missing.yaml"
+    if reana == "ok":
+        path = write(tmp_path, "reana.yaml", spec())
+    elif reana is not None:
+        path = write(tmp_path, "reana.yaml", reana)
+    args: list[Any] = [path]
+    if limits is not None:
+        args += ["--limits", write(tmp_path, "limits.yaml", limits)]
+    result = validate(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == count and all(line.startswith("error:") for line in lines), lines
+    assert_no_traceback(result)
