@@ -64,7 +64,7 @@ def parse(argv: List[str]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    status_file = os.environ.get("DASKSTEP_STATUS_FILE")
+    status_file = _status_file_in(argv) or os.environ.get("DASKSTEP_STATUS_FILE")
     try:
         args = parse(argv)
         status_file = args.status_file
@@ -88,6 +88,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         print(f"daskstep-entrypoint: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 70
+
+
+def _status_file_in(argv: List[str]) -> Optional[str]:
+    """Found before parsing, so that even a usage error leaves a status behind."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--status-file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--status-file="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _write_early_status(path: Optional[str], reason: str, code: int, message: str) -> None:
