@@ -28,14 +28,19 @@ class InputError(DaskstepError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[Problem], source: str = "") -> None:
+    def __init__(
+        self, problems: list[Problem], source: str = "", warnings: list[Problem] | None = None
+    ) -> None:
         self.problems = problems
         self.source = source
+        self.warnings = warnings or []  # shown too: "did you mean ...?" explains many errors
         super().__init__("; ".join(str(p) for p in problems))
 
     def lines(self) -> list[str]:
         prefix = f"{self.source}: " if self.source else ""
-        return [f"error: {prefix}{p}" for p in self.problems]
+        return [f"warning: {prefix}{p}" for p in self.warnings] + [
+            f"error: {prefix}{p}" for p in self.problems
+        ]
 
 
 class ClusterError(DaskstepError):

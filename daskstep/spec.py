@@ -9,10 +9,8 @@ ones and a workflow written for a newer REANA should still run.
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from daskstep.errors import InputError, Problem
@@ -26,35 +24,22 @@ from daskstep.limits import (
     read_yaml,
     show,
 )
+from daskstep.reana import (
+    DASK_KEYS,
+    IMAGE_HINT,
+    IMAGE_PATTERN,
+    INPUTS_KEYS,
+    OTHER_ENGINES,
+    OUTPUTS_KEYS,
+    RESOURCES_KEYS,
+    SPECIFICATION_KEYS,
+    STEP_KEYS,
+    STEP_KEYS_LISTED,
+    TOP_KEYS,
+    WORKFLOW_KEYS,
+    expand_parameters,
+)
 
-# REANA's image reference pattern (reana-commons), for the Dask image and step environments.
-IMAGE_PATTERN = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?:\.[a-zA-Z0-9.-]+)+(?::[0-9]+)?/)?[a-zA-Z0-9._-]+"
-    r"(?:/[a-zA-Z0-9._-]+)*(?::[a-zA-Z0-9._-]+)?(?:@sha256:[a-f0-9]{64})?$"
-)
-IMAGE_HINT = "use an image reference such as docker.io/library/python:3.12"
-OTHER_ENGINES = ("cwl", "yadage", "snakemake")
-
-# Known fields per level, from REANA's analysis schema and the serial engine's step options.
-TOP_KEYS = ("version", "inputs", "workflow", "outputs", "tests", "workspace")
-INPUTS_KEYS = ("files", "directories", "parameters", "options")
-OUTPUTS_KEYS = ("files", "directories")
-WORKFLOW_KEYS = ("type", "file", "specification", "resources")
-RESOURCES_KEYS = ("dask", "kerberos", "voms_proxy", "cvmfs")
-DASK_KEYS = ("image", "number_of_workers", "single_worker_memory", "single_worker_threads")
-SPECIFICATION_KEYS = ("steps",)
-STEP_KEYS = tuple(
-    """name environment commands compute_backend kerberos voms_proxy rucio unpacked_img
-    unpacked_image kubernetes_uid kubernetes_cpu_request kubernetes_cpu_limit
-    kubernetes_memory_request kubernetes_memory_limit kubernetes_queue kubernetes_job_timeout
-    htcondor_max_runtime htcondor_accounting_group htcondor_request_cpus htcondor_request_memory
-    htcondor_request_disk htcondor_requirements slurm_partition slurm_time c4p_cpu_cores
-    c4p_memory_limit c4p_additional_requirements""".split()  # noqa: SIM905 - reads as a table
-)
-STEP_KEYS_LISTED = (
-    "name, environment, commands, and REANA's options such as kerberos, voms_proxy, "
-    "compute_backend, kubernetes_*, htcondor_*, slurm_*"
-)
 DASK_PATH = "workflow.resources.dask"
 STEPS_PATH = "workflow.specification.steps"
 
@@ -260,26 +245,10 @@ def _dask(value: Any, limits: Limits, r: _Report) -> DaskResources | None:
 
 
 def _expand(command: str, parameters: dict[str, str], path: str, r: _Report) -> str:
-    """Substitute $name and ${name} from inputs.parameters, as REANA's serial engine does."""
-    template = Template(command)
-    messages: dict[str, None] = {}  # ordered and without repeats
-    for match in template.pattern.finditer(command):
-        name = match.group("named") or match.group("braced")
-        if name and name not in parameters:
-            message = (
-                f"${name} is not in inputs.parameters and REANA fails on unknown parameters; "
-                f"add it to inputs.parameters, or write $${name} to leave it to the shell"
-            )
-            messages[message] = None
-        elif match.group("invalid") is not None:
-            message = (
-                "a '$' not followed by a parameter name makes REANA's parameter expansion "
-                "fail; write $$ for a literal $"
-            )
-            messages[message] = None
+    text, messages = expand_parameters(command, parameters)
     for message in messages:
         r.warn(path, message)
-    return template.safe_substitute(parameters)
+    return text
 
 
 def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> tuple[str, ...]:
@@ -444,6 +413,7 @@ def load_workflow(path: str | Path, limits: Limits) -> tuple[Workflow, list[Prob
         raise InputError(problems, source=str(path))
     workflow, problems = check(document, limits, Path(path))
     errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity != "error"]
     if errors or workflow is None:
-        raise InputError(errors, source=str(path))
-    return workflow, [p for p in problems if p.severity != "error"]
+        raise InputError(errors, source=str(path), warnings=warnings)
+    return workflow, warnings

@@ -115,3 +115,25 @@ def reaper() -> Iterator[list[int]]:
 
 def script(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
+
+
+def _our_processes() -> set[int]:
+    """Processes that only daskstep starts: launchers and step entrypoints."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "daskstep.backends.launcher" in cmd or "-m entrypoint" in cmd:
+            found.add(p.pid)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running() -> Iterator[None]:
+    """Whatever the tests did, the session must not leave a daskstep process behind."""
+    before = _our_processes()
+    yield
+    left = wait_gone(_our_processes() - before, 10)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"daskstep processes left running after the tests: {sorted(left)}"

@@ -686,6 +686,19 @@ def test_cli_invalid_prints_one_line_per_problem(tmp_path: Path, limits: Limits)
     assert_no_traceback(result)
 
 
+def test_cli_shows_warnings_next_to_errors(tmp_path: Path) -> None:
+    document = spec(**{f"{DSK}__number_of_workers": 0, f"{DSK}__single_worker_thread": 2})
+    path = write(tmp_path, "reana.yaml", document)
+    result = validate(path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"warning: {path}: workflow.resources.dask.single_worker_thread")
+    assert "single_worker_threads" in lines[0]
+    assert lines[1].startswith(f"error: {path}: workflow.resources.dask.number_of_workers")
+    assert_no_traceback(result)
+
+
 def test_cli_tighter_limits_file(tmp_path: Path) -> None:
     reana = write(tmp_path, "reana.yaml", spec(**{f"{DSK}__number_of_workers": 4}))
     assert validate(reana).returncode == 0
