@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -67,16 +66,6 @@ class Variant:
 
 
 # --- process bookkeeping --------------------------------------------------------------------
-
-
-def become_subreaper() -> bool:
-    """Orphans of a cluster re-parent to us rather than to init, so the leak check sees them."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def live_descendants() -> dict[int, psutil.Process]:
@@ -397,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [all_variants[k] for k in keys]
     if not variants:
         return 0
+
+    from entrypoint.lifetime import become_subreaper  # orphans re-parent to us: leaks are seen
 
     subreaper = become_subreaper()
     # LocalCluster spawns workers and so starts multiprocessing's resource tracker, which lives

@@ -94,5 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except DaskstepError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # e.g. an unwritable workspace: one line, not a traceback
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,7 @@
 """The step loop: wait, run, report. Parts are injected, as in Tekton's entrypointer, so the loop
 is tested with fakes and the real parts are tested with real processes."""
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol
@@ -92,6 +93,7 @@ class Entrypointer:
             status.peak_rss_bytes = result.peak_rss_bytes
         except EntrypointError as e:
             status.reason, status.exit_code, status.message = e.reason, e.exit_code, str(e)
+            print(f"daskstep-entrypoint: {e}", file=sys.stderr, flush=True)
         except BaseException as e:
             status.reason, status.exit_code = "Error", 70
             status.message = f"internal error: {type(e).__name__}: {e}"

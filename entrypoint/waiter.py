@@ -71,6 +71,7 @@ class SchedulerWaiter:
         deadline = start + self.timeout
         host, port = host_port(self.uri)
         state = ""
+        state_changes = 0
         workers: Optional[int] = None
         for delay in backoff_delays():
             remaining = deadline - time.monotonic()
@@ -88,10 +89,12 @@ class SchedulerWaiter:
                 state = new
                 elapsed = time.monotonic() - start
                 if new == "ready":
-                    self.log(
-                        f"daskstep-entrypoint: scheduler {self.uri} ready after {elapsed:.2f} s"
-                    )
+                    if state_changes:  # quiet on the happy path: only a wait is news
+                        self.log(
+                            f"daskstep-entrypoint: scheduler {self.uri} ready after {elapsed:.2f} s"
+                        )
                     return Readiness(self.uri, workers)
+                state_changes += 1
                 if new == "waiting":
                     self.log(f"daskstep-entrypoint: waiting for scheduler {self.uri}")
                 else:
