@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         help="how long to wait for all workers (default 300)",
     )
 
+    p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
+    p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
+
     p = sub.add_parser("entrypoint", help="the step wrapper, run in-process", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -80,7 +83,19 @@ def _cmd_entrypoint(args: argparse.Namespace) -> int:
     return entrypoint_main(args.args)
 
 
-COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "entrypoint": _cmd_entrypoint}
+def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
+    from daskstep.pack import pack
+
+    print(pack(Path(args.output)))
+    return 0
+
+
+COMMANDS = {
+    "validate": _cmd_validate,
+    "run": _cmd_run,
+    "entrypoint": _cmd_entrypoint,
+    "pack-entrypoint": _cmd_pack_entrypoint,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ import os
 import sys
 from typing import List, Optional
 
-from entrypoint.core import Entrypointer, EntrypointError, Status, UsageError
+from entrypoint.core import Entrypointer, EntrypointError, Readiness, Status, UsageError, Waiter
+from entrypoint.health import Health
 from entrypoint.reporter import FileReporter
 from entrypoint.runner import ProcessRunner
+from entrypoint.versions import VersionCheck
 from entrypoint.waiter import SchedulerWaiter
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -28,6 +30,25 @@ def _env_float(name: str, default: Optional[float]) -> Optional[float]:
     return float(value) if value else default
 
 
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+class StepGate:
+    """The waiter the loop sees: the scheduler answers, versions agree, then we are ready."""
+
+    def __init__(self, waiter: Waiter, versions: VersionCheck, health: Optional[Health]) -> None:
+        self.waiter, self.versions, self.health = waiter, versions, health
+
+    def wait(self) -> Readiness:
+        ready = self.waiter.wait()
+        self.versions.check(ready.scheduler)
+        if self.health is not None:
+            self.health.ready = True
+        return ready
+
+
 def parse(argv: List[str]) -> argparse.Namespace:
     env = os.environ
     p = _Parser(prog="daskstep-entrypoint", description="Run a step next to a Dask cluster.")
@@ -39,6 +60,23 @@ def parse(argv: List[str]) -> argparse.Namespace:
     )
     p.add_argument("--wait-timeout", type=float, default=_env_float("DASKSTEP_WAIT_TIMEOUT", 300.0))
     p.add_argument("--wait-workers", type=int, default=int(env.get("DASKSTEP_WAIT_WORKERS", 0)))
+    p.add_argument(
+        "--wait-file",
+        action="append",
+        default=[f for f in env.get("DASKSTEP_WAIT_FILES", "").split(os.pathsep) if f],
+        metavar="PATH",
+        help="wait until PATH exists and is not empty (repeatable)",
+    )
+    p.add_argument(
+        "--versions", choices=("off", "warn", "fail"), default=env.get("DASKSTEP_VERSIONS", "warn")
+    )
+    p.add_argument(
+        "--dashboard",
+        default=env.get("DASKSTEP_DASHBOARD"),
+        help="the scheduler's HTTP address, to count workers without distributed",
+    )
+    p.add_argument("--health-port", type=int, default=_env_int("DASKSTEP_HEALTH_PORT"))
+    p.add_argument("--health-host", default=env.get("DASKSTEP_HEALTH_HOST", "0.0.0.0"))
     p.add_argument("--timeout", type=float, default=_env_float("DASKSTEP_TIMEOUT", None))
     p.add_argument("--grace-period", type=float, default=_env_float("DASKSTEP_GRACE_PERIOD", 10.0))
     p.add_argument("--status-file", default=env.get("DASKSTEP_STATUS_FILE"))
@@ -69,8 +107,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parse(argv)
         status_file = args.status_file
         commands = [["sh", "-c", c] for c in args.shell] or [args.command]
+        health = None
+        if args.health_port is not None:
+            health = Health()
+            health.serve(args.health_port, args.health_host)
+        waiter = SchedulerWaiter(
+            args.scheduler, args.wait_timeout, args.wait_workers, args.wait_file, args.dashboard
+        )
         entry = Entrypointer(
-            waiter=SchedulerWaiter(args.scheduler, args.wait_timeout, args.wait_workers),
+            waiter=StepGate(waiter, VersionCheck(args.versions, log=_log), health),
             runner=ProcessRunner(
                 timeout=args.timeout,
                 grace_period=args.grace_period,
@@ -88,6 +133,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         print(f"daskstep-entrypoint: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 70
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _status_file_in(argv: List[str]) -> Optional[str]:

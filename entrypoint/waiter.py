@@ -1,13 +1,45 @@
-"""Waits for the scheduler: exponential backoff with jitter under one overall deadline, and one
-log line per state change rather than one per attempt."""
+"""Waits until the step can start: files from sidecars are there, and the scheduler really answers.
 
-import random
+Readiness is a Dask handshake, not an open port (a Service or a proxy accepts connections with
+nobody behind them). Workers are counted by asking the scheduler: through `distributed` when
+this image has it, otherwise through the scheduler's HTTP JSON route. Retries are exponential
+with full jitter under one deadline; one log line per state change, not one per attempt.
+"""
+
+import json
+import os
 import socket
+import ssl
 import sys
 import time
-from typing import Callable, Optional, Tuple
+import urllib.request
+from typing import Callable, List, Optional, Tuple
 
-from entrypoint.core import Readiness, SchedulerUnavailable, TooFewWorkers, UsageError
+from entrypoint.core import (
+    EntrypointError,
+    Readiness,
+    SchedulerUnavailable,
+    TooFewWorkers,
+    UsageError,
+)
+
+try:  # vendored into the zipapp; a dependency of daskstep itself
+    import tenacity
+except ImportError:  # pragma: no cover
+    tenacity = None
+
+MAX_DELAY = 0.1  # the backoff cap, and so the worst latency from "ready" to "started"
+HANDSHAKE_MARK = b"pickle-protocol"  # in the first message every Dask comm sends
+
+
+class NotReady(Exception):
+    def __init__(self, state: str, detail: str) -> None:
+        super().__init__(detail)
+        self.state = state
+
+
+class WaitFileMissing(EntrypointError):
+    exit_code = 69
 
 
 def normalise_uri(uri: str) -> str:
@@ -27,16 +59,36 @@ def host_port(uri: str) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def backoff_delays(base: float = 0.02, cap: float = 2.0):
-    """Full-jitter exponential backoff, as tenacity's wait_random_exponential."""
-    attempt = 0
-    while True:
-        yield random.uniform(0, min(cap, base * 2**attempt))
-        attempt += 1
+def _tls_context() -> ssl.SSLContext:
+    """The client side of Dask's TLS, from the same variables `Client(uri)` reads."""
+    env = os.environ
+    prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+    context = ssl.create_default_context(cafile=env.get(prefix + "CA_FILE"))
+    context.check_hostname = False  # Dask checks certificates, not host names
+    cert = env.get(prefix + "CLIENT__CERT")
+    if cert:
+        context.load_cert_chain(cert, env.get(prefix + "CLIENT__KEY"))
+    return context
 
 
-def _count_workers(uri: str, timeout: float) -> Optional[int]:
-    """Ask the scheduler itself, when this image has `distributed`; None otherwise."""
+def dask_handshake(uri: str, timeout: float) -> bytes:
+    """Connect and read the scheduler's first message; raises OSError if it is not Dask."""
+    host, port = host_port(uri)
+    scheme = uri.split("://", 1)[0]
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = _tls_context().wrap_socket(raw) if scheme == "tls" else raw
+        if scheme not in ("tcp", "tls"):
+            return b""  # ws://, ucx://: an open port is all we can check without distributed
+        data = b""
+        while HANDSHAKE_MARK not in data and len(data) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed before a Dask handshake")
+            data += chunk
+        return data
+
+
+def _workers_via_distributed(uri: str, timeout: float) -> Optional[int]:
     try:
         import asyncio
 
@@ -45,10 +97,19 @@ def _count_workers(uri: str, timeout: float) -> Optional[int]:
         return None
 
     async def ask() -> int:
-        async with rpc(uri, timeout=timeout) as scheduler:
+        scheduler = rpc(uri, timeout=timeout)
+        try:
             return len((await scheduler.identity())["workers"])
+        finally:
+            await scheduler.close_rpc()
 
     return asyncio.run(ask())
+
+
+def _workers_via_http(dashboard: str, timeout: float) -> int:
+    url = dashboard.rstrip("/") + "/json/identity.json"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return len(json.load(response)["workers"])
 
 
 class SchedulerWaiter:
@@ -57,53 +118,87 @@ class SchedulerWaiter:
         uri: Optional[str],
         timeout: float = 300.0,
         workers: int = 0,
+        files: Optional[List[str]] = None,
+        dashboard: Optional[str] = None,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     ) -> None:
         self.uri = normalise_uri(uri) if uri else None
         self.timeout = timeout
         self.workers = workers
+        self.files = files or []
+        self.dashboard = dashboard
+        if self.uri and not dashboard:
+            self.dashboard = f"http://{host_port(self.uri)[0]}:8787"
         self.log = log
+        self.state = ""
+        self.seen_workers: Optional[int] = None
+
+    def _probe(self, remaining: float) -> None:
+        for path in self.files:
+            try:
+                if os.path.getsize(path) > 0:
+                    continue
+            except OSError:
+                pass
+            raise NotReady("files", f"waiting for {path}")
+        if not self.uri:
+            return
+        each = max(min(remaining, 2.0), 0.05)
+        try:
+            dask_handshake(self.uri, each)
+        except OSError as e:
+            raise NotReady("scheduler", f"waiting for scheduler {self.uri} ({e})") from None
+        if self.workers <= 0:
+            return
+        try:
+            n = _workers_via_distributed(self.uri, each)
+            if n is None:
+                n = _workers_via_http(str(self.dashboard), each)
+        except Exception as e:
+            raise NotReady("workers", f"cannot count workers yet ({e})") from None
+        self.seen_workers = n
+        if n < self.workers:
+            raise NotReady("workers", f"{n} of {self.workers} workers; waiting")
+
+    def _note(self, state: str, message: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.log(f"daskstep-entrypoint: {message}")
 
     def wait(self) -> Readiness:
-        if not self.uri:
+        if not self.uri and not self.files:
             return Readiness()
+        if tenacity is None:
+            raise EntrypointError("tenacity is missing; use the packed entrypoint (zipapp)")
         start = time.monotonic()
         deadline = start + self.timeout
-        host, port = host_port(self.uri)
-        state = ""
-        state_changes = 0
-        workers: Optional[int] = None
-        for delay in backoff_delays():
-            remaining = deadline - time.monotonic()
-            try:
-                with socket.create_connection((host, port), timeout=max(min(remaining, 2.0), 0.05)):
-                    pass
-                if self.workers > 0:
-                    workers = _count_workers(self.uri, max(min(remaining, 5.0), 0.5))
-                    new = "ready" if workers is None or workers >= self.workers else "workers"
-                else:
-                    new = "ready"
-            except OSError:
-                new = "waiting"
-            if new != state:
-                state = new
-                elapsed = time.monotonic() - start
-                if new == "ready":
-                    if state_changes:  # quiet on the happy path: only a wait is news
-                        self.log(
-                            f"daskstep-entrypoint: scheduler {self.uri} ready after {elapsed:.2f} s"
-                        )
-                    return Readiness(self.uri, workers)
-                state_changes += 1
-                if new == "waiting":
-                    self.log(f"daskstep-entrypoint: waiting for scheduler {self.uri}")
-                else:
-                    self.log(f"daskstep-entrypoint: {workers} of {self.workers} workers; waiting")
-            if time.monotonic() + 0.001 >= deadline:
-                break
-            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
-        if state == "workers":
-            raise TooFewWorkers(
-                f"only {workers} of {self.workers} workers within {self.timeout:g} s"
-            )
-        raise SchedulerUnavailable(f"scheduler {self.uri} unreachable within {self.timeout:g} s")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(self.timeout),
+            wait=tenacity.wait_random_exponential(multiplier=0.005, max=MAX_DELAY),
+            retry=tenacity.retry_if_exception_type(NotReady),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        self._probe(deadline - time.monotonic())
+                    except NotReady as e:
+                        self._note(e.state, str(e))
+                        raise
+        except NotReady as e:
+            raise self._gave_up(e) from None
+        if self.state:  # quiet on the happy path: only a wait is news
+            elapsed = time.monotonic() - start
+            self.log(f"daskstep-entrypoint: ready after {elapsed:.2f} s")
+        return Readiness(self.uri, self.seen_workers)
+
+    def _gave_up(self, e: NotReady) -> EntrypointError:
+        within = f"within {self.timeout:g} s"
+        if e.state == "files":
+            return WaitFileMissing(f"{e} {within}: the file is missing or empty")
+        if e.state == "workers" and self.seen_workers is not None:
+            return TooFewWorkers(f"only {self.seen_workers} of {self.workers} workers {within}")
+        if e.state == "workers":
+            return TooFewWorkers(f"could not count the workers {within}: {e}")
+        return SchedulerUnavailable(f"scheduler {self.uri} unreachable {within}")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_for, wait_gone
+from conftest import require, wait_for, wait_gone
 
 from entrypoint.core import (
     Entrypointer,
@@ -161,3 +164,263 @@ def test_absent_scheduler_gives_69_within_the_timeout() -> None:
     )
     assert code == 69
     assert time.monotonic() - t < 5
+
+
+# --- readiness, files, health, versions -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def start_scheduler(reaper: list[int]):
+    """Start a real `dask scheduler` on given ports (the caller picks them, to start it late)."""
+    started: list[subprocess.Popen] = []
+
+    def start(port: int, dashboard: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
+            + ["--port", str(port), "--dashboard-address", f"127.0.0.1:{dashboard}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        reaper.append(proc.pid)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def one_worker_cluster(tmp_path_factory):
+    from daskstep.backends import ClusterSpec, get_backend
+
+    backend = get_backend("local")
+    backend.start(ClusterSpec(workers=1, threads=1, memory="256Mi"), tmp_path_factory.mktemp("c"))
+    backend.wait_ready(1, timeout=60)
+    yield backend.handle
+    backend.stop()
+
+
+@pytest.mark.integration
+def test_a_late_scheduler_is_awaited(tmp_path: Path, start_scheduler) -> None:
+    port, dashboard = free_port(), free_port()
+    status = tmp_path / "status.json"
+    wrapper = subprocess.Popen(
+        [*ENTRYPOINT, "--scheduler", f"127.0.0.1:{port}", "--wait-timeout", "60"]
+        + ["--status-file", str(status), "--", "sh", "-c", "echo uri=$DASK_SCHEDULER_URI"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)
+    assert wrapper.poll() is None
+    start_scheduler(port, dashboard)
+    out, err = wrapper.communicate(timeout=60)
+    assert wrapper.returncode == 0, err
+    assert out == f"uri=tcp://127.0.0.1:{port}\n"
+    assert "waiting for scheduler" in err and "ready after" in err
+    assert err.count("waiting for scheduler") == 1  # one line per state change
+    assert json.loads(status.read_text())["scheduler"] == f"tcp://127.0.0.1:{port}"
+
+
+@pytest.mark.integration
+def test_too_few_workers_gives_75(tmp_path: Path, one_worker_cluster) -> None:
+    status = tmp_path / "status.json"
+    code = subprocess.call(
+        [*ENTRYPOINT, "--scheduler", one_worker_cluster.scheduler_address, "--wait-workers", "2"]
+        + ["--wait-timeout", "2", "--status-file", str(status), "--", "true"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert code == 75
+    doc = json.loads(status.read_text())
+    assert (doc["reason"], doc["workers"]) == ("TooFewWorkers", None)
+    assert "only 1 of 2 workers" in doc["message"]
+
+
+@pytest.mark.integration
+def test_enough_workers_are_counted(tmp_path: Path, one_worker_cluster) -> None:
+    status = tmp_path / "status.json"
+    code = subprocess.call(
+        [*ENTRYPOINT, "--scheduler", one_worker_cluster.scheduler_address, "--wait-workers", "1"]
+        + ["--status-file", str(status), "--", "true"]
+    )
+    assert code == 0
+    assert json.loads(status.read_text())["workers"] == 1
+
+
+def test_wait_files_must_exist_and_not_be_empty(tmp_path: Path) -> None:
+    ticket = tmp_path / "krb5cc"
+    ticket.touch()
+    wrapper = subprocess.Popen(
+        [*ENTRYPOINT, "--wait-file", str(ticket), "--wait-timeout", "30", "--", "cat", str(ticket)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1)
+    assert wrapper.poll() is None  # an empty file is not ready
+    ticket.write_text("ticket\n")
+    out, _ = wrapper.communicate(timeout=30)
+    assert (wrapper.returncode, out) == (0, "ticket\n")
+
+
+def test_a_missing_wait_file_gives_69(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    code = subprocess.call(
+        [*ENTRYPOINT, "--wait-file", str(tmp_path / "never"), "--wait-timeout", "1"]
+        + ["--status-file", str(status), "--", "true"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert code == 69
+    assert "never" in json.loads(status.read_text())["message"]
+
+
+def test_health_endpoints_follow_readiness(tmp_path: Path, reaper: list[int]) -> None:
+    port, gate = free_port(), tmp_path / "gate"
+    wrapper = subprocess.Popen(
+        [*ENTRYPOINT, "--health-port", str(port), "--health-host", "127.0.0.1"]
+        + ["--wait-file", str(gate), "--", "sleep", "30"]
+    )
+    reaper.append(wrapper.pid)
+
+    def get(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
+    wait_for(lambda: get("/healthz") == 200, 30, "the health server")
+    assert get("/readyz") == 503
+    gate.write_text("x")
+    wait_for(lambda: get("/readyz") == 200, 30, "readiness")
+    wrapper.terminate()
+    assert wrapper.wait(timeout=30) == 143
+
+
+# --- PID 1, groups, crashes -----------------------------------------------------------------
+
+COUNT_ZOMBIES = (
+    "import os\n"
+    "stats = [open(f'/proc/{p}/stat').read() for p in os.listdir('/proc') if p.isdigit()]\n"
+    "print('zombies', sum(s.rsplit(')', 1)[1].split()[0] == 'Z' for s in stats))\n"
+)
+
+
+@pytest.mark.integration
+def test_as_pid_1_it_reaps_zombies(tmp_path: Path) -> None:
+    probe = tmp_path / "zombies.py"
+    probe.write_text(COUNT_ZOMBIES)
+    orphans = f"(sleep 0.2 &); (sleep 0.2 &); sleep 1; {sys.executable} {probe}"
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+    check = subprocess.run(unshare + ["true"], capture_output=True)
+    require(check.returncode == 0, f"unshare --pid does not work here: {check.stderr!r}")
+    out = subprocess.run(
+        [*unshare, *ENTRYPOINT, "--", "sh", "-c", orphans], capture_output=True, text=True
+    ).stdout
+    assert out == "zombies 0\n"
+    # The control: a PID 1 that only waits for its own child leaves both orphans as zombies.
+    plain = [sys.executable, "-c", "import subprocess, sys; subprocess.call(sys.argv[1:])"]
+    out = subprocess.run(
+        [*unshare, *plain, "sh", "-c", orphans], capture_output=True, text=True
+    ).stdout
+    assert out == "zombies 2\n"
+
+
+def test_sigterm_leaves_no_survivor_in_the_group(tmp_path: Path) -> None:
+    """Even a grandchild that ignores SIGTERM is gone once the wrapper exits."""
+    stubborn = tmp_path / "stubborn"
+    started = tmp_path / "started"
+    command = (
+        f"sh -c 'trap \"\" TERM; echo $$ > {stubborn}; sleep 60' & "
+        f"while [ ! -s {stubborn} ]; do sleep 0.05; done; touch {started}; wait"
+    )
+    wrapper = subprocess.Popen([*ENTRYPOINT, "--grace-period", "1", "--", "sh", "-c", command])
+    wait_for(started.exists, 30, "the command to start")
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=30) == 143
+    assert wait_gone({int(stubborn.read_text())}, 2) == set()
+
+
+def test_the_status_is_written_when_the_wrapper_crashes(tmp_path: Path, monkeypatch) -> None:
+    import entrypoint.__main__ as main_module
+
+    def crash(self, commands, env):
+        raise RuntimeError("the runner broke")
+
+    monkeypatch.setattr(main_module.ProcessRunner, "run", crash)
+    status = tmp_path / "status.json"
+    assert main_module.main(["--status-file", str(status), "--", "true"]) == 70
+    doc = json.loads(status.read_text())
+    assert (doc["reason"], doc["exit_code"]) == ("Error", 70)
+    assert "the runner broke" in doc["message"]
+
+
+def test_the_termination_message_fits_in_1_kib(tmp_path: Path) -> None:
+    from entrypoint.reporter import FileReporter
+
+    log = tmp_path / "termination-log"
+    status = Status("Error", 70, 0.0, 1.0, message="x" * 5000)
+    FileReporter(None, str(log)).write(status)
+    text = log.read_text()
+    assert len(text.encode()) <= 1024
+    assert json.loads(text)["exit_code"] == 70
+
+
+def test_daskstep_entrypoint_runs_the_same_code_in_process() -> None:
+    code = subprocess.call(
+        [sys.executable, "-m", "daskstep", "entrypoint", "--", "sh", "-c", "exit 9"]
+    )
+    assert code == 9
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def versions(python: str = "3.11.7.final.0", **packages: str) -> dict:
+    base = {"dask": "2026.8.0", "distributed": "2026.8.0", "msgpack": "1.1", "cloudpickle": "3.1"}
+    return {"packages": {"python": python, **base, **packages}}
+
+
+def test_versions_compare_python_by_minor_and_the_rest_exactly() -> None:
+    from entrypoint.versions import compare, table
+
+    same = compare(versions(), versions("3.11.2.final.0"), {"w1": versions()})
+    assert same == []
+    off = compare(
+        versions(),
+        versions(distributed="2023.3.2"),
+        {"w1": versions(distributed="2023.3.2"), "w2": versions("3.9.2", msgpack="1.0")},
+    )
+    assert [m.package for m in off] == ["python", "distributed", "msgpack"]
+    text = table(off)
+    assert "2023.3.2" in text and "3.9" in text and "package" in text
+
+
+def test_versions_fail_refuses_before_the_command_runs(monkeypatch) -> None:
+    from entrypoint import versions as module
+
+    mismatch = module.compare(versions(), versions(dask="2023.3.2"), {})
+    monkeypatch.setattr(module, "collect", lambda uri, timeout: mismatch)
+    runner, reporter, lines = FakeRunner(), FakeReporter(), []
+    from entrypoint.__main__ import StepGate
+
+    gate = StepGate(
+        FakeWaiter(Readiness("tcp://x:1")), module.VersionCheck("fail", log=lines.append), None
+    )
+    assert Entrypointer(gate, runner, reporter).go([["true"]], {}) == 78
+    assert runner.env is None
+    assert reporter.written[0].reason == "VersionMismatch"
+    assert any("version mismatch" in line for line in lines)
+    warn = StepGate(
+        FakeWaiter(Readiness("tcp://x:1")), module.VersionCheck("warn", log=lines.append), None
+    )
+    assert Entrypointer(warn, FakeRunner(), FakeReporter()).go([["true"]], {}) == 0
