@@ -1,13 +1,16 @@
 """`daskstep pack-entrypoint`: the entrypoint as one file that runs in any image with Python 3.9+.
 
-The archive is reproducible: sorted entries, fixed timestamps, no bytecode, so the same checkout
-gives the same bytes (and the same digest in an image layer).
+The archive is reproducible: sorted entries and fixed timestamps, so the same checkout gives the
+same bytes (and the same digest in an image layer). It carries unchecked-hash bytecode for the
+packing Python beside the sources: zipimport uses it when the versions match and compiles the
+source otherwise, so a step in the same Python starts without compiling anything.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import marshal
 import stat
 import zipfile
 from pathlib import Path
@@ -42,11 +45,20 @@ def _vendored(name: str) -> list[tuple[str, bytes]]:
     return [(n, d) for n, d in files if not n.endswith("py.typed")]
 
 
+def _bytecode(name: str, source: bytes) -> bytes:
+    """A PEP 552 unchecked-hash .pyc: valid whatever the archive's timestamps say."""
+    code = compile(source, name, "exec", dont_inherit=True)
+    flags = (0b01).to_bytes(4, "little")  # hash-based, do not check the source
+    digest = importlib.util.source_hash(source)
+    return importlib.util.MAGIC_NUMBER + flags + digest + marshal.dumps(code)
+
+
 def archive_entries() -> list[tuple[str, bytes]]:
     entries = _package_files(Path(entrypoint.__file__).parent, "entrypoint")
     for name in VENDORED:
         entries += _vendored(name)
     entries.append(("__main__.py", MAIN.encode()))
+    entries += [(n + "c", _bytecode(n, d)) for n, d in entries if n.endswith(".py")]
     return sorted(entries)
 
 

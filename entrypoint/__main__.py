@@ -5,17 +5,23 @@ Exit codes (DESIGN.md): the child's own code; 128+n for a child killed by signal
 124 step timeout.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
-from typing import List, Optional
 
-from entrypoint.core import Entrypointer, EntrypointError, Readiness, Status, UsageError, Waiter
-from entrypoint.health import Health
+from entrypoint.core import Entrypointer, EntrypointError, Readiness, Status, UsageError
 from entrypoint.reporter import FileReporter
 from entrypoint.runner import ProcessRunner
 from entrypoint.versions import VersionCheck
 from entrypoint.waiter import SchedulerWaiter
+
+TYPE_CHECKING = False  # not `typing`: importing it costs more than this module
+
+if TYPE_CHECKING:
+    from entrypoint.core import Waiter
+    from entrypoint.health import Health
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -25,12 +31,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _env_float(name: str, default: Optional[float]) -> Optional[float]:
+def _env_float(name: str, default: float | None) -> float | None:
     value = os.environ.get(name)
     return float(value) if value else default
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
 
@@ -38,7 +44,7 @@ def _env_int(name: str) -> Optional[int]:
 class StepGate:
     """The waiter the loop sees: the scheduler answers, versions agree, then we are ready."""
 
-    def __init__(self, waiter: Waiter, versions: VersionCheck, health: Optional[Health]) -> None:
+    def __init__(self, waiter: Waiter, versions: VersionCheck, health: Health | None) -> None:
         self.waiter, self.versions, self.health = waiter, versions, health
 
     def wait(self) -> Readiness:
@@ -49,7 +55,7 @@ class StepGate:
         return ready
 
 
-def parse(argv: List[str]) -> argparse.Namespace:
+def parse(argv: list[str]) -> argparse.Namespace:
     env = os.environ
     p = _Parser(prog="daskstep-entrypoint", description="Run a step next to a Dask cluster.")
     p.add_argument(
@@ -100,7 +106,7 @@ def parse(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     status_file = _status_file_in(argv) or os.environ.get("DASKSTEP_STATUS_FILE")
     try:
@@ -109,6 +115,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         commands = [["sh", "-c", c] for c in args.shell] or [args.command]
         health = None
         if args.health_port is not None:
+            from entrypoint.health import Health
+
             health = Health()
             health.serve(args.health_port, args.health_host)
         waiter = SchedulerWaiter(
@@ -139,7 +147,7 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _status_file_in(argv: List[str]) -> Optional[str]:
+def _status_file_in(argv: list[str]) -> str | None:
     """Found before parsing, so that even a usage error leaves a status behind."""
     for i, arg in enumerate(argv):
         if arg == "--":
@@ -151,7 +159,7 @@ def _status_file_in(argv: List[str]) -> Optional[str]:
     return None
 
 
-def _write_early_status(path: Optional[str], reason: str, code: int, message: str) -> None:
+def _write_early_status(path: str | None, reason: str, code: int, message: str) -> None:
     import time
 
     now = time.time()

@@ -1,10 +1,28 @@
 """The step loop: wait, run, report. Parts are injected, as in Tekton's entrypointer, so the loop
-is tested with fakes and the real parts are tested with real processes."""
+is tested with fakes and the real parts are tested with real processes.
+
+No `typing` or `dataclasses` at run time: the wrapper starts before every step, and those two
+imports alone would cost more than the rest of it.
+"""
+
+from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol
+
+TYPE_CHECKING = False  # not `typing`: importing it costs more than this module
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Waiter(Protocol):
+        def wait(self) -> Readiness: ...
+
+    class Runner(Protocol):
+        def run(self, commands: list[list[str]], env: dict[str, str]) -> RunResult: ...
+
+    class Reporter(Protocol):
+        def write(self, status: Status) -> None: ...
 
 
 class EntrypointError(Exception):
@@ -33,43 +51,47 @@ class VersionMismatch(EntrypointError):
     reason = "VersionMismatch"
 
 
-@dataclass
 class Readiness:
-    scheduler: Optional[str] = None
-    workers: Optional[int] = None
+    def __init__(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        self.scheduler = scheduler
+        self.workers = workers
 
 
-@dataclass
 class RunResult:
-    exit_code: int
-    reason: str  # Completed, Error, Signaled or TimeoutExceeded
-    peak_rss_bytes: Optional[int] = None
-    started: Optional[float] = None  # wall-clock time the command started
+    def __init__(
+        self,
+        exit_code: int,
+        reason: str,  # Completed, Error, Signaled or TimeoutExceeded
+        peak_rss_bytes: int | None = None,
+        started: float | None = None,  # wall-clock time the command started
+    ) -> None:
+        self.exit_code = exit_code
+        self.reason = reason
+        self.peak_rss_bytes = peak_rss_bytes
+        self.started = started
 
 
-@dataclass
 class Status:
-    reason: str
-    exit_code: int
-    started_at: float
-    finished_at: float
-    scheduler: Optional[str] = None
-    workers: Optional[int] = None
-    peak_rss_bytes: Optional[int] = None
-    message: str = ""
-    extra: Dict[str, object] = field(default_factory=dict)
-
-
-class Waiter(Protocol):
-    def wait(self) -> Readiness: ...
-
-
-class Runner(Protocol):
-    def run(self, commands: List[List[str]], env: Dict[str, str]) -> RunResult: ...
-
-
-class Reporter(Protocol):
-    def write(self, status: Status) -> None: ...
+    def __init__(
+        self,
+        reason: str,
+        exit_code: int,
+        started_at: float,
+        finished_at: float,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        peak_rss_bytes: int | None = None,
+        message: str = "",
+    ) -> None:
+        self.reason = reason
+        self.exit_code = exit_code
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.scheduler = scheduler
+        self.workers = workers
+        self.peak_rss_bytes = peak_rss_bytes
+        self.message = message
+        self.command_started_at: float | None = None
 
 
 class Entrypointer:
@@ -78,7 +100,7 @@ class Entrypointer:
         self.runner = runner
         self.reporter = reporter
 
-    def go(self, commands: List[List[str]], env: Dict[str, str]) -> int:
+    def go(self, commands: list[list[str]], env: dict[str, str]) -> int:
         """Run the step and return the exit code; the status is written whatever happens."""
         started = time.time()
         status = Status(reason="Error", exit_code=70, started_at=started, finished_at=started)
@@ -91,6 +113,7 @@ class Entrypointer:
             result = self.runner.run(commands, env)
             status.reason, status.exit_code = result.reason, result.exit_code
             status.peak_rss_bytes = result.peak_rss_bytes
+            status.command_started_at = result.started
         except EntrypointError as e:
             status.reason, status.exit_code, status.message = e.reason, e.exit_code, str(e)
             print(f"daskstep-entrypoint: {e}", file=sys.stderr, flush=True)

@@ -1,15 +1,16 @@
 """Optional `/healthz` and `/readyz` for Kubernetes probes: alive while the wrapper runs, ready
 once the scheduler answered and the command started."""
 
+from __future__ import annotations
+
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 
 
 class Health:
     def __init__(self) -> None:
         self.ready = False
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._server: ThreadingHTTPServer | None = None
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         health = self

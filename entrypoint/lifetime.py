@@ -1,6 +1,7 @@
 """Tie a process's life to its parent's, with the kernel's help where it offers it (Linux)."""
 
-import ctypes
+from __future__ import annotations
+
 import os
 import signal
 import sys
@@ -13,13 +14,15 @@ def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
+        import ctypes  # only when asked: it is a slow import for a wrapper that starts every step
+
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
 
-def die_with_parent(sig: int = signal.SIGTERM, expected_parent: "int | None" = None) -> bool:
+def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = None) -> bool:
     """Ask the kernel to send `sig` when our parent dies; False where unsupported.
 
     If the parent already died (between fork and this call), send it now.

@@ -1,14 +1,16 @@
 """Writes the status file and the termination message; never lets a write failure hide the
 step's own result."""
 
-import json
+from __future__ import annotations
+
 import os
 import sys
-import tempfile
 import time
-from typing import Optional
 
-from entrypoint.core import Status
+TYPE_CHECKING = False  # not `typing`: importing it costs more than this module
+
+if TYPE_CHECKING:
+    from entrypoint.core import Status
 
 TERMINATION_LIMIT = 1024
 
@@ -28,14 +30,17 @@ def status_document(status: Status) -> dict:
         "workers": status.workers,
         "peak_rss_bytes": status.peak_rss_bytes,
     }
+    if status.command_started_at is not None:
+        doc["command_started_at"] = _iso(status.command_started_at)
     if status.message:
         doc["message"] = status.message
-    doc.update(status.extra)
     return doc
 
 
 def termination_message(status: Status) -> str:
     """At most 1 KiB, as Kubernetes keeps for terminationMessagePath."""
+    import json
+
     doc = {"reason": status.reason, "exit_code": status.exit_code}
     if status.message:
         doc["message"] = status.message
@@ -47,9 +52,11 @@ def termination_message(status: Status) -> str:
 
 
 def atomic_write(path: str, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -61,12 +68,14 @@ def atomic_write(path: str, text: str) -> None:
 
 
 class FileReporter:
-    def __init__(self, status_file: Optional[str], termination_log: Optional[str]) -> None:
+    def __init__(self, status_file: str | None, termination_log: str | None) -> None:
         self.status_file = status_file
         self.termination_log = termination_log
 
     def write(self, status: Status) -> None:
         if self.status_file:
+            import json
+
             try:
                 atomic_write(self.status_file, json.dumps(status_document(status), indent=2) + "\n")
             except OSError as e:

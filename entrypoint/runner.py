@@ -1,6 +1,8 @@
 """Runs the step's commands as a process group, forwards signals to it, enforces the step
 timeout, reaps zombies when we are PID 1, and measures the tree's peak memory."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import resource
@@ -10,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
 
 from entrypoint.core import RunResult
 from entrypoint.lifetime import die_with_parent
@@ -46,11 +47,11 @@ class SignalForwarder:
     """Forwards signals to the current child's group; wakes the run loop on any signal."""
 
     def __init__(self) -> None:
-        self.target: Optional[int] = None
-        self.pending: List[int] = []
-        self.terminating_since: Optional[float] = None
-        self.terminating_signal: Optional[int] = None
-        self._old: Dict[int, object] = {}
+        self.target: int | None = None
+        self.pending: list[int] = []
+        self.terminating_since: float | None = None
+        self.terminating_signal: int | None = None
+        self._old: dict[int, object] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._old_wakeup = -1
         self._installed = threading.current_thread() is threading.main_thread()
@@ -105,9 +106,9 @@ class SignalForwarder:
 class ProcessRunner:
     def __init__(
         self,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         grace_period: float = 10.0,
-        cwd: Optional[str] = None,
+        cwd: str | None = None,
         watch_parent: bool = False,
         poll_interval: float = 0.1,
     ) -> None:
@@ -118,7 +119,7 @@ class ProcessRunner:
         self.poll_interval = poll_interval
         self.parent = os.getppid()
 
-    def run(self, commands: List[List[str]], env: Dict[str, str]) -> RunResult:
+    def run(self, commands: list[list[str]], env: dict[str, str]) -> RunResult:
         if self.watch_parent:
             die_with_parent(signal.SIGTERM, expected_parent=self.parent)
         deadline = time.monotonic() + self.timeout if self.timeout else None
@@ -134,11 +135,11 @@ class ProcessRunner:
 
     def _run_one(
         self,
-        argv: List[str],
-        env: Dict[str, str],
-        deadline: Optional[float],
+        argv: list[str],
+        env: dict[str, str],
+        deadline: float | None,
         forwarder: SignalForwarder,
-        peak: Optional[int],
+        peak: int | None,
     ) -> RunResult:
         started = time.time()
         try:
@@ -149,7 +150,7 @@ class ProcessRunner:
                 127 if isinstance(e, FileNotFoundError) else 126, "Error", peak, started
             )
         forwarder.attach(proc.pid)
-        kill_at: Optional[float] = None
+        kill_at: float | None = None
         timed_out = False
         status = None
         while status is None:
@@ -189,7 +190,7 @@ class ProcessRunner:
         return RunResult(code, "Completed" if code == 0 else "Error", peak, started)
 
     @staticmethod
-    def _reap(pid: int) -> Optional[int]:
+    def _reap(pid: int) -> int | None:
         """Our child's wait status once it exited; as PID 1, also reap every orphan."""
         if os.getpid() != 1:
             done, status = os.waitpid(pid, os.WNOHANG)

@@ -4,35 +4,35 @@
 compared here. Python is compared by major.minor, the rest exactly.
 """
 
-import asyncio
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from __future__ import annotations
 
 from entrypoint.core import VersionMismatch
 
 PACKAGES = ("python", "dask", "distributed", "msgpack", "cloudpickle")
 
 
-@dataclass
 class Mismatch:
-    package: str
-    client: Optional[str]
-    scheduler: Optional[str]
-    workers: List[str]
+    def __init__(self, package: str, client: str | None, scheduler: str | None, workers: list[str]):
+        self.package, self.client, self.scheduler, self.workers = (
+            package,
+            client,
+            scheduler,
+            workers,
+        )
 
 
-def _normal(package: str, version: Optional[str]) -> Optional[str]:
+def _normal(package: str, version: str | None) -> str | None:
     if version and package == "python":
         return ".".join(version.split(".")[:2])
     return version
 
 
-def _packages(versions: Dict) -> Dict[str, Optional[str]]:
+def _packages(versions: dict) -> dict[str, str | None]:
     found = (versions or {}).get("packages", {})
     return {p: _normal(p, found.get(p)) for p in PACKAGES}
 
 
-def compare(client: Dict, scheduler: Dict, workers: Dict[str, Dict]) -> List[Mismatch]:
+def compare(client: dict, scheduler: dict, workers: dict[str, dict]) -> list[Mismatch]:
     mine, theirs = _packages(client), _packages(scheduler)
     each = [_packages(w) for w in workers.values() if isinstance(w, dict)]
     out = []
@@ -43,7 +43,7 @@ def compare(client: Dict, scheduler: Dict, workers: Dict[str, Dict]) -> List[Mis
     return out
 
 
-def table(mismatches: List[Mismatch]) -> str:
+def table(mismatches: list[Mismatch]) -> str:
     rows = [("package", "step", "scheduler", "workers")]
     rows += [
         (m.package, m.client or "-", m.scheduler or "-", ",".join(m.workers) or "-")
@@ -53,13 +53,14 @@ def table(mismatches: List[Mismatch]) -> str:
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def collect(uri: str, timeout: float) -> Optional[List[Mismatch]]:
+def collect(uri: str, timeout: float) -> list[Mismatch] | None:
     """The mismatches; None when this image has no `distributed` to compare with."""
-    try:
+    try:  # distributed first: without it, asyncio would be a slow import for nothing
         from distributed.core import rpc
         from distributed.versions import get_versions
     except Exception:
         return None
+    import asyncio
 
     async def ask():
         scheduler = rpc(uri, timeout=timeout)
@@ -84,7 +85,7 @@ class VersionCheck:
         self.timeout = timeout
         self.log = log
 
-    def check(self, uri: Optional[str]) -> None:
+    def check(self, uri: str | None) -> None:
         if self.mode == "off" or not uri:
             return
         try:

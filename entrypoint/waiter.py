@@ -6,14 +6,12 @@ this image has it, otherwise through the scheduler's HTTP JSON route. Retries ar
 with full jitter under one deadline; one log line per state change, not one per attempt.
 """
 
-import json
+from __future__ import annotations
+
 import os
 import socket
-import ssl
 import sys
 import time
-import urllib.request
-from typing import Callable, List, Optional, Tuple
 
 from entrypoint.core import (
     EntrypointError,
@@ -23,10 +21,10 @@ from entrypoint.core import (
     UsageError,
 )
 
-try:  # vendored into the zipapp; a dependency of daskstep itself
-    import tenacity
-except ImportError:  # pragma: no cover
-    tenacity = None
+TYPE_CHECKING = False  # not `typing`: importing it costs more than this module
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_DELAY = 0.1  # the backoff cap, and so the worst latency from "ready" to "started"
 HANDSHAKE_MARK = b"pickle-protocol"  # in the first message every Dask comm sends
@@ -51,7 +49,7 @@ def normalise_uri(uri: str) -> str:
     return uri
 
 
-def host_port(uri: str) -> Tuple[str, int]:
+def host_port(uri: str) -> tuple[str, int]:
     rest = uri.split("://", 1)[-1].rstrip("/")
     host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -59,8 +57,10 @@ def host_port(uri: str) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _tls_context() -> ssl.SSLContext:
+def _tls_context():  # -> ssl.SSLContext; ssl is imported only when a tls:// scheduler is used
     """The client side of Dask's TLS, from the same variables `Client(uri)` reads."""
+    import ssl
+
     env = os.environ
     prefix = "DASK_DISTRIBUTED__COMM__TLS__"
     context = ssl.create_default_context(cafile=env.get(prefix + "CA_FILE"))
@@ -88,13 +88,12 @@ def dask_handshake(uri: str, timeout: float) -> bytes:
         return data
 
 
-def _workers_via_distributed(uri: str, timeout: float) -> Optional[int]:
-    try:
-        import asyncio
-
+def _workers_via_distributed(uri: str, timeout: float) -> int | None:
+    try:  # distributed first: without it, asyncio would be a slow import for nothing
         from distributed.core import rpc
     except Exception:
         return None
+    import asyncio
 
     async def ask() -> int:
         scheduler = rpc(uri, timeout=timeout)
@@ -107,6 +106,9 @@ def _workers_via_distributed(uri: str, timeout: float) -> Optional[int]:
 
 
 def _workers_via_http(dashboard: str, timeout: float) -> int:
+    import json
+    import urllib.request
+
     url = dashboard.rstrip("/") + "/json/identity.json"
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return len(json.load(response)["workers"])
@@ -115,11 +117,11 @@ def _workers_via_http(dashboard: str, timeout: float) -> int:
 class SchedulerWaiter:
     def __init__(
         self,
-        uri: Optional[str],
+        uri: str | None,
         timeout: float = 300.0,
         workers: int = 0,
-        files: Optional[List[str]] = None,
-        dashboard: Optional[str] = None,
+        files: list[str] | None = None,
+        dashboard: str | None = None,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     ) -> None:
         self.uri = normalise_uri(uri) if uri else None
@@ -131,7 +133,7 @@ class SchedulerWaiter:
             self.dashboard = f"http://{host_port(self.uri)[0]}:8787"
         self.log = log
         self.state = ""
-        self.seen_workers: Optional[int] = None
+        self.seen_workers: int | None = None
 
     def _probe(self, remaining: float) -> None:
         for path in self.files:
@@ -168,12 +170,22 @@ class SchedulerWaiter:
     def wait(self) -> Readiness:
         if not self.uri and not self.files:
             return Readiness()
-        if tenacity is None:
-            raise EntrypointError("tenacity is missing; use the packed entrypoint (zipapp)")
         start = time.monotonic()
-        deadline = start + self.timeout
+        try:
+            self._probe(self.timeout)  # the common case: ready at once, so no retry machinery
+        except NotReady as e:
+            self._note(e.state, str(e))
+            self._retry(start + self.timeout)
+            self.log(f"daskstep-entrypoint: ready after {time.monotonic() - start:.2f} s")
+        return Readiness(self.uri, self.seen_workers)
+
+    def _retry(self, deadline: float) -> None:
+        try:  # vendored into the zipapp; a dependency of daskstep itself
+            import tenacity
+        except ImportError:  # pragma: no cover
+            raise EntrypointError("tenacity is missing; use the packed entrypoint") from None
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(self.timeout),
+            stop=tenacity.stop_before_delay(max(deadline - time.monotonic(), 0)),
             wait=tenacity.wait_random_exponential(multiplier=0.005, max=MAX_DELAY),
             retry=tenacity.retry_if_exception_type(NotReady),
             reraise=True,
@@ -188,10 +200,6 @@ class SchedulerWaiter:
                         raise
         except NotReady as e:
             raise self._gave_up(e) from None
-        if self.state:  # quiet on the happy path: only a wait is news
-            elapsed = time.monotonic() - start
-            self.log(f"daskstep-entrypoint: ready after {elapsed:.2f} s")
-        return Readiness(self.uri, self.seen_workers)
 
     def _gave_up(self, e: NotReady) -> EntrypointError:
         within = f"within {self.timeout:g} s"
