@@ -188,6 +188,8 @@ class Run:
         argv += ["--die-with-parent", "--grace-period", str(STEP_GRACE_SECONDS)]
         if scheduler:
             argv += ["--scheduler", scheduler]
+        if self.backend is not None and self.backend.shares_step_environment:
+            argv += ["--versions", "off"]
         for command in step.commands:
             argv += ["--shell", command]
         say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")

@@ -56,6 +56,9 @@ Progress = Callable[[int, int], None]  # (workers seen, workers wanted)
 class ClusterBackend(ABC):
     name: ClassVar[str]
     poll_interval = 0.05
+    # True when steps run in the very Python environment of the workers, so that comparing
+    # their versions (about 0.6 s a step) cannot find anything.
+    shares_step_environment: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.handle: ClusterHandle | None = None

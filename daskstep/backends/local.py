@@ -26,6 +26,7 @@ SCHEDULER_START_TIMEOUT = 60.0
 
 class LocalBackend(ClusterBackend):
     name = "local"
+    shares_step_environment = True
 
     def __init__(self, death_timeout: float = 30.0) -> None:
         super().__init__()
