@@ -20,6 +20,7 @@ import entrypoint
 SHEBANG = b"#!/usr/bin/env python3\n"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 VENDORED = ("tenacity",)  # pure Python, copied to the archive's top level
+OLDEST_PYTHON = (3, 9)  # the oldest Python the zipapp supports
 MAIN = "import sys\nfrom entrypoint.__main__ import main\nsys.exit(main())\n"
 
 
@@ -37,6 +38,7 @@ def _vendored(name: str) -> list[tuple[str, bytes]]:
         raise RuntimeError(f"{name} is not installed; it is vendored into the entrypoint")
     files = _package_files(Path(next(iter(spec.submodule_search_locations))), name)
     dist = importlib.metadata.distribution(name)
+    _check_supports_oldest(name, dist)
     for f in dist.files or []:
         if "LICENSE" in f.name.upper():
             files.append((f"{name}/LICENSE", Path(str(f.locate())).read_bytes()))
@@ -51,6 +53,21 @@ def _bytecode(name: str, source: bytes) -> bytes:
     flags = (0b01).to_bytes(4, "little")  # hash-based, do not check the source
     digest = importlib.util.source_hash(source)
     return importlib.util.MAGIC_NUMBER + flags + digest + marshal.dumps(code)
+
+
+def _check_supports_oldest(name: str, dist: importlib.metadata.Distribution) -> None:
+    """A vendored package must run where the zipapp runs, or the wrapper breaks only there."""
+    requires = dist.metadata.get("Requires-Python") or ""
+    for clause in requires.split(","):
+        clause = clause.strip()
+        if clause.startswith(">="):
+            wanted = tuple(int(p) for p in clause[2:].split(".")[:2] if p.isdigit())
+            if wanted > OLDEST_PYTHON:
+                oldest = ".".join(map(str, OLDEST_PYTHON))
+                raise RuntimeError(
+                    f"{name} {dist.version} needs Python {clause}, but the entrypoint supports "
+                    f"Python {oldest}; install the version pinned in pyproject.toml"
+                )
 
 
 def archive_entries() -> list[tuple[str, bytes]]:

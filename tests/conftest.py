@@ -122,7 +122,7 @@ def _our_processes() -> set[int]:
     found = set()
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "daskstep.backends.launcher" in cmd or "-m entrypoint" in cmd:
+        if "daskstep.backends.launcher" in cmd or "-m entrypoint" in cmd or ".pyz" in cmd:
             found.add(p.pid)
     return found
 
