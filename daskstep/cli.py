@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from daskstep.errors import DaskstepError, InputError
+from daskstep.errors import DaskstepError, InputError, Problem
 
 BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
 
@@ -33,6 +33,26 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         help="how long to wait for all workers (default 300)",
     )
+
+    p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
+    p.add_argument("--workspace", metavar="DIR", default=".")
+    p.add_argument("--component", choices=("job", "scheduler", "worker"))
+    p.add_argument("--worker", metavar="NAME", help="one worker's log (implies --component worker)")
+    p.add_argument("--follow", "-f", action="store_true", help="show new lines until the run ends")
+    p.add_argument("--since", metavar="SEQ", type=int, default=0, help="lines after this number")
+
+    p = sub.add_parser("sidecar", help="run a sidecar (logs)")
+    kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
+    q = kinds.add_parser("logs", help="ship log files into the workspace's log store")
+    q.add_argument("--workspace", metavar="DIR", required=True)
+    q.add_argument(
+        "--source",
+        metavar="COMPONENT=GLOB",
+        action="append",
+        required=True,
+        help="job, scheduler or worker files to ship (repeatable)",
+    )
+    q.add_argument("--checkpoints", metavar="FILE", help="default: .daskstep/log-checkpoints.json")
 
     p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
     p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
@@ -83,6 +103,26 @@ def _cmd_entrypoint(args: argparse.Namespace) -> int:
     return entrypoint_main(args.args)
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from daskstep.logview import View, show
+
+    view = View(Path(args.workspace), args.component, args.worker, args.since)
+    return show(view, args.follow)
+
+
+def _cmd_sidecar(args: argparse.Namespace) -> int:
+    from sidecar.logs import main as logs_main
+    from sidecar.logs import parse_source
+
+    for spec in args.source:
+        try:
+            parse_source(spec)
+        except ValueError as e:
+            raise InputError([Problem("--source", str(e))]) from None
+    checkpoints = Path(args.checkpoints) if args.checkpoints else None
+    return logs_main(Path(args.workspace), args.source, checkpoints)
+
+
 def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
     from daskstep.pack import pack
 
@@ -95,6 +135,8 @@ COMMANDS = {
     "run": _cmd_run,
     "entrypoint": _cmd_entrypoint,
     "pack-entrypoint": _cmd_pack_entrypoint,
+    "logs": _cmd_logs,
+    "sidecar": _cmd_sidecar,
 }
 
 

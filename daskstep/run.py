@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,7 @@ from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 
 STEP_GRACE_SECONDS = 10.0
+LOG_DRAIN_TIMEOUT = 60.0
 
 
 class Cancelled(BaseException):
@@ -29,6 +31,14 @@ class Cancelled(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Children that must not outlive us learn our pid: if we die before they can ask the kernel
+    to tell them (PR_SET_PDEATHSIG), they still notice that their parent changed."""
+    env = dict(os.environ if base is None else base)
+    env["DASKSTEP_PARENT_PID"] = str(os.getpid())
+    return env
 
 
 def say(message: str) -> None:
@@ -113,10 +123,13 @@ class Run:
         self.workspace = workspace.resolve()
         self.start_timeout = start_timeout
         self.state = self.workspace / ".daskstep"
+        self.raw = self.state / "raw"  # what processes write; the log sidecar fills the store
+        self.log_sidecar: subprocess.Popen[bytes] | None = None
         self.status = RunStatus(self.state / "status.json", workflow, backend)
         self.step: StepProcess | None = None
         self.cancelled: int | None = None
         self.tearing_down = False
+        self.spawning = False
 
     def _on_signal(self, signum: int, frame: object) -> None:
         first = self.cancelled is None
@@ -125,8 +138,19 @@ class Run:
             # The entrypoint forwards to the step's group; a second signal does not wait.
             self.step.signal(signum if first else signal.SIGKILL)
             return
-        if first and not self.tearing_down:
+        if first and not self.tearing_down and not self.spawning:
             raise Cancelled(signum)
+
+    @contextlib.contextmanager
+    def _spawning(self) -> Iterator[None]:
+        """A cancel arriving while a child is spawned and recorded is acted on after both, so
+        no child is left that nobody knows about. (Blocking the signals instead would leave them
+        blocked in the child, which inherits the mask.)"""
+        self.spawning = True
+        try:
+            yield
+        finally:
+            self.spawning = False
 
     def execute(self) -> int:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -137,10 +161,11 @@ class Run:
                 signal.signal(s, h)
 
     def _execute(self) -> int:
-        (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        (self.raw / "workers").mkdir(parents=True, exist_ok=True)
         self.status.begin()
         scheduler = None
         try:
+            self._start_log_sidecar()
             if self.backend is not None and self.workflow.dask is not None:
                 scheduler = self._start_cluster()
             for index, step in enumerate(self.workflow.steps):
@@ -158,12 +183,53 @@ class Run:
                 t = time.monotonic()
                 self.backend.stop()
                 self.status.cluster["stop_seconds"] = round(time.monotonic() - t, 3)
+            self._stop_log_sidecar()
             if self.cancelled:
                 self.status.cancel(self.cancelled)
                 say(f"cancelled by {signal.Signals(self.cancelled).name}; the cluster is stopped")
             self.status.finish()
         self._report_outputs()
         return self.status.exit_code
+
+    def _start_log_sidecar(self) -> None:
+        sources = {"job": str(self.raw / "job.log*")}
+        if self.backend is not None:
+            sources.update(self.backend.log_sources(self.workspace))
+        argv = [
+            sys.executable,
+            "-m",
+            "daskstep",
+            "sidecar",
+            "logs",
+            "--workspace",
+            str(self.workspace),
+        ]
+        for component, pattern in sources.items():
+            argv += ["--source", f"{component}={pattern}"]
+        with open(self.state / "sidecar.log", "ab") as log, self._spawning():
+            self.log_sidecar = subprocess.Popen(
+                argv,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        if self.cancelled:
+            raise Cancelled(self.cancelled)
+
+    def _stop_log_sidecar(self) -> None:
+        """After everything else stopped: the sidecar drains what is left, then exits."""
+        sidecar, self.log_sidecar = self.log_sidecar, None
+        if sidecar is None:
+            return
+        sidecar.terminate()
+        try:
+            sidecar.wait(timeout=LOG_DRAIN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            say(f"warning: the log sidecar did not drain within {LOG_DRAIN_TIMEOUT:g} s")
+            sidecar.kill()
+            sidecar.wait()
 
     def _start_cluster(self) -> str:
         assert self.backend is not None and self.workflow.dask is not None
@@ -194,8 +260,11 @@ class Run:
             argv += ["--shell", command]
         say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
         self.status.step_started(index)
-        with open(self.state / "logs" / "job.log", "ab") as job_log:
-            self.step = StepProcess(argv, self._step_env(), self.workspace, job_log)
+        with open(self.raw / "job.log", "ab") as job_log:
+            with self._spawning():
+                self.step = StepProcess(argv, self._step_env(), self.workspace, job_log)
+            if self.cancelled:
+                self.step.signal(self.cancelled)
             try:
                 code = self.step.wait()
             finally:
@@ -207,7 +276,7 @@ class Run:
 
     def _step_env(self) -> dict[str, str]:
         """The step sees daskstep's own Python first, so `python` has the workers' Dask."""
-        env = dict(os.environ)
+        env = child_env()
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONUNBUFFERED"] = "1"  # live job logs
         env["DASKSTEP_WORKSPACE"] = str(self.workspace)

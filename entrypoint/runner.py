@@ -117,7 +117,8 @@ class ProcessRunner:
         self.cwd = cwd
         self.watch_parent = watch_parent
         self.poll_interval = poll_interval
-        self.parent = os.getppid()
+        # The parent as `daskstep run` names it: it may have died before we got here.
+        self.parent = int(os.environ.get("DASKSTEP_PARENT_PID") or os.getppid())
 
     def run(self, commands: list[list[str]], env: dict[str, str]) -> RunResult:
         if self.watch_parent:

@@ -90,7 +90,9 @@ class Stream:
             tail = f.read()
         now = time.time_ns()
         records, offset = [], start
-        for piece in tail.splitlines(keepends=True):
+        pieces = [line + b"\n" for line in tail.split(b"\n")]
+        pieces[-1] = pieces[-1][:-1]  # what follows the last newline, if anything
+        for piece in filter(None, pieces):
             offset += len(piece)
             records.append((offset, 0 if piece.endswith(b"\n") else PARTIAL, now))
         self._write_index(records)

@@ -71,7 +71,7 @@ def test_a_worker_past_its_memory_budget_is_killed_and_restarted(backend, tmp_pa
     with Client(backend.handle.scheduler_address) as client:
         client.submit(hog, pure=False)
         wait_for(lambda: backend.status()["restarts"] >= 1, 30, "the memory watchdog")
-    log = (tmp_path / ".daskstep" / "logs" / "workers" / "worker-0.log").read_text()
+    log = (tmp_path / ".daskstep" / "raw" / "workers" / "worker-0.log").read_text()
     assert "past 95% of its" in log and "restarting it" in log
     backend.wait_ready(1, timeout=60)
 

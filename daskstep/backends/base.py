@@ -83,7 +83,8 @@ class ClusterBackend(ABC):
     def check_alive(self) -> None:
         """Raise ClusterError when the cluster died, so nobody waits for a corpse."""
 
-    def log_sources(self) -> dict[str, list[Path]]:
+    def log_sources(self, workspace: Path) -> dict[str, str]:
+        """Component → glob of the files the log sidecar ships into the store."""
         return {}
 
     def status(self) -> dict[str, Any]:

@@ -24,6 +24,11 @@ from daskstep.errors import ClusterError
 SCHEDULER_START_TIMEOUT = 60.0
 
 
+def raw_logs(workspace: Path) -> Path:
+    """Where the processes write; the log sidecar copies from here into the store."""
+    return Path(workspace) / ".daskstep" / "raw"
+
+
 class LocalBackend(ClusterBackend):
     name = "local"
     shares_step_environment = True
@@ -39,7 +44,7 @@ class LocalBackend(ClusterBackend):
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
         state = workspace / ".daskstep"
-        self._log_dir = state / "logs"
+        self._log_dir = raw_logs(workspace)
         (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
         self._launcher_log = state / "launcher.log"
         config = {
@@ -137,13 +142,9 @@ class LocalBackend(ClusterBackend):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
-    def log_sources(self) -> dict[str, list[Path]]:
-        if self._log_dir is None:
-            return {}
-        return {
-            "scheduler": [self._log_dir / "scheduler.log"],
-            "worker": sorted((self._log_dir / "workers").glob("*.log")),
-        }
+    def log_sources(self, workspace: Path) -> dict[str, str]:
+        raw = raw_logs(workspace)
+        return {"scheduler": str(raw / "scheduler.log*"), "worker": str(raw / "workers" / "*.log*")}
 
     def status(self) -> dict[str, Any]:
         self._drain()

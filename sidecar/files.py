@@ -1,0 +1,270 @@
+"""Tail the files of one component (job, scheduler, worker) into the store, exactly once.
+
+Files are known by identity, not by path: device+inode plus a fingerprint of the head (as
+Vector does), so a renamed file is still the same file, a reused inode is not, and the copy made
+by copytruncate is recognised as the content we were reading.
+
+Each store stream has one active file at a time. The store holds exactly the bytes read from
+it, so after a crash the active file's position is its last checkpointed position plus however
+much the stream grew since: no line is read twice. Moving to the next file of a stream (after a
+rotation or a truncation) happens only right after a checkpoint, so that rule always holds.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sidecar.store import LogStore
+
+HEAD_BYTES = 256  # the fingerprint covers this much of a file's start
+READ_CHUNK = 1 << 20  # per file and poll: memory stays bounded whatever the input rate
+MAX_LINE = 1 << 20  # a longer line is stored in pieces of this size, flagged partial
+ROTATE_WAIT = 1.0  # seconds an older file must stay idle before we move on to its successor
+FINGERPRINT_MEMORY = 300.0  # seconds a truncated file's head is kept, to recognise its copy
+ROTATION_SUFFIX = re.compile(r"(\.\d+|-\d{8}(\d{2,6})?|\.\d{4}-?\d{2}-?\d{2}\S*|\.gz)$")
+
+
+def stream_name(path: str) -> str:
+    """`workers/worker-0.log.1` → `worker-0`: rotated siblings feed the stream of the original."""
+    name = os.path.basename(path)
+    while (stripped := ROTATION_SUFFIX.sub("", name)) != name:
+        name = stripped
+    return name[: -len(".log")] if name.endswith(".log") else name
+
+
+def bounded(line: bytes) -> list[bytes]:
+    return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)] or [line]
+
+
+def fingerprint(path: str, length: int) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(length)
+    except OSError:
+        return None
+    if len(head) < length:
+        return None
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
+
+
+@dataclass
+class TrackedFile:
+    dev: int
+    ino: int
+    stream: str
+    head_len: int = 0
+    head: str = ""
+    offset: int = 0  # bytes of this file that are in the store
+    done: bool = False  # fully read, and a successor took over
+    order: float = 0.0  # mtime when first seen: older files of a stream are read first
+    shadow_of: list[int] | None = None  # a copy of this live file: read only if it is truncated
+    path: str = field(default="", compare=False)
+
+    def same_content(self, path: str, size: int) -> bool:
+        if self.head_len == 0:
+            return True
+        return size >= self.head_len and fingerprint(path, self.head_len) == self.head
+
+
+class FileSource:
+    """All files matching `pattern`, for `component`."""
+
+    def __init__(self, component: str, pattern: str, rotate_wait: float = ROTATE_WAIT) -> None:
+        self.component = component
+        self.pattern = pattern
+        self.rotate_wait = rotate_wait
+        self.key = f"files:{component}:{pattern}"
+        self.files: list[TrackedFile] = []
+        self.active: dict[str, TrackedFile] = {}
+        self.pending: dict[str, bytes] = {}  # per stream: a last line with no newline yet
+        self.idle_since: dict[str, float] = {}
+        self.store: LogStore | None = None
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Called right after the store synced: each active file is anchored to its stream's
+        size now, so that a restart can tell what reached the store after this checkpoint."""
+        assert self.store is not None
+        return {
+            "files": [asdict(f) for f in self.files],
+            "active": {
+                name: [f.dev, f.ino, f.offset, self._stream(self.store, name).size]
+                for name, f in self.active.items()
+            },
+        }
+
+    def restore(self, state: dict[str, Any] | None, store: LogStore) -> None:
+        self.store = store
+        if not state:
+            return
+        self.files = [TrackedFile(**f) for f in state.get("files", [])]
+        for name, (dev, ino, offset, size) in state.get("active", {}).items():
+            f = next((t for t in self.files if (t.dev, t.ino) == (dev, ino)), None)
+            if f is not None:
+                self.active[name] = f
+                # what reached the store after the checkpoint came from this file: skip it
+                f.offset = offset + max(self._stream(store, name).size - size, 0)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def _stream(self, store: LogStore, name: str):
+        if self.component == "worker":
+            return store.stream("worker", name)
+        return store.stream(self.component)
+
+    def _name(self, path: str) -> str:
+        return stream_name(path) if self.component == "worker" else self.component
+
+    def _scan(self) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
+        found = {}
+        for path in glob.glob(self.pattern):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            found[(st.st_dev, st.st_ino)] = (path, st)
+        return found
+
+    def _discover(self, found: dict[tuple[int, int], tuple[str, os.stat_result]]) -> None:
+        by_id = {(f.dev, f.ino): f for f in self.files}
+        for ident, (path, st) in sorted(found.items(), key=lambda i: i[1][1].st_mtime):
+            tracked = by_id.get(ident)
+            if tracked is None:
+                self.files.append(self._adopt(path, st))
+                continue
+            tracked.path = path
+            if st.st_size < tracked.offset or not tracked.same_content(path, st.st_size):
+                self._truncated(tracked)  # or the inode was reused: the same from here
+            self._refingerprint(tracked, st.st_size)
+        now = time.time()
+        self.files = [
+            f
+            for f in self.files
+            if (f.dev, f.ino) in found
+            or f in self.active.values()
+            or (f.dev < 0 and now - f.order < FINGERPRINT_MEMORY)
+        ]
+
+    def _adopt(self, path: str, st: os.stat_result) -> TrackedFile:
+        name = self._name(path)
+        new = TrackedFile(st.st_dev, st.st_ino, name, order=st.st_mtime, path=path)
+        self._refingerprint(new, st.st_size)
+        # copytruncate makes a new inode with the head of a file we were reading
+        for twin in self.files:
+            if twin.stream != name or not twin.head_len or new.head_len < twin.head_len:
+                continue
+            if fingerprint(path, twin.head_len) != twin.head:
+                continue
+            if twin.dev < 0:  # the original was truncated already: go on where it stopped
+                new.offset, new.order = twin.offset, twin.order
+                self.files.remove(twin)
+            else:  # the original is still live: the copy waits, unread, for its truncation
+                new.shadow_of, new.done = [twin.dev, twin.ino], True
+            break
+        return new
+
+    def _refingerprint(self, f: TrackedFile, size: int) -> None:
+        if f.head_len < HEAD_BYTES and size > f.head_len:
+            length = min(size, HEAD_BYTES)
+            head = fingerprint(f.path, length)
+            if head is not None:
+                f.head_len, f.head = length, head
+
+    def _truncated(self, f: TrackedFile) -> None:
+        """copytruncate, or a plain truncation: what we had not read yet lives on in a copy."""
+        self.pending.pop(f.stream, None)
+        copy = next((c for c in self.files if c.shadow_of == [f.dev, f.ino]), None)
+        if copy is not None:  # read the copy from where we stopped, before the new content
+            copy.shadow_of, copy.done, copy.offset, copy.order = None, False, f.offset, f.order
+        else:  # remember the head, to recognise a copy that appears later
+            self.files.append(
+                TrackedFile(-1, -1, f.stream, f.head_len, f.head, f.offset, True, time.time())
+            )
+        f.head_len, f.head, f.offset, f.order = 0, "", 0, time.time()
+        if self.active.get(f.stream) is f:
+            del self.active[f.stream]  # the switch to what comes next waits for a checkpoint
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def poll(self, store: LogStore, final: bool = False) -> int:
+        found = self._scan()
+        self._discover(found)
+        lines = 0
+        for name in sorted({f.stream for f in self.files}):
+            lines += self._poll_stream(store, name, found, final)
+        return lines
+
+    def _queue(self, name: str) -> list[TrackedFile]:
+        return sorted(
+            (f for f in self.files if f.stream == name and not f.done and f.dev >= 0),
+            key=lambda f: f.order,
+        )
+
+    def _poll_stream(self, store: LogStore, name: str, found: dict, final: bool) -> int:
+        queue = self._queue(name)
+        active = self.active.get(name)
+        if active is None or active.done or active not in self.files:
+            if not queue:
+                return 0
+            self.active[name] = queue[0]  # a switch: no bytes of it until it is checkpointed
+            self.idle_since.pop(name, None)
+            return 0
+        data = self._read(active, found)
+        lines = self._store(store, name, active, data, final)
+        successors = [f for f in queue if f is not active]
+        if data or not successors:
+            self.idle_since.pop(name, None)
+            return lines
+        # An older file with a successor: once it stayed idle long enough, it is finished.
+        since = self.idle_since.setdefault(name, time.monotonic())
+        if final or time.monotonic() - since >= self.rotate_wait:
+            lines += self._store(store, name, active, b"", final=True)
+            active.done = True
+            del self.active[name]
+            self.idle_since.pop(name, None)
+        return lines
+
+    def _read(self, f: TrackedFile, found: dict) -> bytes:
+        entry = found.get((f.dev, f.ino))
+        if entry is None:
+            return b""
+        path, st = entry
+        start = f.offset + len(self.pending.get(f.stream, b""))
+        if st.st_size <= start:
+            return b""
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                return fh.read(min(READ_CHUNK, st.st_size - start))
+        except OSError:
+            return b""
+
+    def _store(self, store: LogStore, name: str, f: TrackedFile, data: bytes, final: bool) -> int:
+        buffer = self.pending.pop(name, b"") + data
+        cut = buffer.rfind(b"\n") + 1
+        complete, rest = buffer[:cut], buffer[cut:]
+        pieces = []
+        for line in complete.split(b"\n")[:-1]:  # lines end at \n only; \r stays inside
+            pieces += bounded(line + b"\n")
+        while len(rest) >= MAX_LINE:  # a very long line: store it in bounded pieces
+            pieces.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        if final and rest:
+            pieces.append(rest)
+            rest = b""
+        if rest:
+            self.pending[name] = rest
+        if pieces:
+            self._stream(store, name).append(pieces)
+            f.offset += sum(len(p) for p in pieces)
+        return len(pieces)
+
+    def close(self) -> None:
+        pass
