@@ -19,7 +19,8 @@ class Source(Protocol):
         """Resume from the last checkpoint (None at first start), reconciled with the store."""
 
     def poll(self, store: LogStore, final: bool = False) -> int:
-        """Move what is available into the store without blocking; the number of lines.
+        """Move what is available into the store without blocking; how much moved (lines,
+        or at least 1 when bytes were read into a line not complete yet), 0 when nothing did.
 
         With `final` (shutdown), also flush lines held back because they had no newline yet.
         Memory stays bounded: a source reads at most a bounded amount per call.

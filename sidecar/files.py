@@ -25,7 +25,7 @@ from sidecar.store import LogStore
 HEAD_BYTES = 256  # the fingerprint covers this much of a file's start
 READ_CHUNK = 1 << 20  # per file and poll: memory stays bounded whatever the input rate
 MAX_LINE = 1 << 20  # a longer line is stored in pieces of this size, flagged partial
-ROTATE_WAIT = 1.0  # seconds an older file must stay idle before we move on to its successor
+ROTATE_WAIT = 1.0  # seconds an older file must stay unmodified before we go on to its successor
 FINGERPRINT_MEMORY = 300.0  # seconds a truncated file's head is kept, to recognise its copy
 ROTATION_SUFFIX = re.compile(r"(\.\d+|-\d{8}(\d{2,6})?|\.\d{4}-?\d{2}-?\d{2}\S*|\.gz)$")
 
@@ -38,16 +38,38 @@ def stream_name(path: str) -> str:
     return name[: -len(".log")] if name.endswith(".log") else name
 
 
+def rotation_rank(path: str) -> int:
+    """0 for a live file, N for `name.N`, 1 for other rotated names (`name-20261127`)."""
+    match = re.search(r"\.(\d+)(\.gz)?$", path)
+    if match and not path.endswith(".log"):
+        return int(match.group(1))
+    return 0 if stream_name(path) + ".log" == os.path.basename(path) else 1
+
+
 def bounded(line: bytes) -> list[bytes]:
     return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)] or [line]
 
 
-def fingerprint(path: str, length: int) -> str | None:
+def open_file(path: str, ident: tuple[int, int] | None):
+    """Open `path` only if it is still the file we stat-ed: a rotation between the stat and the
+    open would otherwise hand us its successor's bytes at the old file's offset."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(length)
+        f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     except OSError:
         return None
+    st = os.fstat(f.fileno())
+    if ident is not None and (st.st_dev, st.st_ino) != ident:
+        f.close()
+        return None
+    return f
+
+
+def fingerprint(path: str, length: int, ident: tuple[int, int] | None = None) -> str | None:
+    f = open_file(path, ident)
+    if f is None:
+        return None
+    with f:
+        head = f.read(length)
     if len(head) < length:
         return None
     return hashlib.blake2b(head, digest_size=16).hexdigest()
@@ -69,7 +91,8 @@ class TrackedFile:
     def same_content(self, path: str, size: int) -> bool:
         if self.head_len == 0:
             return True
-        return size >= self.head_len and fingerprint(path, self.head_len) == self.head
+        head = fingerprint(path, self.head_len, (self.dev, self.ino))
+        return size >= self.head_len and head in (self.head, None)  # None: it moved; next time
 
 
 class FileSource:
@@ -83,7 +106,7 @@ class FileSource:
         self.files: list[TrackedFile] = []
         self.active: dict[str, TrackedFile] = {}
         self.pending: dict[str, bytes] = {}  # per stream: a last line with no newline yet
-        self.idle_since: dict[str, float] = {}
+        self.missing_since: dict[tuple[int, int], float] = {}
         self.store: LogStore | None = None
 
     # --- checkpoints --------------------------------------------------------------------
@@ -154,13 +177,16 @@ class FileSource:
 
     def _adopt(self, path: str, st: os.stat_result) -> TrackedFile:
         name = self._name(path)
-        new = TrackedFile(st.st_dev, st.st_ino, name, order=st.st_mtime, path=path)
+        # mtimes are coarse: a rotated file and its successor may share one, so the rotation
+        # rank (name.2 is older than name.1, older than name) breaks the tie
+        order = st.st_mtime - rotation_rank(path) * 1e-6
+        new = TrackedFile(st.st_dev, st.st_ino, name, order=order, path=path)
         self._refingerprint(new, st.st_size)
         # copytruncate makes a new inode with the head of a file we were reading
         for twin in self.files:
             if twin.stream != name or not twin.head_len or new.head_len < twin.head_len:
                 continue
-            if fingerprint(path, twin.head_len) != twin.head:
+            if fingerprint(path, twin.head_len, (new.dev, new.ino)) != twin.head:
                 continue
             if twin.dev < 0:  # the original was truncated already: go on where it stopped
                 new.offset, new.order = twin.offset, twin.order
@@ -173,7 +199,7 @@ class FileSource:
     def _refingerprint(self, f: TrackedFile, size: int) -> None:
         if f.head_len < HEAD_BYTES and size > f.head_len:
             length = min(size, HEAD_BYTES)
-            head = fingerprint(f.path, length)
+            head = fingerprint(f.path, length, (f.dev, f.ino))
             if head is not None:
                 f.head_len, f.head = length, head
 
@@ -214,37 +240,48 @@ class FileSource:
             if not queue:
                 return 0
             self.active[name] = queue[0]  # a switch: no bytes of it until it is checkpointed
-            self.idle_since.pop(name, None)
             return 0
-        data = self._read(active, found)
-        lines = self._store(store, name, active, data, final)
-        successors = [f for f in queue if f is not active]
-        if data or not successors:
-            self.idle_since.pop(name, None)
+        data, at_end = self._read(active, found)
+        lines = self._store(store, name, active, data, final and at_end) or int(bool(data))
+        if data or not any(f is not active for f in queue):
             return lines
-        # An older file with a successor: once it stayed idle long enough, it is finished.
-        since = self.idle_since.setdefault(name, time.monotonic())
-        if final or time.monotonic() - since >= self.rotate_wait:
-            lines += self._store(store, name, active, b"", final=True)
+        if self._finished(active, found, final):
+            self._store(store, name, active, b"", final=True)
             active.done = True
             del self.active[name]
-            self.idle_since.pop(name, None)
+            lines += 1  # a switch is progress, even without a line
         return lines
 
-    def _read(self, f: TrackedFile, found: dict) -> bytes:
+    def _finished(self, f: TrackedFile, found: dict, final: bool) -> bool:
+        """An older file with a successor is finished once read to its end and left alone for
+        a while, judged by its mtime, which (unlike a timer) survives a sidecar restart. A file
+        missing from one scan may just be between two renames: only a lasting absence counts."""
         entry = found.get((f.dev, f.ino))
         if entry is None:
-            return b""
+            since = self.missing_since.setdefault((f.dev, f.ino), time.monotonic())
+            return time.monotonic() - since >= self.rotate_wait
+        self.missing_since.pop((f.dev, f.ino), None)
+        st = entry[1]
+        if f.offset + len(self.pending.get(f.stream, b"")) < st.st_size:
+            return False
+        return final or time.time() - st.st_mtime >= self.rotate_wait
+
+    def _read(self, f: TrackedFile, found: dict) -> tuple[bytes, bool]:
+        """The next bytes, and whether they reach the file's end (as the scan saw it)."""
+        entry = found.get((f.dev, f.ino))
+        if entry is None:
+            return b"", False
         path, st = entry
         start = f.offset + len(self.pending.get(f.stream, b""))
         if st.st_size <= start:
-            return b""
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(start)
-                return fh.read(min(READ_CHUNK, st.st_size - start))
-        except OSError:
-            return b""
+            return b"", True
+        fh = open_file(path, (f.dev, f.ino))
+        if fh is None:
+            return b"", False  # renamed since the scan: the next scan finds it again
+        with fh:
+            fh.seek(start)
+            data = fh.read(min(READ_CHUNK, st.st_size - start))
+        return data, start + len(data) >= st.st_size
 
     def _store(self, store: LogStore, name: str, f: TrackedFile, data: bytes, final: bool) -> int:
         buffer = self.pending.pop(name, b"") + data

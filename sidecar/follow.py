@@ -10,7 +10,9 @@ Each store stream has one writer at a time: when several containers map to one s
 retried in a new pod, a scheduler pod replaced), they are read one after the other, oldest
 first, each until its container has ended. That keeps every stream in time order, which the
 resume rule needs. A response that ends while its container may still log (a container
-restart, a dropped connection) is asked again, from the store's last timestamp.
+restart, a dropped connection) is asked again, from the store's last timestamp; once the
+container has stopped, its log is read once more without following, for lines the engine
+wrote after it closed the follow response, and then it is done.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class _Session:
     stop: threading.Event = field(default_factory=threading.Event)
     response: LogResponse | None = None
     thread: threading.Thread | None = None
+    stored: int = 0  # records it added
 
 
 @dataclass
@@ -152,7 +155,6 @@ class FollowingSource:
         self._sessions: dict[int, _Session] = {}
         self._ids = itertools.count(1)
         self._next_discover = 0.0
-        self._discovered_at = -1.0
 
     # -- what a subclass provides
     def discover(self) -> Iterable[Target]:
@@ -188,9 +190,17 @@ class FollowingSource:
             for session in list(self._sessions.values()):
                 self._emit(session, session.assembler.finish(), batches)
         count = 0
-        for (component, name), (lines, stamps) in batches.items():
-            store.stream(component, name).append(lines, stamps)
-            count += len(lines)
+        pending = list(batches)
+        try:
+            for key in list(pending):
+                lines, stamps = batches[key]
+                store.stream(*key).append(lines, stamps)
+                pending.remove(key)
+                count += len(lines)
+        except BaseException:  # e.g. a full disk: read what was not stored again, from the store
+            for key in pending:
+                self._forget(key, now)
+            raise
         return count
 
     def state(self) -> dict[str, Any]:
@@ -215,6 +225,18 @@ class FollowingSource:
                 session.thread.join(timeout=1.0)
         self._sessions.clear()
 
+    def _forget(self, key: tuple[str, str | None], now: float) -> None:
+        """Drop what this stream's session and cursor assumed was stored."""
+        stream = self._streams[key]
+        session, stream.session, stream.cursor = stream.session, None, None
+        stream.retry_at = now + self.retry_interval
+        if session is not None:
+            self._sessions.pop(session.id, None)
+            session.stop.set()
+            if session.response is not None:
+                with contextlib.suppress(Exception):
+                    session.response.close()
+
     # -- discovery and sessions
     def _discover(self, now: float) -> None:
         try:
@@ -223,7 +245,6 @@ class FollowingSource:
             log.warning("%s: listing containers failed: %s", self.key, e)
             self._next_discover = now + self.relist_interval
             return
-        self._discovered_at = now
         self._next_discover = now + self.relist_interval
         seen: dict[tuple[str, str | None], dict[str, Target]] = {}
         for target in targets:
@@ -350,7 +371,9 @@ class FollowingSource:
             stream = self._streams[session.target.stream_key]
             stream.session = None
             stream.ended_at[session.target.key] = now
-            stream.retry_at = now + self.retry_interval
+            # nothing new (a crash-looping container, an idle one): ask less often
+            wait = self.retry_interval if session.stored else self.relist_interval
+            stream.retry_at = now + wait
             self._next_discover = min(self._next_discover, now + self.retry_interval)
             if item[2]:
                 log.warning("%s: log of %s ended: %s", self.key, session.target.key, item[2])
@@ -372,5 +395,6 @@ class FollowingSource:
             if kept is None or not kept.data:
                 continue
             cursor.advance(kept)
+            session.stored += 1
             lines.append(kept.data)
             stamps.append(kept.timestamp_ns)

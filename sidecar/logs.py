@@ -46,10 +46,12 @@ class Shipper:
             source.restore(saved.get(source.key), self.store)
 
     def step(self, final: bool = False) -> int:
+        """One round; what it did: lines stored, or 1 for a position change without lines
+        (a switch to the next file), so that callers go on until nothing moves."""
         lines = sum(source.poll(self.store, final) for source in self.sources)
         self.store.sync()  # durable first ...
-        self.checkpoints.save({s.key: s.state() for s in self.sources})  # ... then the position
-        return lines
+        moved = self.checkpoints.save({s.key: s.state() for s in self.sources})  # ... then this
+        return lines or int(moved)
 
     def run(self, poll_interval: float = POLL_INTERVAL) -> int:
         self.start()
@@ -57,10 +59,9 @@ class Shipper:
             while not self.stop.is_set():
                 if self.step() == 0:
                     self.stop.wait(poll_interval)
-            for _ in range(DRAIN_ROUNDS):
-                if self.step() == 0:
+            for _ in range(DRAIN_ROUNDS):  # to the end of every queued file, then stop
+                if self.step(final=True) == 0:
                     break
-            self.step(final=True)
         finally:
             for source in self.sources:
                 source.close()

@@ -88,13 +88,15 @@ class Stream:
         with open(self.log_path, "rb") as f:
             f.seek(start)
             tail = f.read()
-        now = time.time_ns()
+        # Stamped with the last known time, not now: timestamped sources resume from the last
+        # timestamp, and a later one would make them skip lines they never stored.
+        stamp = self.last_timestamp_ns
         records, offset = [], start
         pieces = [line + b"\n" for line in tail.split(b"\n")]
         pieces[-1] = pieces[-1][:-1]  # what follows the last newline, if anything
         for piece in filter(None, pieces):
             offset += len(piece)
-            records.append((offset, 0 if piece.endswith(b"\n") else PARTIAL, now))
+            records.append((offset, 0 if piece.endswith(b"\n") else PARTIAL, stamp))
         self._write_index(records)
 
     def _write_index(self, records: list[tuple[int, int, int]]) -> None:

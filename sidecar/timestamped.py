@@ -4,9 +4,9 @@ Both APIs, asked with `timestamps=True`, put an RFC3339(Nano) time and one space
 log message: `2026-11-27T11:48:01.123456789Z hello\\n`. The store keeps the line without the
 prefix and indexes it under the parsed time. That time is also the only position these APIs
 know, so resuming works from the store: ask for lines since the last stored timestamp, drop
-what is older, and skip as many bytes at exactly that timestamp as the store already holds.
-Bytes rather than lines, because a line the store holds in pieces (cut at `max_line`, or
-flushed without its newline at shutdown) may come back whole.
+what is older, and skip as many bytes from that timestamp on as the store holds from there
+(`ResumeFilter`). Bytes rather than lines, because a line the store holds in pieces (cut at
+`max_line`, or flushed without its newline at shutdown) may come back whole.
 
 Runtimes split a line longer than 16 KiB into several messages, and each gets its own prefix,
 so a long line arrives as `ts1 <16 KiB>ts2 <16 KiB>ts3 <rest>\\n`. The assembler strips a
@@ -25,6 +25,7 @@ from sidecar.store import Stream, read_lines
 MAX_LINE = 1 << 20  # longer lines are stored as several partial records
 FRAGMENT = 16 * 1024  # Docker's and containerd's split size for long lines
 PREFIX_MAX = 40  # "2026-11-27T11:48:01.123456789+00:00 " is 36 bytes
+HEAD = 64 << 10  # bytes of the store's tail compared with a response read again
 _EPOCH_DAYS = date(1970, 1, 1).toordinal()
 
 
@@ -186,36 +187,46 @@ class LineAssembler:
 
 @dataclass
 class Cursor:
-    """Where a store stream ends: its last timestamp and the bytes of the records that carry it."""
+    """Where a store stream ends: its last timestamp, the bytes of the trailing records that
+    carry it, and the first of those bytes (up to `HEAD`) to recognise them when read again."""
 
     timestamp_ns: int = 0
     bytes_at_ts: int = 0
+    head: bytes = b""
 
     @classmethod
     def of(cls, stream: Stream) -> Cursor:
         ts, count = stream.trailing_timestamp()
-        if not count:
-            return cls()
-        tail = read_lines(stream.log_path, since=stream.records - count)
-        return cls(ts, sum(len(line.data) for line in tail))
+        cursor = cls(ts)
+        if count:
+            for line in read_lines(stream.log_path, since=stream.records - count):
+                cursor.advance(Record(ts, line.data))
+        return cursor
 
     def advance(self, record: Record) -> None:
-        if record.timestamp_ns == self.timestamp_ns:
-            self.bytes_at_ts += len(record.data)
-        else:
-            self.timestamp_ns, self.bytes_at_ts = record.timestamp_ns, len(record.data)
+        if record.timestamp_ns != self.timestamp_ns or not self.bytes_at_ts:
+            self.timestamp_ns, self.bytes_at_ts, self.head = record.timestamp_ns, 0, b""
+        self.bytes_at_ts += len(record.data)
+        if len(self.head) < HEAD:
+            self.head += record.data[: HEAD - len(self.head)]
 
 
 class ResumeFilter:
-    """Drops, from a response asked from `cursor.timestamp_ns` on, what the store already has.
+    """Drops, from a response asked from `cursor.timestamp_ns` on, what the store already has:
+    the records older than that, then as many bytes as the store holds from that time on.
 
+    The bytes are counted from the first record at `since`, whatever the later ones' times
+    (lines that the store indexed again after a crash carry its last timestamp, not their own),
+    but only while they are the same bytes: a response from another container or another
+    instance (a job's next pod, a restarted container) holds new lines from `since` on.
     APIs give lines in log order, so once one new record has passed, all later ones are new
     (even if a clock step makes their timestamps go back).
     """
 
     def __init__(self, cursor: Cursor) -> None:
         self.since = cursor.timestamp_ns
-        self.skip = cursor.bytes_at_ts
+        self.total = self.skip = cursor.bytes_at_ts
+        self.head = cursor.head
         self.passed = False
 
     def apply(self, record: Record) -> Record | None:
@@ -224,7 +235,12 @@ class ResumeFilter:
         ts, data = record
         if ts < self.since:
             return None
-        if ts == self.since and self.skip:
+        if self.skip:
+            at = self.total - self.skip
+            n = min(len(data), len(self.head) - at)
+            if n > 0 and data[:n] != self.head[at : at + n]:
+                self.passed = True  # not what the store has: another log
+                return record
             if len(data) <= self.skip:
                 self.skip -= len(data)
                 return None
