@@ -20,10 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sidecar.store import LogStore
+from sidecar.store import LogStore, line_ends, longest
 
 HEAD_BYTES = 256  # the fingerprint covers this much of a file's start
-READ_CHUNK = 1 << 20  # per file and poll: memory stays bounded whatever the input rate
+READ_CHUNK = 1 << 20  # per read: memory stays bounded whatever the input rate
+ROUND_BUDGET = 8 << 20  # per poll, over all files: then the store syncs and we checkpoint
 MAX_LINE = 1 << 20  # a longer line is stored in pieces of this size, flagged partial
 ROTATE_WAIT = 1.0  # seconds an older file must stay unmodified before we go on to its successor
 FINGERPRINT_MEMORY = 300.0  # seconds a truncated file's head is kept, to recognise its copy
@@ -105,8 +106,8 @@ class FileSource:
         self.key = f"files:{component}:{pattern}"
         self.files: list[TrackedFile] = []
         self.active: dict[str, TrackedFile] = {}
-        self.pending: dict[str, bytes] = {}  # per stream: a last line with no newline yet
         self.missing_since: dict[tuple[int, int], float] = {}
+        self.budget = ROUND_BUDGET
         self.store: LogStore | None = None
 
     # --- checkpoints --------------------------------------------------------------------
@@ -205,7 +206,6 @@ class FileSource:
 
     def _truncated(self, f: TrackedFile) -> None:
         """copytruncate, or a plain truncation: what we had not read yet lives on in a copy."""
-        self.pending.pop(f.stream, None)
         copy = next((c for c in self.files if c.shadow_of == [f.dev, f.ino]), None)
         if copy is not None:  # read the copy from where we stopped, before the new content
             copy.shadow_of, copy.done, copy.offset, copy.order = None, False, f.offset, f.order
@@ -220,6 +220,7 @@ class FileSource:
     # --- reading ----------------------------------------------------------------------------
 
     def poll(self, store: LogStore, final: bool = False) -> int:
+        self.budget = ROUND_BUDGET
         found = self._scan()
         self._discover(found)
         lines = 0
@@ -241,18 +242,24 @@ class FileSource:
                 return 0
             self.active[name] = queue[0]  # a switch: no bytes of it until it is checkpointed
             return 0
-        data, at_end = self._read(active, found)
-        lines = self._store(store, name, active, data, final and at_end) or int(bool(data))
-        if data or not any(f is not active for f in queue):
+        lines, at_end = 0, False
+        while self.budget > 0:  # this file, up to the round's budget
+            data, at_end = self._read(active, found)
+            stored = self._store(store, name, active, data, final and at_end)
+            lines += stored
+            if not stored or at_end:
+                break
+        if lines or not any(f is not active for f in queue):
             return lines
-        if self._finished(active, found, final):
-            self._store(store, name, active, b"", final=True)
+        if self._finished(active, found, final, at_end):
+            data, at_end = self._read(active, found)  # a last line without its newline
+            self._store(store, name, active, data, at_end)
             active.done = True
             del self.active[name]
             lines += 1  # a switch is progress, even without a line
         return lines
 
-    def _finished(self, f: TrackedFile, found: dict, final: bool) -> bool:
+    def _finished(self, f: TrackedFile, found: dict, final: bool, at_end: bool) -> bool:
         """An older file with a successor is finished once read to its end and left alone for
         a while, judged by its mtime, which (unlike a timer) survives a sidecar restart. A file
         missing from one scan may just be between two renames: only a lasting absence counts."""
@@ -261,47 +268,51 @@ class FileSource:
             since = self.missing_since.setdefault((f.dev, f.ino), time.monotonic())
             return time.monotonic() - since >= self.rotate_wait
         self.missing_since.pop((f.dev, f.ino), None)
-        st = entry[1]
-        if f.offset + len(self.pending.get(f.stream, b"")) < st.st_size:
-            return False
-        return final or time.time() - st.st_mtime >= self.rotate_wait
+        return at_end and (final or time.time() - entry[1].st_mtime >= self.rotate_wait)
 
     def _read(self, f: TrackedFile, found: dict) -> tuple[bytes, bool]:
-        """The next bytes, and whether they reach the file's end (as the scan saw it)."""
+        """The bytes from the end of the last stored line on, and whether they reach the end
+        of the file (as the scan saw it). A line not yet complete stays in the file, not in
+        memory, and is read again next time."""
         entry = found.get((f.dev, f.ino))
         if entry is None:
             return b"", False
         path, st = entry
-        start = f.offset + len(self.pending.get(f.stream, b""))
-        if st.st_size <= start:
+        if st.st_size <= f.offset:
             return b"", True
         fh = open_file(path, (f.dev, f.ino))
         if fh is None:
             return b"", False  # renamed since the scan: the next scan finds it again
         with fh:
-            fh.seek(start)
-            data = fh.read(min(READ_CHUNK, st.st_size - start))
-        return data, start + len(data) >= st.st_size
+            fh.seek(f.offset)
+            data = fh.read(min(max(READ_CHUNK, MAX_LINE), st.st_size - f.offset))
+        self.budget -= len(data)
+        return data, f.offset + len(data) >= st.st_size
 
     def _store(self, store: LogStore, name: str, f: TrackedFile, data: bytes, final: bool) -> int:
-        buffer = self.pending.pop(name, b"") + data
-        cut = buffer.rfind(b"\n") + 1
-        complete, rest = buffer[:cut], buffer[cut:]
-        pieces = []
-        for line in complete.split(b"\n")[:-1]:  # lines end at \n only; \r stays inside
-            pieces += bounded(line + b"\n")
-        while len(rest) >= MAX_LINE:  # a very long line: store it in bounded pieces
-            pieces.append(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
-        if final and rest:
-            pieces.append(rest)
-            rest = b""
-        if rest:
-            self.pending[name] = rest
-        if pieces:
-            self._stream(store, name).append(pieces)
-            f.offset += sum(len(p) for p in pieces)
-        return len(pieces)
+        """Store the complete lines of `data`; with `final` (at a file's end) also the last,
+        unterminated one. Returns the number of records."""
+        stream = self._stream(store, name)
+        cut = data.rfind(b"\n") + 1
+        lines = 0
+        if cut:
+            complete = memoryview(data)[:cut]
+            ends = line_ends(complete)  # lines end at \n only; \r stays inside
+            if longest(ends) <= MAX_LINE:  # the common case, with no loop per line
+                stream.append_block(complete, ends)
+            else:  # a very long line: store it in bounded pieces
+                parts = bytes(complete).split(b"\n")[:-1]
+                stream.append([piece for p in parts for piece in bounded(p + b"\n")])
+            lines, f.offset = len(ends), f.offset + cut
+        elif len(data) >= MAX_LINE:  # a long line still without its end: a bounded piece
+            stream.append([data[:MAX_LINE]])
+            f.offset += MAX_LINE
+            return 1
+        if final and cut < len(data):
+            stream.append([data[cut:]])
+            f.offset += len(data) - cut
+            lines += 1
+        return lines
 
     def close(self) -> None:
         pass

@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain, repeat
+
+try:  # finds the newlines of a megabyte without a Python object per line
+    import numpy as np
+except ImportError:  # pragma: no cover
+    np = None
 from pathlib import Path
 
 RECORD = struct.Struct("<QQ")  # end offset | flags << 56, timestamp in ns
@@ -112,18 +120,31 @@ class Stream:
         """Append whole lines (ending in a newline) or cut pieces (not ending in one)."""
         if not lines:
             return
-        now = time.time_ns()
-        data = b"".join(lines)
+        partial = [i for i, line in enumerate(lines) if not line.endswith(b"\n")]
+        ends = list(accumulate(map(len, lines)))
+        self.append_block(b"".join(lines), ends, partial, timestamps_ns)
+
+    def append_block(
+        self,
+        data: bytes,
+        ends: Sequence[int],
+        partial: Sequence[int] = (),
+        timestamps_ns: Sequence[int] | None = None,
+    ) -> None:
+        """Append `data`, whose records end at `ends` (offsets within `data`); `partial`
+        lists the records that do not end in a newline. No Python loop per line: a busy
+        worker writes tens of thousands of lines a second."""
+        if not len(ends):
+            return
         written = 0
         while written < len(data):
             written += os.write(self._log, data[written:])
-        records, offset = [], self.size
-        for i, line in enumerate(lines):
-            offset += len(line)
-            ts = timestamps_ns[i] if timestamps_ns else now
-            records.append((offset, 0 if line.endswith(b"\n") else PARTIAL, ts))
-        self.size = offset
-        self._write_index(records)
+        stamp = time.time_ns()
+        records = _records(ends, self.size, partial, timestamps_ns, stamp)
+        os.write(self._idx, records)
+        self.size += len(data)
+        self.records += len(ends)
+        self.last_timestamp_ns = timestamps_ns[-1] if timestamps_ns else stamp
         self.dirty = True
 
     def trailing_timestamp(self) -> tuple[int, int]:
@@ -186,6 +207,44 @@ class LogStore:
         self._streams.clear()
 
 
+def line_ends(data: bytes) -> Sequence[int]:
+    """Where each line of `data` ends (just past its newline), found without a bytes object
+    per line: that is what limits a Python log shipper."""
+    if np is not None:
+        return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    return list(accumulate(len(part) + 1 for part in data.split(b"\n")[:-1]))
+
+
+def longest(ends: Sequence[int]) -> int:
+    if np is not None and isinstance(ends, np.ndarray):
+        return int(np.diff(ends, prepend=0).max()) if len(ends) else 0
+    return max((b - a for a, b in zip([0, *ends], ends, strict=False)), default=0)
+
+
+def _records(
+    ends: Sequence[int],
+    base: int,
+    partial: Sequence[int],
+    timestamps_ns: Sequence[int] | None,
+    stamp: int,
+) -> bytes:
+    if np is not None:
+        records = np.empty((len(ends), 2), dtype="<u8")
+        records[:, 0] = np.asarray(ends, dtype=np.uint64) + np.uint64(base)
+        records[:, 1] = timestamps_ns if timestamps_ns is not None else stamp
+        for i in partial:
+            records[i, 0] |= np.uint64(PARTIAL << 56)
+        return records.tobytes()
+    packed = array("Q", (base + end for end in ends))
+    for i in partial:
+        packed[i] |= PARTIAL << 56
+    stamps = timestamps_ns or repeat(stamp, len(ends))
+    out = array("Q", chain.from_iterable(zip(packed, stamps, strict=True)))
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
+
+
 def read_lines(log_path: Path, since: int = 0) -> Iterator[Line]:
     """The lines after sequence number `since`, as far as the index goes right now."""
     idx_path = log_path.with_name(log_path.name + ".idx")
@@ -206,6 +265,8 @@ def read_lines(log_path: Path, since: int = 0) -> Iterator[Line]:
         while True:
             chunk = idx.read(RECORD.size * 1024)
             whole = len(chunk) - len(chunk) % RECORD.size
+            if whole < len(chunk):  # a record being written: leave it for the next read
+                idx.seek(whole - len(chunk), os.SEEK_CUR)
             if whole == 0:
                 return
             for i in range(0, whole, RECORD.size):

@@ -89,8 +89,6 @@ def test_a_very_long_line_is_stored_in_bounded_pieces(rig: Rig, monkeypatch) -> 
     assert max(len(s.data) for s in stored) <= 1000 + 1
     assert [s.partial for s in stored][-2:] == [False, False]
     assert any(s.partial for s in stored)
-    source = rig.shipper.sources[0]
-    assert all(len(p) < 1000 for p in source.pending.values())  # memory stays bounded
 
 
 def test_a_file_that_appears_late_is_picked_up(rig: Rig) -> None:
