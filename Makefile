@@ -26,6 +26,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_start.py
+	$(BIN)/python bench/entrypoint_overhead.py
+	$(BIN)/python bench/log_throughput.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
