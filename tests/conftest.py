@@ -137,3 +137,20 @@ def nothing_left_running() -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"daskstep processes left running after the tests: {sorted(left)}"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A log store for the source tests."""
+    from sidecar.store import LogStore
+
+    s = LogStore(tmp_path / "logs")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def kubelet():
+    from log_fakes import FakeKubelet
+
+    return FakeKubelet()
