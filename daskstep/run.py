@@ -33,10 +33,10 @@ class Cancelled(BaseException):
         self.signum = signum
 
 
-def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """Children that must not outlive us learn our pid: if we die before they can ask the kernel
     to tell them (PR_SET_PDEATHSIG), they still notice that their parent changed."""
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     env["DASKSTEP_PARENT_PID"] = str(os.getpid())
     return env
 
