@@ -57,7 +57,6 @@ class Config:
     log_dir: str
     death_timeout: float = 30.0
     environment: dict[str, str] = field(default_factory=dict)
-    eager_dashboard: bool = False
 
 
 def _redirect_output(path: str) -> None:
@@ -110,21 +109,21 @@ def _close_on_sigterm(server: Any) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
 
 
-async def _scheduler_main(report_fd: int, eager_dashboard: bool) -> int:
+async def _scheduler_main(report_fd: int) -> int:
     from distributed import Scheduler
 
     scheduler = Scheduler(
         host="127.0.0.1",
         port=0,
         dashboard_address="127.0.0.1:0",
-        dashboard=eager_dashboard,
+        dashboard=False,  # attached below, off the critical path
     )
     await scheduler
     _close_on_sigterm(scheduler)
     port = scheduler.http_server.port if scheduler.http_server else None
     os.write(report_fd, json.dumps({"address": scheduler.address, "http_port": port}).encode())
     os.close(report_fd)
-    attaching = None if eager_dashboard else asyncio.ensure_future(_attach_dashboard(scheduler))
+    attaching = asyncio.ensure_future(_attach_dashboard(scheduler))
     await scheduler.finished()
     del attaching
     return 0
@@ -182,7 +181,7 @@ class Launcher:
     def start_scheduler(self) -> None:
         r, w = os.pipe()
         log = os.path.join(self.cfg.log_dir, "scheduler.log")
-        self.scheduler_pid = _fork(log, _scheduler_main, w, self.cfg.eager_dashboard)
+        self.scheduler_pid = _fork(log, _scheduler_main, w)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             data = f.read()
