@@ -28,6 +28,7 @@ ROUND_BUDGET = 8 << 20  # per poll, over all files: then the store syncs and we 
 MAX_LINE = 1 << 20  # a longer line is stored in pieces of this size, flagged partial
 ROTATE_WAIT = 1.0  # seconds an older file must stay unmodified before we go on to its successor
 FINGERPRINT_MEMORY = 300.0  # seconds a truncated file's head is kept, to recognise its copy
+FORGET_AFTER = 60.0  # seconds a file must stay missing before we forget we read it
 ROTATION_SUFFIX = re.compile(r"(\.\d+|-\d{8}(\d{2,6})?|\.\d{4}-?\d{2}-?\d{2}\S*|\.gz)$")
 
 
@@ -167,14 +168,24 @@ class FileSource:
             if st.st_size < tracked.offset or not tracked.same_content(path, st.st_size):
                 self._truncated(tracked)  # or the inode was reused: the same from here
             self._refingerprint(tracked, st.st_size)
-        now = time.time()
+        # Forget a file only after a lasting absence: one that is missing from a single scan
+        # is usually between two renames, and forgetting it would read it again as new.
+        clock = time.monotonic()
+        for f in self.files:
+            if (f.dev, f.ino) in found:
+                self.missing_since.pop((f.dev, f.ino), None)
+            else:
+                self.missing_since.setdefault((f.dev, f.ino), clock)
         self.files = [
             f
             for f in self.files
             if (f.dev, f.ino) in found
             or f in self.active.values()
-            or (f.dev < 0 and now - f.order < FINGERPRINT_MEMORY)
+            or (f.dev < 0 and time.time_ns() + f.ino < FINGERPRINT_MEMORY * 1e9)
+            or (f.dev >= 0 and clock - self.missing_since[(f.dev, f.ino)] < FORGET_AFTER)
         ]
+        known = {(f.dev, f.ino) for f in self.files}
+        self.missing_since = {k: v for k, v in self.missing_since.items() if k in known}
 
     def _adopt(self, path: str, st: os.stat_result) -> TrackedFile:
         name = self._name(path)
@@ -209,11 +220,17 @@ class FileSource:
         copy = next((c for c in self.files if c.shadow_of == [f.dev, f.ino]), None)
         if copy is not None:  # read the copy from where we stopped, before the new content
             copy.shadow_of, copy.done, copy.offset, copy.order = None, False, f.offset, f.order
-        else:  # remember the head, to recognise a copy that appears later
+        else:  # remember the head, to recognise a copy that appears later; the copy takes the
+            # original's place in the order, before the new content (dev -1, and the inode
+            # field holds when it was remembered, for forgetting it)
             self.files.append(
-                TrackedFile(-1, -1, f.stream, f.head_len, f.head, f.offset, True, time.time())
+                TrackedFile(
+                    -1, -time.time_ns(), f.stream, f.head_len, f.head, f.offset, True, f.order
+                )
             )
-        f.head_len, f.head, f.offset, f.order = 0, "", 0, time.time()
+        # The new content comes right after the copy, and before anything rotated later: not
+        # "now", which may be long after the truncation if we noticed it late (at a restart).
+        f.head_len, f.head, f.offset, f.order = 0, "", 0, f.order + 1e-3
         if self.active.get(f.stream) is f:
             del self.active[f.stream]  # the switch to what comes next waits for a checkpoint
 
@@ -237,10 +254,13 @@ class FileSource:
     def _poll_stream(self, store: LogStore, name: str, found: dict, final: bool) -> int:
         queue = self._queue(name)
         active = self.active.get(name)
-        if active is None or active.done or active not in self.files:
+        stale = active is None or active.done or active not in self.files
+        if stale or (queue and queue[0] is not active and queue[0].order < active.order):
+            # The oldest unfinished file goes first (a copytruncate copy seen late is older than
+            # the content after it). A switch: no bytes of it until it is checkpointed.
             if not queue:
                 return 0
-            self.active[name] = queue[0]  # a switch: no bytes of it until it is checkpointed
+            self.active[name] = queue[0]
             return 0
         lines, at_end = 0, False
         while self.budget > 0:  # this file, up to the round's budget
