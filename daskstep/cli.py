@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="show new lines until the run ends")
     p.add_argument("--since", metavar="SEQ", type=int, default=0, help="lines after this number")
 
-    p = sub.add_parser("sidecar", help="run a sidecar (logs)")
+    p = sub.add_parser("sidecar", help="run a sidecar: logs, kerberos or voms")
     kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
     q = kinds.add_parser("logs", help="ship log files into the workspace's log store")
     q.add_argument("--workspace", metavar="DIR", required=True)
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         help="job, scheduler or worker files to ship (repeatable)",
     )
     q.add_argument("--checkpoints", metavar="FILE", help="default: .daskstep/log-checkpoints.json")
+    for kind, what in (
+        ("kerberos", "keep a Kerberos ticket cache valid"),
+        ("voms", "keep a VOMS proxy valid"),
+    ):
+        q = kinds.add_parser(kind, help=what, add_help=False)
+        q.add_argument("args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
     p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
@@ -97,12 +103,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
-def _cmd_entrypoint(args: argparse.Namespace) -> int:
-    from entrypoint.__main__ import main as entrypoint_main
-
-    return entrypoint_main(args.args)
-
-
 def _cmd_logs(args: argparse.Namespace) -> int:
     from daskstep.logview import View, show
 
@@ -133,14 +133,34 @@ def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
 COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
-    "entrypoint": _cmd_entrypoint,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": _cmd_logs,
     "sidecar": _cmd_sidecar,
 }
 
 
+def _passthrough(argv: list[str]) -> int | None:
+    """Commands that own their options (the wrapper, the credential sidecars): argparse's
+    REMAINDER would not pass options that come right after the command name."""
+    if argv[:1] == ["entrypoint"]:
+        from entrypoint.__main__ import main as entrypoint_main
+
+        return entrypoint_main(argv[1:])
+    if argv[:2] == ["sidecar", "kerberos"]:
+        from sidecar.kerberos import main as kerberos_main
+
+        return kerberos_main(argv[2:])
+    if argv[:2] == ["sidecar", "voms"]:
+        from sidecar.voms import main as voms_main
+
+        return voms_main(argv[2:])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if (code := _passthrough(argv)) is not None:
+        return code
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -380,6 +380,12 @@ def test_daskstep_entrypoint_runs_the_same_code_in_process() -> None:
         [sys.executable, "-m", "daskstep", "entrypoint", "--", "sh", "-c", "exit 9"]
     )
     assert code == 9
+    code = subprocess.call(  # options right after the command name reach the wrapper too
+        [sys.executable, "-m", "daskstep", "entrypoint", "--scheduler", "127.0.0.1:9"]
+        + ["--wait-timeout", "0.5", "--", "true"],
+        stderr=subprocess.DEVNULL,
+    )
+    assert code == 69
 
 
 # --- versions ---------------------------------------------------------------------------------
