@@ -1,0 +1,410 @@
+"""VOMS proxy sidecar: keeps a grid proxy valid all run long, so Dask workers can read grid data.
+
+REANA makes the proxy once (12 h) and its error paths exit 0; here the proxy is renewed before it
+expires, written atomically (0600), and every failure is one clear line with a non-zero exit.
+The passphrase only ever goes to the `voms-proxy-init` child's stdin: never argv, env or logs.
+
+A second mode, `--watch PROXY`, only watches a proxy the user supplied and warns before it expires.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tenacity
+
+PREFIX = "voms-sidecar:"
+TOOL_TIMEOUT = 120.0  # seconds for one voms-proxy-init / -info call (a VOMS server can hang)
+
+
+class ProxyError(Exception):
+    """A proxy could not be made or checked; str() is the one line shown to the user."""
+
+
+def log(message: str) -> None:
+    """One line on stderr, where the sidecar's own status goes (stdout stays free)."""
+    print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '90s', '5m', '2h', '1d' or 'HH:MM[:SS]' : users write all of these."""
+    text = text.strip()
+    if ":" in text:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) not in (2, 3) or any(p < 0 for p in parts):
+            raise argparse.ArgumentTypeError(f"bad duration {text!r}: use HH:MM or HH:MM:SS")
+        h, m, s = (parts + [0])[:3]
+        return float(h * 3600 + m * 60 + s)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: use e.g. 30s, 5m, 2h or HH:MM")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def parse_valid(text: str) -> str:
+    """The HH:MM form voms-proxy-init's -valid wants."""
+    if not re.fullmatch(r"\d+:\d\d", text.strip()):
+        raise argparse.ArgumentTypeError(f"bad --valid {text!r}: use HH:MM, e.g. 12:00")
+    return text.strip()
+
+
+def default_binary(names: list[str]) -> str:
+    """The C tools: the '2' names stay C even when voms-clients-java took the plain names."""
+    for name in names:
+        if shutil.which(name):
+            return name
+    return names[-1]
+
+
+# --- classification of voms-proxy-init failures -------------------------------------------------
+
+_NOISE = re.compile(
+    r"^(\s*$|[.+*\s]+$|Function:|Cannot open file.*\.rnd|Your identity:|Creating (temporary )?proxy"
+    r"|Your proxy is valid|Contacting\s|No policy language|Remote VOMS server contacted succ)"
+)
+
+
+def short_message(stderr: str, secrets: list[str]) -> str:
+    """The tool's own words, noise removed, at most ~200 chars, with any secret masked."""
+    lines = [ln.strip() for ln in stderr.splitlines() if not _NOISE.match(ln.strip())]
+    text = "; ".join(dict.fromkeys(ln for ln in lines if ln))
+    text = redact(text, secrets)
+    return (text[:200] + "…") if len(text) > 200 else (text or "no message")
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def classify(rc: int, output: str, args: argparse.Namespace, secrets: list[str]) -> str:
+    """One clear line for a failed voms-proxy-init, from its exit code and messages."""
+    low = output.lower()
+    vo = (args.voms or "").split(":", 1)[0]
+    if "bad decrypt" in low or "bad password read" in low or "wrong passphrase" in low:
+        if args.passphrase_file:
+            return f"wrong passphrase for key {args.key} (from --passphrase-file)"
+        return f"key {args.key} is encrypted: give its passphrase with --passphrase-file"
+    if "key and certificate don't match" in low or "key values mismatch" in low:
+        return f"certificate {args.cert} and key {args.key} do not match"
+    if "certificate expired" in low:
+        m = re.search(r"certificate expired (.+)", output, re.IGNORECASE)
+        when = f" (on {m.group(1).strip()})" if m else ""
+        return f"certificate {args.cert} has expired{when}: renew your grid certificate"
+    if "not yet valid" in low:
+        return f"certificate {args.cert} is not valid yet"
+    if re.search(r"voms server for \S+ not known", low):
+        where = args.vomses or "the vomses files"
+        return f"unknown VO {vo!r}: no entry for it in {where}"
+    if "none of the contacted servers" in low or "failed to contact" in low:
+        net = ("handshake", "connect", "refused", "timed out", "timeout", "unreachable", "resolve")
+        m = re.search(r"Contacting\s+(\S+)", output)
+        where = f" at {m.group(1)}" if m else ""
+        if any(w in low for w in net):
+            return f"VOMS server for {vo!r}{where} unreachable: check the vomses entry and network"
+        return f"VOMS server for {vo!r} refused the request: {short_message(output, secrets)}"
+    if "no such file" in low or "unable to load" in low or "cannot find" in low:
+        return f"cannot read certificate or key: {short_message(output, secrets)}"
+    return f"voms-proxy-init failed (exit {rc}): {short_message(output, secrets)}"
+
+
+# --- the proxy maker --------------------------------------------------------------------------
+
+
+@dataclass
+class Proxy:
+    """What voms-proxy-info says about a proxy file."""
+
+    timeleft: float  # seconds until the proxy (or its AC, if smaller) expires
+
+    @property
+    def expires_at(self) -> float:
+        return time.monotonic() + self.timeleft
+
+
+def run_tool(argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one VOMS tool; the environment is ours, which holds no secret."""
+    try:
+        out = subprocess.run(
+            argv,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=TOOL_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ProxyError(f"{argv[0]} not found: install voms-clients (the C tools)") from None
+    except subprocess.TimeoutExpired:
+        raise ProxyError(f"{argv[0]} did not finish within {TOOL_TIMEOUT:.0f} s") from None
+    return subprocess.CompletedProcess(
+        argv,
+        out.returncode,
+        out.stdout.decode(errors="replace"),
+        out.stderr.decode(errors="replace"),
+    )
+
+
+def read_timeleft(info: str, path: Path, with_ac: bool) -> float | None:
+    """Seconds left on the proxy (and its AC when asked); None when missing or unreadable."""
+    out = run_tool([info, "--file", str(path), "--timeleft"])
+    try:
+        left = float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+    except (ValueError, IndexError):
+        left = None
+    if left is None or not with_ac:
+        return left
+    ac = run_tool([info, "--file", str(path), "--actimeleft"])
+    try:
+        return min(left, float(ac.stdout.strip().splitlines()[-1])) if ac.returncode == 0 else 0
+    except (ValueError, IndexError):
+        return 0.0
+
+
+class Maker:
+    """Makes, checks and atomically installs one proxy per call."""
+
+    def __init__(self, args: argparse.Namespace, passphrase: str | None) -> None:
+        self.args = args
+        self.passphrase = passphrase
+        self.out = Path(args.out)
+        self.vo = args.voms.split(":", 1)[0] if args.voms else None
+        self.secrets = [passphrase] if passphrase else []
+
+    def make(self) -> Proxy:
+        """A fresh proxy onto --out, or ProxyError with one clear line."""
+        a = self.args
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.name}.", dir=self.out.parent)
+        os.close(fd)  # mkstemp made it 0600; voms-proxy-init overwrites it in place
+        tmp = Path(tmp_name)
+        try:
+            argv = [a.init_binary, "-rfc", "-valid", a.valid, "-cert", a.cert, "-key", a.key]
+            argv += ["-out", str(tmp)]
+            if a.voms:
+                argv += ["-voms", a.voms]
+            if a.vomses:
+                argv += ["-vomses", a.vomses]
+            stdin = None
+            if self.passphrase is not None:
+                argv.append("-pwstdin")
+                stdin = (self.passphrase + "\n").encode()
+            out = run_tool(argv, stdin=stdin)
+            if out.returncode != 0:
+                raise ProxyError(classify(out.returncode, out.stderr + out.stdout, a, self.secrets))
+            check = [a.info_binary, "--file", str(tmp), "--exists"]
+            if self.vo:
+                check += ["--acexists", self.vo]
+            res = run_tool(check)
+            if res.returncode != 0:
+                what = f"with a {self.vo!r} attribute " if self.vo else ""
+                msg = short_message(res.stderr + res.stdout, self.secrets)
+                raise ProxyError(f"the new proxy {what}failed voms-proxy-info's check: {msg}")
+            left = read_timeleft(a.info_binary, tmp, self.vo is not None)
+            if not left:
+                raise ProxyError("the new proxy has no time left: check the clocks and --valid")
+            tmp.chmod(0o600)
+            os.replace(tmp, self.out)
+            return Proxy(left)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+# --- main loops --------------------------------------------------------------------------------
+
+
+class Stopper:
+    """Set by SIGTERM/SIGINT or by the stop file appearing; sleeps wake up on it."""
+
+    def __init__(self, stop_file: str | None) -> None:
+        self.event = threading.Event()
+        self.stop_file = Path(stop_file) if stop_file else None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.event.set()
+
+    @property
+    def stopped(self) -> bool:
+        if self.stop_file is not None and self.stop_file.exists():
+            self.event.set()
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in short slices so a stop file is seen within 0.5 s."""
+        end = time.monotonic() + max(0.0, seconds)
+        while not self.stopped and (left := end - time.monotonic()) > 0:
+            self.event.wait(min(0.5, left))
+
+
+def renew_before_for(args: argparse.Namespace) -> float:
+    """Explicit --renew-before, else a quarter of the validity and at least 30 s."""
+    if args.renew_before is not None:
+        return args.renew_before
+    return max(30.0, parse_duration(args.valid) / 4)
+
+
+def renew(maker: Maker, stopper: Stopper, expires: float) -> Proxy:
+    """Renew with backoff; the old proxy stays in place (and usable) until `expires`."""
+
+    def warn(rs: tenacity.RetryCallState) -> None:
+        left = max(0.0, expires - time.monotonic())
+        exc = rs.outcome.exception() if rs.outcome else None
+        log(f"warning: renewal failed, keeping the old proxy ({left:.0f} s left): {exc}")
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ProxyError),
+        wait=tenacity.wait_exponential(multiplier=1, min=1, max=60),
+        stop=lambda _s: stopper.stopped or time.monotonic() >= expires,
+        sleep=stopper.sleep,
+        before_sleep=warn,
+        reraise=True,
+    )
+    return retrying(maker.make)
+
+
+def run_maker(args: argparse.Namespace) -> int:
+    """Make the first proxy (fail hard), then keep it renewed until told to stop."""
+    passphrase = None
+    if args.passphrase_file:
+        try:
+            passphrase = Path(args.passphrase_file).read_text().rstrip("\r\n")
+        except OSError as e:
+            log(f"error: cannot read --passphrase-file {args.passphrase_file}: {e.strerror}")
+            return 1
+    for flag, path in (("--cert", args.cert), ("--key", args.key)):
+        if not os.access(path, os.R_OK):
+            log(f"error: cannot read {flag} {path}: missing or not readable")
+            return 1
+    maker = Maker(args, passphrase)
+    stopper = Stopper(args.stop_file)
+    renew_before = renew_before_for(args)
+    try:
+        proxy = maker.make()
+    except ProxyError as e:
+        log(f"error: {e}")
+        return 1
+    expires = proxy.expires_at
+    log(f"proxy ready: {args.out} ({proxy.timeleft:.0f} s left, renew {renew_before:.0f} s early)")
+    while not stopper.stopped:
+        stopper.sleep(max(1.0, expires - renew_before - time.monotonic()))
+        if stopper.stopped:
+            break
+        try:
+            proxy = renew(maker, stopper, expires)
+        except ProxyError as e:
+            if stopper.stopped:
+                break
+            log(f"error: the proxy expired and could not be renewed: {e}")
+            return 1
+        expires = proxy.expires_at
+        log(f"proxy renewed: {args.out} ({proxy.timeleft:.0f} s left)")
+    log("stopping")
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    """Watch a user-supplied proxy: fail at start if unusable, later only warn."""
+    path = Path(args.watch)
+    stopper = Stopper(args.stop_file)
+    warned_expired = False
+    first = True
+    while not stopper.stopped:
+        try:
+            left = read_timeleft(args.info_binary, path, with_ac=_has_ac(args.info_binary, path))
+        except ProxyError as e:
+            left, reason = None, str(e)
+        else:
+            reason = "missing or not a proxy" if not path.exists() else "not a readable proxy"
+        if first and not left:
+            log(f"error: proxy {path} is " + ("expired" if left == 0 else reason))
+            return 1
+        first = False
+        if not left:
+            if not warned_expired:
+                log(f"warning: proxy {path} expired or unreadable; tasks needing it fail")
+                warned_expired = True
+        else:
+            warned_expired = False
+            if left <= args.warn_before:
+                log(f"warning: proxy {path} expires in {left:.0f} s; renew it")
+            else:
+                log(f"proxy {path} valid for {left:.0f} s more")
+        stopper.sleep(args.interval)
+    log("stopping")
+    return 0
+
+
+def _has_ac(info: str, path: Path) -> bool:
+    """Whether the proxy carries a VOMS attribute, so its AC lifetime also counts."""
+    out = run_tool([info, "--file", str(path), "--acissuer"])
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="daskstep sidecar voms", description=__doc__.split("\n")[0])
+    p.add_argument("--cert", help="user certificate (PEM)")
+    p.add_argument("--key", help="user private key (PEM)")
+    p.add_argument("--passphrase-file", help="file holding the key's passphrase (given on stdin)")
+    p.add_argument("--voms", help="VO[:FQAN] to ask the VOMS server for")
+    p.add_argument("--out", help="proxy file to keep valid")
+    p.add_argument("--valid", type=parse_valid, default="12:00", help="proxy validity HH:MM")
+    p.add_argument(
+        "--renew-before",
+        type=parse_duration,
+        default=None,
+        help="renew when less than this remains (default: 25%% of --valid, >= 30 s)",
+    )
+    p.add_argument("--init-binary", default=default_binary(["voms-proxy-init2", "voms-proxy-init"]))
+    p.add_argument("--info-binary", default=default_binary(["voms-proxy-info2", "voms-proxy-info"]))
+    p.add_argument("--vomses", help="vomses file or folder (default: the tool's own search)")
+    p.add_argument("--stop-file", help="stop (exit 0) once this file exists")
+    p.add_argument("--watch", metavar="PROXY", help="only watch this proxy and warn before expiry")
+    p.add_argument(
+        "--warn-before",
+        type=parse_duration,
+        default=3600.0,
+        help="watch mode: warn when less than this remains (default 1h)",
+    )
+    p.add_argument(
+        "--interval",
+        type=parse_duration,
+        default=60.0,
+        help="watch mode: seconds between checks (default 60)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.watch:
+            return run_watch(args)
+        missing = [f"--{n}" for n in ("cert", "key", "out") if not getattr(args, n)]
+        if missing:
+            parser.error(f"missing {', '.join(missing)} (or use --watch PROXY)")
+        return run_maker(args)
+    except ProxyError as e:
+        log(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
