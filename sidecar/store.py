@@ -92,19 +92,22 @@ class Stream:
         self._recover()
 
     def _index_tail(self, start: int) -> None:
-        """Lines written to the .log but not indexed before a crash."""
+        """Lines written to the .log but not indexed before a crash. A tail without its newline
+        was torn by a kill in the middle of a write: it is cut off, and read again."""
         with open(self.log_path, "rb") as f:
             f.seek(start)
             tail = f.read()
+        cut = tail.rfind(b"\n") + 1
+        if cut < len(tail):
+            os.ftruncate(self._log, start + cut)
+            self.size = start + cut
         # Stamped with the last known time, not now: timestamped sources resume from the last
         # timestamp, and a later one would make them skip lines they never stored.
         stamp = self.last_timestamp_ns
         records, offset = [], start
-        pieces = [line + b"\n" for line in tail.split(b"\n")]
-        pieces[-1] = pieces[-1][:-1]  # what follows the last newline, if anything
-        for piece in filter(None, pieces):
-            offset += len(piece)
-            records.append((offset, 0 if piece.endswith(b"\n") else PARTIAL, stamp))
+        for line in tail[:cut].split(b"\n")[:-1]:
+            offset += len(line) + 1
+            records.append((offset, 0, stamp))
         self._write_index(records)
 
     def _write_index(self, records: list[tuple[int, int, int]]) -> None:

@@ -182,6 +182,17 @@ def test_a_crash_with_the_index_behind_the_log(rig: Rig) -> None:
     assert rig.lines() == [b"one\n", b"two\n", b"three\n"]
 
 
+def test_a_kill_in_the_middle_of_a_store_write(rig: Rig) -> None:
+    rig.write("app.log", b"one\n")
+    rig.ship()
+    with open(rig.tmp / "store" / "job.log", "ab") as f:
+        f.write(b"two\nthr")  # a write torn by SIGKILL: one whole line, and part of the next
+    rig.write("app.log", b"two\nthree\n")
+    rig.restart()
+    rig.ship()
+    assert rig.lines() == [b"one\n", b"two\n", b"three\n"]  # three is one line, not two
+
+
 def test_each_worker_file_is_its_own_stream(tmp_path: Path) -> None:
     rig = Rig(tmp_path, "worker", "*.log*")
     rig.write("worker-0.log", b"zero\n")
