@@ -16,6 +16,12 @@ from daskstep.backends.local import LocalBackend
 pytestmark = pytest.mark.integration
 
 
+def cluster_processes(backend: LocalBackend) -> set[int]:
+    """The launcher and its tree: not every child of pytest, which may run other servers."""
+    launcher = backend._proc.pid
+    return {launcher, *descendants(launcher)}
+
+
 @pytest.fixture
 def backend():
     b = get_backend("local")
@@ -38,7 +44,7 @@ def test_stop_is_idempotent_and_kills_the_whole_tree(backend, tmp_path: Path) ->
     backend.stop()  # before start: a no-op
     backend.start(ClusterSpec(workers=2, threads=1, memory="256Mi"), tmp_path)
     backend.wait_ready(2, timeout=60)
-    pids = descendants(os.getpid())
+    pids = cluster_processes(backend)
     assert len(pids) >= 4  # launcher, scheduler, two workers
     backend.stop()
     backend.stop()
@@ -93,7 +99,7 @@ def test_too_few_workers_is_a_typed_timeout_and_stop_still_cleans_up(tmp_path) -
 
     backend = LocalBackend()
     backend.start(ClusterSpec(workers=1, threads=1, memory="256Mi"), tmp_path)
-    pids = descendants(os.getpid())
+    pids = cluster_processes(backend)
     t = time.monotonic()
     with pytest.raises(TooFewWorkers, match="only 1 of 3 workers registered within 2 s"):
         backend.wait_ready(3, timeout=2)
