@@ -118,11 +118,12 @@ def script(text: str) -> str:
 
 
 def _our_processes() -> set[int]:
-    """Processes that only daskstep starts: launchers and step entrypoints."""
+    """Processes that only daskstep starts: launchers, step entrypoints and sidecars."""
     found = set()
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "daskstep.backends.launcher" in cmd or "-m entrypoint" in cmd or ".pyz" in cmd:
+        ours = ("daskstep.backends.launcher", "-m entrypoint", ".pyz", "daskstep sidecar")
+        if any(mark in cmd for mark in ours):
             found.add(p.pid)
     return found
 
