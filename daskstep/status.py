@@ -9,11 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from entrypoint.reporter import atomic_write
-
-
-def iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+from entrypoint.reporter import atomic_write, iso
 
 
 class RunStatus:

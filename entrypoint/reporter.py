@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 TERMINATION_LIMIT = 1024
 
 
-def _iso(t: float) -> str:
+def iso(t: float) -> str:
+    """UTC, millisecond resolution: the status files' time format."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
@@ -23,15 +24,15 @@ def status_document(status: Status) -> dict:
     doc = {
         "reason": status.reason,
         "exit_code": status.exit_code,
-        "started_at": _iso(status.started_at),
-        "finished_at": _iso(status.finished_at),
+        "started_at": iso(status.started_at),
+        "finished_at": iso(status.finished_at),
         "duration_seconds": round(status.finished_at - status.started_at, 3),
         "scheduler": status.scheduler,
         "workers": status.workers,
         "peak_rss_bytes": status.peak_rss_bytes,
     }
     if status.command_started_at is not None:
-        doc["command_started_at"] = _iso(status.command_started_at)
+        doc["command_started_at"] = iso(status.command_started_at)
     if status.message:
         doc["message"] = status.message
     return doc
