@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         help="how long to wait for all workers (default 300)",
     )
+    p.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help="REANA-named secrets for kerberos/voms_proxy (default: $DASKSTEP_SECRETS, "
+        "else /etc/reana/secrets)",
+    )
 
     p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
     p.add_argument("--workspace", metavar="DIR", default=".")
@@ -99,7 +105,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
     return run_workflow(
-        workflow, backend=args.backend, workspace=workspace, start_timeout=args.start_timeout
+        workflow,
+        backend=args.backend,
+        workspace=workspace,
+        start_timeout=args.start_timeout,
+        secrets=args.secrets,
     )
 
 

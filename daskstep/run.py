@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from daskstep.backends import ClusterBackend, ClusterSpec, get_backend
+from daskstep.credentials import Credentials, Secrets, forget_secret_variables, strip_secrets
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.progress import WaitProgress
 from daskstep.spec import Step, Workflow
@@ -36,7 +37,7 @@ class Cancelled(BaseException):
 def child_env() -> dict[str, str]:
     """Children that must not outlive us learn our pid: if we die before they can ask the kernel
     to tell them (PR_SET_PDEATHSIG), they still notice that their parent changed."""
-    env = dict(os.environ)
+    env = strip_secrets(os.environ)
     env["DASKSTEP_PARENT_PID"] = str(os.getpid())
     return env
 
@@ -117,9 +118,11 @@ class Run:
         backend: ClusterBackend | None,
         workspace: Path,
         start_timeout: float,
+        credentials: Credentials | None = None,
     ) -> None:
         self.workflow = workflow
         self.backend = backend
+        self.credentials = credentials
         self.workspace = workspace.resolve()
         self.start_timeout = start_timeout
         self.state = self.workspace / ".daskstep"
@@ -166,6 +169,8 @@ class Run:
         scheduler = None
         try:
             self._start_log_sidecar()
+            if self.credentials is not None:
+                self._start_credentials(self.credentials)
             if self.backend is not None and self.workflow.dask is not None:
                 scheduler = self._start_cluster()
             for index, step in enumerate(self.workflow.steps):
@@ -183,6 +188,8 @@ class Run:
                 t = time.monotonic()
                 self.backend.stop()
                 self.status.cluster["stop_seconds"] = round(time.monotonic() - t, 3)
+            if self.credentials is not None:
+                self.credentials.stop()
             self._stop_log_sidecar()
             if self.cancelled:
                 self.status.cancel(self.cancelled)
@@ -218,6 +225,22 @@ class Run:
         if self.cancelled:
             raise Cancelled(self.cancelled)
 
+    def _spawn(self, start: Callable[[], None]) -> None:
+        with self._spawning():
+            start()
+        if self.cancelled:
+            raise Cancelled(self.cancelled)
+
+    def _start_credentials(self, credentials: Credentials) -> None:
+        """Before the cluster: a credential that cannot be had fails the run in seconds."""
+        kinds = " and ".join(s.kind for s in credentials.sidecars)
+        say(f"starting the {kinds} sidecar{'s' if ' and ' in kinds else ''}")
+        t = time.monotonic()
+        credentials.start(self._spawn, child_env())
+        credentials.wait_ready()
+        given = ", ".join(f"{k}={v}" for k, v in credentials.environment().items())
+        say(f"credentials ready in {time.monotonic() - t:.1f} s: {given}")
+
     def _stop_log_sidecar(self) -> None:
         """After everything else stopped: the sidecar drains what is left, then exits."""
         sidecar, self.log_sidecar = self.log_sidecar, None
@@ -233,7 +256,8 @@ class Run:
 
     def _start_cluster(self) -> str:
         assert self.backend is not None and self.workflow.dask is not None
-        spec = ClusterSpec.from_dask(self.workflow.dask)
+        environment = self.credentials.environment() if self.credentials else {}
+        spec = ClusterSpec.from_dask(self.workflow.dask, environment)
         t = time.monotonic()
         handle = self.backend.start(spec, self.workspace)
         self.status.cluster_started(handle)
@@ -256,6 +280,8 @@ class Run:
             argv += ["--scheduler", scheduler]
         if self.backend is not None and self.backend.shares_step_environment:
             argv += ["--versions", "off"]
+        for path in self.credentials.files() if self.credentials else ():
+            argv += ["--wait-file", str(path)]
         for command in step.commands:
             argv += ["--shell", command]
         say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
@@ -280,6 +306,8 @@ class Run:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONUNBUFFERED"] = "1"  # live job logs
         env["DASKSTEP_WORKSPACE"] = str(self.workspace)
+        if self.credentials is not None:
+            env.update(self.credentials.environment())
         return env
 
     def _report_outputs(self) -> None:
@@ -294,10 +322,22 @@ class Run:
 
 
 def run_workflow(
-    workflow: Workflow, backend: str, workspace: Path, start_timeout: float = 300.0
+    workflow: Workflow,
+    backend: str,
+    workspace: Path,
+    start_timeout: float = 300.0,
+    secrets: str | None = None,
 ) -> int:
     stage_inputs(workflow, workspace)
     cluster = get_backend(backend) if workflow.dask is not None else None
+    found = Secrets.locate(secrets, os.environ)
+    forget_secret_variables()
+    credentials = Credentials.for_run(
+        workflow.needs_kerberos,
+        workflow.needs_voms_proxy,
+        found,
+        logs=workspace.resolve() / ".daskstep" / "sidecars",
+    )
     if cluster is None:
         say("the workflow asks for no Dask cluster; running the steps without one")
-    return Run(workflow, cluster, workspace, start_timeout).execute()
+    return Run(workflow, cluster, workspace, start_timeout, credentials).execute()

@@ -65,6 +65,8 @@ class Step:
     name: str
     environment: str | None
     commands: tuple[str, ...]  # with inputs.parameters expanded, as REANA's serial engine does
+    kerberos: bool = False
+    voms_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ class Workflow:
     input_directories: tuple[str, ...]
     output_files: tuple[str, ...]
     output_directories: tuple[str, ...]
+
+    @property
+    def needs_kerberos(self) -> bool:
+        """REANA's flag on the workflow or on any step: the sidecar then serves the whole run."""
+        return self.kerberos or any(s.kerberos for s in self.steps)
+
+    @property
+    def needs_voms_proxy(self) -> bool:
+        return self.voms_proxy or any(s.voms_proxy for s in self.steps)
 
 
 def _got(value: Any) -> str:
@@ -295,7 +306,10 @@ def _step(item: Any, index: int, parameters: dict[str, str], r: _Report) -> Step
     environment = None
     if "environment" in item:
         environment = r.image(item["environment"], f"{path}.environment")
-    return Step(name, environment, _commands(item, path, parameters, r))
+    commands = _commands(item, path, parameters, r)
+    kerberos = r.boolean(item, "kerberos", f"{path}.kerberos")
+    voms_proxy = r.boolean(item, "voms_proxy", f"{path}.voms_proxy")
+    return Step(name, environment, commands, kerberos, voms_proxy)
 
 
 def _steps(workflow: dict, parameters: dict[str, str], r: _Report) -> tuple[Step, ...]:

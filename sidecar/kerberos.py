@@ -372,12 +372,19 @@ class Sidecar:
             self.ready_file.touch()
         print(f"{PREFIX}: ready, cache {self.ccache}", flush=True)
         while True:
-            self.sleep(self.interval)
+            self.sleep(self.next_check(ticket))
             current = self.read_ticket(self.ccache) if self.ccache.exists() else None
             if current is None:
                 print(f"{PREFIX}: cache {self.ccache} holds no valid ticket", flush=True)
             if self.needs_refresh(current):
                 ticket = self.refresh(current or ticket)
+            elif current is not None:
+                ticket = current
+
+    def next_check(self, ticket: Ticket) -> float:
+        """Wake at the half-life point at the latest: a 1-minute ticket cannot wait 30 s."""
+        life = self.ticket_life or (ticket.end - ticket.start)
+        return max(0.5, min(self.interval, ticket.end - life / 2 - time.time()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -414,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    parent = os.environ.get("DASKSTEP_PARENT_PID")
+    if parent:  # started by `daskstep run`: stop when it dies
+        from entrypoint.lifetime import die_with_parent
+
+        die_with_parent(signal.SIGTERM, expected_parent=int(parent))
     try:
         return sidecar.serve()
     except Stopped:

@@ -28,8 +28,17 @@ PREFIX = "voms-sidecar:"
 TOOL_TIMEOUT = 120.0  # seconds for one voms-proxy-init / -info call (a VOMS server can hang)
 
 
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2  # wrong passphrase, unreadable or mismatched cert/key, expired cert, unknown VO
+EXIT_UNAVAILABLE = 69  # the VOMS server could not be reached
+
+
 class ProxyError(Exception):
     """A proxy could not be made or checked; str() is the one line shown to the user."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def log(message: str) -> None:
@@ -90,7 +99,18 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-def classify(rc: int, output: str, args: argparse.Namespace, secrets: list[str]) -> str:
+def classify(rc: int, output: str, args: argparse.Namespace, secrets: list[str]) -> ProxyError:
+    """One clear line for a failed voms-proxy-init, with the exit code for its kind."""
+    message = describe(rc, output, args, secrets)
+    if "unreachable" in message:
+        return ProxyError(message, EXIT_UNAVAILABLE)
+    bad_input = ("passphrase", "do not match", "has expired", "not valid yet", "unknown VO")
+    if any(w in message for w in bad_input) or message.startswith("cannot read"):
+        return ProxyError(message, EXIT_BAD_INPUT)
+    return ProxyError(message)
+
+
+def describe(rc: int, output: str, args: argparse.Namespace, secrets: list[str]) -> str:
     """One clear line for a failed voms-proxy-init, from its exit code and messages."""
     low = output.lower()
     vo = (args.voms or "").split(":", 1)[0]
@@ -204,7 +224,7 @@ class Maker:
                 stdin = (self.passphrase + "\n").encode()
             out = run_tool(argv, stdin=stdin)
             if out.returncode != 0:
-                raise ProxyError(classify(out.returncode, out.stderr + out.stdout, a, self.secrets))
+                raise classify(out.returncode, out.stderr + out.stdout, a, self.secrets)
             check = [a.info_binary, "--file", str(tmp), "--exists"]
             if self.vo:
                 check += ["--acexists", self.vo]
@@ -285,11 +305,11 @@ def run_maker(args: argparse.Namespace) -> int:
             passphrase = Path(args.passphrase_file).read_text().rstrip("\r\n")
         except OSError as e:
             log(f"error: cannot read --passphrase-file {args.passphrase_file}: {e.strerror}")
-            return 1
+            return EXIT_BAD_INPUT
     for flag, path in (("--cert", args.cert), ("--key", args.key)):
         if not os.access(path, os.R_OK):
             log(f"error: cannot read {flag} {path}: missing or not readable")
-            return 1
+            return EXIT_BAD_INPUT
     maker = Maker(args, passphrase)
     stopper = Stopper(args.stop_file)
     renew_before = renew_before_for(args)
@@ -297,9 +317,10 @@ def run_maker(args: argparse.Namespace) -> int:
         proxy = maker.make()
     except ProxyError as e:
         log(f"error: {e}")
-        return 1
+        return e.exit_code
     expires = proxy.expires_at
     log(f"proxy ready: {args.out} ({proxy.timeleft:.0f} s left, renew {renew_before:.0f} s early)")
+    touch(args.ready_file)
     while not stopper.stopped:
         stopper.sleep(max(1.0, expires - renew_before - time.monotonic()))
         if stopper.stopped:
@@ -332,7 +353,9 @@ def run_watch(args: argparse.Namespace) -> int:
             reason = "missing or not a proxy" if not path.exists() else "not a readable proxy"
         if first and not left:
             log(f"error: proxy {path} is " + ("expired" if left == 0 else reason))
-            return 1
+            return EXIT_BAD_INPUT
+        if first:
+            touch(args.ready_file)
         first = False
         if not left:
             if not warned_expired:
@@ -347,6 +370,13 @@ def run_watch(args: argparse.Namespace) -> int:
         stopper.sleep(args.interval)
     log("stopping")
     return 0
+
+
+def touch(ready_file: str | None) -> None:
+    """Readiness for `daskstep run`: a usable proxy is in place."""
+    if ready_file:
+        Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(ready_file).touch()
 
 
 def _has_ac(info: str, path: Path) -> bool:
@@ -373,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info-binary", default=default_binary(["voms-proxy-info2", "voms-proxy-info"]))
     p.add_argument("--vomses", help="vomses file or folder (default: the tool's own search)")
     p.add_argument("--stop-file", help="stop (exit 0) once this file exists")
+    p.add_argument("--ready-file", help="touched once a usable proxy is in place")
     p.add_argument("--watch", metavar="PROXY", help="only watch this proxy and warn before expiry")
     p.add_argument(
         "--warn-before",
@@ -392,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.umask(0o077)
+    parent = os.environ.get("DASKSTEP_PARENT_PID")
+    if parent:  # started by `daskstep run`: stop when it dies
+        from entrypoint.lifetime import die_with_parent
+
+        die_with_parent(signal.SIGTERM, expected_parent=int(parent))
     try:
         if args.watch:
             return run_watch(args)
@@ -401,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_maker(args)
     except ProxyError as e:
         log(f"error: {e}")
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         return 0
 

@@ -18,6 +18,11 @@ import pytest
 
 REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
 
+# Session-wide servers, as fixtures every test module can ask for.
+from gridca import grid_ca  # noqa: E402, F401
+from kdc import kdc  # noqa: E402, F401
+from vomsd import vomsd  # noqa: E402, F401
+
 
 def require(available: bool, reason: str) -> None:
     """Skip when a server is missing here; in CI (DASKSTEP_REQUIRE_INTEGRATION=1) fail instead."""
@@ -34,8 +39,10 @@ def write_workflow(
     workers: int = 2,
     memory: str = "1Gi",
     threads: int = 1,
+    flags: tuple[str, ...] = (),
 ) -> Path:
-    """A reana.yaml asking for a small cluster, with the given (name, commands) steps."""
+    """A reana.yaml asking for a small cluster, with the given (name, commands) steps, and
+    REANA's resource flags (kerberos, voms_proxy) set to true."""
     lines = [
         "workflow:",
         "  type: serial",
@@ -45,6 +52,7 @@ def write_workflow(
         f"      number_of_workers: {workers}",
         f"      single_worker_memory: {memory}",
         f"      single_worker_threads: {threads}",
+        *(f"    {flag}: true" for flag in flags),
         "  specification:",
         "    steps:",
     ]

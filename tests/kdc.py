@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REALM = "DASKSTEP.TEST"
 
@@ -81,3 +84,15 @@ def start_kdc() -> Kdc:
     )
     realm.run_kadminl(f"modprinc -maxrenewlife 5m krbtgt/{REALM}@{REALM}")
     return Kdc(realm=realm, name=REALM, krb5_config=realm.env["KRB5_CONFIG"])
+
+
+@pytest.fixture(scope="session")
+def kdc() -> Iterator[Kdc]:
+    """One realm for the session; skipped (or failed in CI) without the MIT KDC tools."""
+    from conftest import require
+
+    ok, reason = kdc_available()
+    require(ok, reason)
+    server = start_kdc()
+    yield server
+    server.realm.stop()

@@ -18,21 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require, wait_for
-from kdc import REALM, Kdc, free_port, kdc_available, start_kdc
+from conftest import wait_for
+from kdc import REALM, Kdc, free_port
 
 from sidecar.kerberos import Ticket, classify_kinit_error, parse_duration, parse_klist
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def kdc() -> Iterator[Kdc]:
-    ok, reason = kdc_available()
-    require(ok, reason)
-    server = start_kdc()
-    yield server
-    server.realm.stop()
 
 
 class Sidecar:

@@ -224,7 +224,7 @@ def test_failure_is_one_clear_line(ca: GridCA, tmp_path: Path, name: str) -> Non
     args, expected = error_cases(ca, tmp_path)[name]
     out = tmp_path / "out" / "x509up"
     res = run_sidecar(*args, "--out", str(out), "--valid", "00:10")
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == (69 if name == "unreachable" else 2), res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("voms-sidecar: error: ")
@@ -287,7 +287,7 @@ def test_watch_fails_at_start_on_unusable_proxy(ca: GridCA, tmp_path: Path, stat
     if state == "expired":
         fake_proxy(ca, proxy, past=3700)
     res = run_sidecar("--watch", str(proxy), "--warn-before", "1m", timeout=30)
-    assert res.returncode == 1, res.stderr
+    assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voms-sidecar: error: "), res.stderr
     assert ("expired" if state == "expired" else "missing") in lines[0]

@@ -1,0 +1,324 @@
+"""The credential sidecars of a run: Kerberos tickets and VOMS proxies for the workers and steps.
+
+Secrets come under REANA's names, from a folder laid out like REANA's secrets mount
+(`/etc/reana/secrets`, one file per secret); the small non-secret values may also come from the
+environment, as REANA exports them. The sidecars are started before the cluster and must produce
+a valid credential first, so that a bad keytab or passphrase fails the run in seconds instead of
+failing every Dask task later. Their files live in a private folder (0700) outside the
+workspace, which REANA lets users download, and are removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daskstep.errors import DaskstepError, InputError, Problem
+
+SECRETS_ENV = "DASKSTEP_SECRETS"
+REANA_SECRETS = Path("/etc/reana/secrets")
+# Secret values REANA exports as environment variables; children never inherit them.
+SECRET_VARIABLES = ("VOMSPROXY_PASS",)
+READY_TIMEOUT = 330.0  # the Kerberos sidecar's own KDC deadline (300 s) plus margin
+STOP_TIMEOUT = 10.0
+
+
+class CredentialError(DaskstepError):
+    """A sidecar could not obtain its credential; the message is the sidecar's own line."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Sidecar:
+    """How to start one credential sidecar and what it gives the workers and steps."""
+
+    kind: str  # kerberos or voms
+    variable: str  # KRB5CCNAME or X509_USER_PROXY
+    path: Path  # the credential file, kept valid by the sidecar
+    argv: list[str]
+    value: str  # the variable's value
+    stdin_secret: bytes | None = None  # the passphrase, through a pipe
+    copies: tuple[tuple[Path, Path], ...] = ()  # (secret, private copy 0600) made at start
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    ready_file: Path | None = None
+    log: Path | None = None
+
+
+def strip_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
+
+
+def forget_secret_variables() -> None:
+    """Once read: no child of ours (cluster, sidecars, steps) may inherit them."""
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
+
+
+class Secrets:
+    """REANA-named secrets: files in `folder`, small values also from the environment."""
+
+    def __init__(self, folder: Path | None, env: Mapping[str, str]) -> None:
+        self.folder = folder
+        self.env = env
+
+    @classmethod
+    def locate(cls, option: str | None, env: Mapping[str, str]) -> Secrets:
+        folder = option or env.get(SECRETS_ENV)
+        if folder is None and REANA_SECRETS.is_dir():
+            folder = str(REANA_SECRETS)
+        return cls(Path(folder) if folder else None, dict(env))
+
+    def where(self) -> str:
+        return str(self.folder) if self.folder else "--secrets DIR"
+
+    def file(self, name: str) -> Path | None:
+        if self.folder is None or not name or "/" in name:
+            return None
+        path = self.folder / name
+        return path if path.is_file() else None
+
+    def value(self, name: str) -> str | None:
+        path = self.file(name)
+        if path is not None:
+            return path.read_text(errors="replace").strip() or None
+        return self.env.get(name, "").strip() or None
+
+
+def _python_m(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def plan(kerberos: bool, voms_proxy: bool, secrets: Secrets, folder: Path) -> list[Sidecar]:
+    """The sidecars the workflow asks for, or InputError naming every missing secret."""
+    problems: list[Problem] = []
+    sidecars: list[Sidecar] = []
+    if (kerberos or voms_proxy) and secrets.folder is not None and not secrets.folder.is_dir():
+        raise InputError(
+            [Problem("--secrets", f"{secrets.folder} is not a folder; give the secrets folder")]
+        )
+    if kerberos:
+        sidecars += _kerberos(secrets, folder, problems)
+    if voms_proxy:
+        sidecars += _voms(secrets, folder, problems)
+    if problems:
+        raise InputError(problems)
+    return sidecars
+
+
+def _kerberos(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[Sidecar]:
+    where = secrets.where()
+    user = secrets.value("CERN_USER")
+    keytab_name = secrets.value("CERN_KEYTAB")
+    if user is None:
+        problems.append(
+            Problem(
+                "secrets.CERN_USER",
+                f"missing for workflow.resources.kerberos; put the Kerberos user "
+                f"(alice, or alice@CERN.CH) in {where}/CERN_USER",
+            )
+        )
+    keytab = secrets.file(keytab_name) if keytab_name else None
+    if keytab_name is None:
+        problems.append(
+            Problem(
+                "secrets.CERN_KEYTAB",
+                f"missing for workflow.resources.kerberos; put the keytab's file name "
+                f"(e.g. .keytab) in {where}/CERN_KEYTAB and the keytab beside it",
+            )
+        )
+    elif keytab is None:
+        problems.append(
+            Problem("secrets.CERN_KEYTAB", f"names {keytab_name}, which is not a file in {where}")
+        )
+    if user is None or keytab is None:
+        return []
+    cache = folder / "krb5cc"
+    ready = folder / ".kerberos.ready"
+    argv = _python_m("sidecar.kerberos")
+    argv += ["--keytab", str(keytab), "--principal", user, "--ccache", str(cache)]
+    argv += ["--ready-file", str(ready)]
+    return [Sidecar("kerberos", "KRB5CCNAME", cache, argv, f"FILE:{cache}", ready_file=ready)]
+
+
+def _voms(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[Sidecar]:
+    where = secrets.where()
+    proxy = folder / "x509up"
+    ready = folder / ".voms.ready"
+    argv = _python_m("sidecar.voms") + ["--ready-file", str(ready)]
+    supplied = secrets.value("VOMSPROXY_FILE")
+    if supplied is not None:  # REANA's multi-user mode: the user uploads a proxy
+        source = secrets.file(supplied)
+        if source is None:
+            problems.append(
+                Problem("secrets.VOMSPROXY_FILE", f"names {supplied}: not a file in {where}")
+            )
+            return []
+        argv += ["--watch", str(proxy)]
+        copies = ((source, proxy),)
+        return [_proxy_sidecar(proxy, argv, ready, copies)]
+    cert, key = secrets.file("usercert.pem"), secrets.file("userkey.pem")
+    for name, path in (("usercert.pem", cert), ("userkey.pem", key)):
+        if path is None:
+            problems.append(
+                Problem(
+                    f"secrets.{name}",
+                    f"missing for workflow.resources.voms_proxy; put your grid {name[4:8]} "
+                    f"in {where}/{name} (or a proxy, named by VOMSPROXY_FILE)",
+                )
+            )
+    vo = secrets.value("VONAME")
+    if vo is None:
+        problems.append(
+            Problem(
+                "secrets.VONAME",
+                f"missing for workflow.resources.voms_proxy; put your VO (e.g. cms) in "
+                f"{where}/VONAME",
+            )
+        )
+    passphrase = None
+    encoded = secrets.value("VOMSPROXY_PASS")
+    if encoded is not None:
+        try:
+            passphrase = base64.b64decode(encoded, validate=True).rstrip(b"\r\n")
+        except (binascii.Error, ValueError):
+            problems.append(
+                Problem(
+                    "secrets.VOMSPROXY_PASS",
+                    "is not base64; store the passphrase base64-encoded, as REANA does "
+                    "(printf %s PASSPHRASE | base64)",
+                )
+            )
+    if cert is None or key is None or vo is None or (encoded and passphrase is None):
+        return []
+    # a private copy of the key: a secrets mount is often 0644, which grid tools refuse
+    private_key = folder / "userkey.pem"
+    argv += ["--cert", str(cert), "--key", str(private_key), "--voms", vo, "--out", str(proxy)]
+    if passphrase is not None:
+        argv += ["--passphrase-file", "/dev/stdin"]
+    copies = ((key, private_key),)
+    return [_proxy_sidecar(proxy, argv, ready, copies, passphrase)]
+
+
+def _proxy_sidecar(
+    proxy: Path,
+    argv: list[str],
+    ready: Path,
+    copies: tuple[tuple[Path, Path], ...],
+    passphrase: bytes | None = None,
+) -> Sidecar:
+    return Sidecar(
+        "voms", "X509_USER_PROXY", proxy, argv, str(proxy), passphrase, copies, ready_file=ready
+    )
+
+
+class Credentials:
+    """Starts the sidecars, waits for their first credential, stops them and removes the files."""
+
+    def __init__(self, sidecars: list[Sidecar], folder: Path, logs: Path) -> None:
+        self.sidecars = sidecars
+        self.folder = folder
+        self.logs = logs
+        self.env: Mapping[str, str] = {}
+
+    @classmethod
+    def for_run(
+        cls, kerberos: bool, voms_proxy: bool, secrets: Secrets, logs: Path
+    ) -> Credentials | None:
+        if not (kerberos or voms_proxy):
+            return None
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        folder = Path(tempfile.mkdtemp(prefix="daskstep-credentials-", dir=base))
+        try:
+            return cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def environment(self) -> dict[str, str]:
+        """What the workers and the steps are given: where the credentials are."""
+        return {s.variable: s.value for s in self.sidecars}
+
+    def files(self) -> list[Path]:
+        return [s.path for s in self.sidecars]
+
+    def start(self, spawn: Callable[[Callable[[], None]], None], env: Mapping[str, str]) -> None:
+        """Start every sidecar (through `spawn`, which defers a cancel until it is recorded)."""
+        self.env = env
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for sidecar in self.sidecars:
+            spawn(lambda s=sidecar: self._start_one(s))
+
+    def _start_one(self, sidecar: Sidecar) -> None:
+        for source, copy in sidecar.copies:
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(source.read_bytes())
+        sidecar.log = self.logs / f"{sidecar.kind}.log"
+        with open(sidecar.log, "ab") as log:
+            sidecar.proc = subprocess.Popen(
+                sidecar.argv,
+                env=dict(self.env),
+                stdin=subprocess.PIPE if sidecar.stdin_secret is not None else subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        if sidecar.stdin_secret is not None and sidecar.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                sidecar.proc.stdin.write(sidecar.stdin_secret + b"\n")
+            sidecar.proc.stdin.close()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until every sidecar made its first credential; CredentialError if one gave up."""
+        deadline = time.monotonic() + timeout
+        waiting = list(self.sidecars)
+        while waiting:
+            for sidecar in list(waiting):
+                assert sidecar.proc is not None and sidecar.ready_file is not None
+                if sidecar.ready_file.exists():
+                    waiting.remove(sidecar)
+                elif sidecar.proc.poll() is not None:
+                    raise self._failure(sidecar)
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(s.kind for s in waiting)
+                raise CredentialError(f"no {names} credential within {timeout:.0f} s", 69)
+            if waiting:
+                time.sleep(0.05)
+
+    def _failure(self, sidecar: Sidecar) -> CredentialError:
+        assert sidecar.proc is not None and sidecar.log is not None
+        lines = [ln for ln in sidecar.log.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exited {sidecar.proc.returncode} without a message"
+        last = re.sub(r"^(kerberos sidecar|voms-sidecar):\s*(error:\s*)?", "", last)
+        what = "Kerberos ticket" if sidecar.kind == "kerberos" else "VOMS proxy"
+        code = sidecar.proc.returncode if sidecar.proc.returncode in (2, 69) else 1
+        return CredentialError(f"could not obtain the {what}: {last}", code)
+
+    def stop(self) -> None:
+        """Stop the sidecars and remove the credentials. Idempotent."""
+        for sidecar in self.sidecars:
+            if sidecar.proc is not None and sidecar.proc.poll() is None:
+                sidecar.proc.terminate()
+        for sidecar in self.sidecars:
+            if sidecar.proc is None:
+                continue
+            try:
+                sidecar.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                sidecar.proc.kill()
+                sidecar.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)

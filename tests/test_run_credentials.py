@@ -1,0 +1,365 @@
+"""`daskstep run` with REANA's `kerberos` and `voms_proxy` flags, end to end against real servers.
+
+A k5test KDC with 1-minute tickets and an XRootD server that demands krb5; a test CA, a real vomsd
+and an XRootD server that demands GSI with a VOMS attribute. Dask tasks pinned to every worker
+open a ROOT file on those servers with uproot. Each read uses a new XRootD user name, which the
+client keys its connections by, so every read is a new connection and a new authentication.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, require, write_workflow
+from gridca import VO, GridCA
+from kdc import Kdc
+from leaks import LeakWatch, keytab_needles, pem_needles
+from xrootd import EXPECTED_SUM, XRootD, start_gsi_xrootd, start_krb5_xrootd, xrootd_available
+
+pytestmark = pytest.mark.integration
+
+READER = """\
+import json, os, stat, sys, time
+from dask.distributed import Client
+
+url, duration, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+
+
+def read(tag):
+    import os, stat, time
+    import uproot
+
+    with uproot.open(url.replace("root://", f"root://{tag}@")) as f:
+        total = int(f["events"]["x"].array(library="np").sum())
+    found = {}
+    for var in ("KRB5CCNAME", "X509_USER_PROXY"):
+        if var in os.environ:
+            path = os.environ[var].removeprefix("FILE:")
+            found[var] = [path, oct(stat.S_IMODE(os.stat(path).st_mode))]
+    return {"time": time.time(), "sum": total, "pid": os.getpid(), "credentials": found}
+
+
+client = Client(os.environ["DASK_SCHEDULER_URI"])
+workers = sorted(client.scheduler_info()["workers"])
+reads, start, n = [], time.time(), 0
+while True:
+    futures = {
+        w: client.submit(read, f"r{n}w{i}", workers=[w], allow_other_workers=False, pure=False)
+        for i, w in enumerate(workers)
+    }
+    for w, f in futures.items():
+        reads.append(dict(f.result(), worker=w))
+    n += 1
+    if time.time() - start >= duration:
+        break
+    time.sleep(pause)
+json.dump(reads, open("reads.json", "w"))
+print(f"{len(reads)} reads on {len(workers)} workers over {time.time() - start:.0f} s")
+"""
+
+
+def workflow(folder: Path, url: str, flags: tuple[str, ...], duration: float = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reader.py").write_text(READER)
+    return write_workflow(
+        folder, [("read", [f"python reader.py {url} {duration} 4"])], workers=2, flags=flags
+    )
+
+
+def run(reana_yaml: Path, secrets: Path | None, env: dict[str, str], timeout: float = 400):
+    args = ["run", str(reana_yaml)]
+    if secrets is not None:
+        args += ["--secrets", str(secrets)]
+    proc = daskstep(*args, env=env)
+    out, err = proc.communicate(timeout=timeout)
+    return proc, out, err
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRB5", "X509", "VOMS"))}
+    env.update(extra)
+    return env
+
+
+# --- Kerberos ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def krb5_xrootd(kdc: Kdc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[XRootD]:
+    ok, reason = xrootd_available()
+    require(ok, reason)
+    folder = tmp_path_factory.mktemp("xrootd-krb5")
+    service = f"xrootd/localhost@{kdc.name}"
+    kdc.realm.addprinc(service)
+    kdc.realm.extract_keytab(service, str(folder / "xrootd.keytab"))
+    server = start_krb5_xrootd(folder / "xrootd.keytab", service, kdc.krb5_config)
+    yield server
+    server.stop()
+
+
+def kerberos_secrets(kdc: Kdc, folder: Path, user: str) -> tuple[Path, Path]:
+    """A secrets folder as REANA mounts it: CERN_USER, CERN_KEYTAB and the keytab it names."""
+    principal, keytab = kdc.principal(user, folder)
+    secrets = folder / "secrets"
+    secrets.mkdir(mode=0o700)
+    (secrets / "CERN_USER").write_text(principal + "\n")
+    (secrets / "CERN_KEYTAB").write_text(".keytab\n")
+    shutil.copy(keytab, secrets / ".keytab")
+    (secrets / ".keytab").chmod(0o600)
+    return secrets, keytab
+
+
+@pytest.mark.slow
+def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
+    kdc: Kdc, krb5_xrootd: XRootD, tmp_path: Path
+) -> None:
+    secrets, keytab = kerberos_secrets(kdc, tmp_path, "reader")
+    ws = tmp_path / "ws"
+    reana = workflow(ws, krb5_xrootd.url(), ("kerberos",), duration=130)
+    # a cache that does not exist: only the sidecar's can make the reads work
+    env = base_env(KRB5_CONFIG=kdc.krb5_config, KRB5CCNAME=f"FILE:{tmp_path}/no-such-cache")
+    logins_before = len(krb5_xrootd.logins())
+    started = time.time()
+    proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
+    with LeakWatch(proc.pid, keytab_needles(keytab)) as watch:
+        _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    reads = json.loads((ws / "reads.json").read_text())
+    workers = {r["worker"] for r in reads}
+    assert len(workers) == 2
+    assert all(r["sum"] == EXPECTED_SUM for r in reads)
+    # more than two 1-minute ticket lifetimes, every worker still reading at the end
+    assert max(r["time"] for r in reads) - min(r["time"] for r in reads) > 125
+    late = {r["worker"] for r in reads if r["time"] - started > 125}
+    assert late == workers
+    # every read was a new authenticated connection
+    logins = krb5_xrootd.logins()[logins_before:]
+    assert len([ln for ln in logins if "login as reader" in ln]) >= len(reads)
+    # the workers got the sidecar's cache, 0600, in a private folder that is gone now
+    caches = {r["credentials"]["KRB5CCNAME"][0] for r in reads}
+    assert len(caches) == 1
+    cache = Path(caches.pop())
+    assert {r["credentials"]["KRB5CCNAME"][1] for r in reads} == {"0o600"}
+    assert not cache.parent.exists(), "the credentials folder outlived the run"
+    sidecar_log = (ws / ".daskstep" / "sidecars" / "kerberos.log").read_text()
+    assert sidecar_log.count("renewed ticket") + sidecar_log.count("re-obtained ticket") >= 3
+    assert "credentials ready" in err
+    # no keytab bytes in any argv, in the run's environments, or in anything the run wrote
+    assert watch.scans > 50 and len(watch.pids_seen) >= 5
+    watch.scan_files(ws / ".daskstep")
+    assert not watch.hits, watch.hits
+
+
+def test_kerberos_without_the_sidecar_fails_with_an_auth_error(
+    kdc: Kdc, krb5_xrootd: XRootD, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    reana = workflow(ws, krb5_xrootd.url(), ())
+    env = base_env(KRB5_CONFIG=kdc.krb5_config, KRB5CCNAME=f"FILE:{tmp_path}/no-such-cache")
+    proc, out, err = run(reana, None, env, timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Auth failed" in out + err
+    assert not (ws / "reads.json").exists()
+
+
+@pytest.mark.parametrize("case", ["missing keytab", "wrong principal", "no CERN_USER"])
+def test_kerberos_bad_secrets_fail_before_the_cluster(kdc: Kdc, tmp_path: Path, case: str) -> None:
+    secrets, _ = kerberos_secrets(kdc, tmp_path, f"bad{case.split()[1].lower()}")
+    expected = {
+        "missing keytab": "secrets.CERN_KEYTAB: names .keytab",
+        "wrong principal": "is not in keytab",
+        "no CERN_USER": "secrets.CERN_USER: missing",
+    }[case]
+    if case == "missing keytab":
+        (secrets / ".keytab").unlink()
+    elif case == "wrong principal":
+        (tmp_path / "elsewhere").mkdir()
+        other, _ = kdc.principal(f"other{os.getpid()}", tmp_path / "elsewhere")
+        (secrets / "CERN_USER").write_text(other)
+    else:
+        (secrets / "CERN_USER").unlink()
+    ws = tmp_path / "ws"
+    reana = workflow(ws, "root://localhost:1//none", ("kerberos",))
+    proc, _, err = run(reana, secrets, base_env(KRB5_CONFIG=kdc.krb5_config), timeout=120)
+    assert proc.returncode == 2, err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and expected in errors[0], err
+    assert "Traceback" not in err
+    assert "cluster ready" not in err and not (ws / ".daskstep" / "raw" / "scheduler.log").exists()
+
+
+# --- VOMS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gsi_xrootd(grid_ca: GridCA) -> Iterator[XRootD]:
+    ok, reason = xrootd_available()
+    require(ok, reason)
+    ca = grid_ca
+    server = start_gsi_xrootd(ca.cert_dir, ca.vomsdir, ca.host_cert, ca.host_key)
+    yield server
+    server.stop()
+
+
+def voms_env(ca: GridCA, **extra: str) -> dict[str, str]:
+    return base_env(**ca.env(), VOMS_USERCONF=str(ca.vomses), **extra)
+
+
+def voms_secrets(ca: GridCA, folder: Path, passphrase: str | None = None) -> Path:
+    """REANA's layout: usercert.pem, userkey.pem, VONAME, and VOMSPROXY_PASS in base64."""
+    secrets = folder / "secrets"
+    secrets.mkdir(mode=0o700)
+    shutil.copy(ca.user_cert, secrets / "usercert.pem")
+    shutil.copy(ca.user_key_encrypted, secrets / "userkey.pem")
+    (secrets / "userkey.pem").chmod(0o644)  # as a Kubernetes secret volume mounts it
+    (secrets / "VONAME").write_text(VO + "\n")
+    phrase = (passphrase or ca.passphrase) + "\n"  # REANA's docs: echo PASS | base64
+    (secrets / "VOMSPROXY_PASS").write_text(base64.b64encode(phrase.encode()).decode())
+    return secrets
+
+
+def test_voms_tasks_read_with_the_sidecars_proxy(
+    vomsd: GridCA, gsi_xrootd: XRootD, tmp_path: Path
+) -> None:
+    ca = vomsd
+    secrets = voms_secrets(ca, tmp_path)
+    ws = tmp_path / "ws"
+    reana = workflow(ws, gsi_xrootd.url(), ("voms_proxy",))
+    needles = {
+        "passphrase": ca.passphrase.encode(),
+        "passphrase (base64)": (secrets / "VOMSPROXY_PASS").read_bytes(),
+        **pem_needles(ca.user_key_encrypted, "encrypted key"),
+        **pem_needles(ca.user_key, "key"),
+    }
+    # REANA also exports env secrets as variables: daskstep has it, none of its children may
+    env = voms_env(ca, VOMSPROXY_PASS=(secrets / "VOMSPROXY_PASS").read_text())
+    proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
+    with LeakWatch(proc.pid, needles, root_environ=False) as watch:
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    reads = json.loads((ws / "reads.json").read_text())
+    assert {r["worker"] for r in reads} and len({r["worker"] for r in reads}) == 2
+    assert all(r["sum"] == EXPECTED_SUM for r in reads)
+    proxies = {tuple(r["credentials"]["X509_USER_PROXY"]) for r in reads}
+    assert len(proxies) == 1
+    path, mode = proxies.pop()
+    assert mode == "0o600" and not Path(path).parent.exists()
+    assert "proxy ready" in (ws / ".daskstep" / "sidecars" / "voms.log").read_text()
+    watch.scan_files(ws / ".daskstep")
+    assert watch.scans > 5
+    assert not watch.hits, watch.hits
+
+
+def make_proxy(ca: GridCA, out: Path, kind: str) -> Path:
+    """A plain RFC proxy (no VOMS attribute), or an expired VOMS one."""
+    env = dict(os.environ, **ca.env())
+    if kind == "plain":
+        cmd = ["voms-proxy-init2", "-cert", str(ca.user_cert), "-key", str(ca.user_key)]
+        cmd += ["-rfc", "-hours", "1", "-out", str(out)]
+    else:
+        cmd = ["voms-proxy-fake", "-cert", str(ca.user_cert), "-key", str(ca.user_key)]
+        cmd += ["-hostcert", str(ca.host_cert), "-hostkey", str(ca.host_key), "-voms", VO]
+        cmd += ["-uri", "localhost:15000", "-fqan", f"/{VO}/Role=NULL/Capability=NULL", "-rfc"]
+        cmd += ["-hours", "1", "-vomslife", "1", "-pastproxy", "3700", "-pastac", "3700"]
+        cmd += ["-out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    out.chmod(0o600)
+    return out
+
+
+@pytest.mark.parametrize("proxy", ["plain", "expired", "none"])
+def test_voms_tasks_fail_without_a_voms_proxy(
+    grid_ca: GridCA, gsi_xrootd: XRootD, tmp_path: Path, proxy: str
+) -> None:
+    """No sidecar: the workers get X509_USER_PROXY from the environment, or nothing."""
+    extra = {}
+    if proxy == "none":
+        extra["X509_USER_PROXY"] = str(tmp_path / "no-such-proxy")
+    else:
+        extra["X509_USER_PROXY"] = str(make_proxy(grid_ca, tmp_path / "x509up", proxy))
+    ws = tmp_path / "ws"
+    reana = workflow(ws, gsi_xrootd.url(), ())
+    proc, out, err = run(reana, None, voms_env(grid_ca, **extra), timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Auth failed" in out + err
+    assert not (ws / "reads.json").exists()
+
+
+def test_voms_user_supplied_plain_proxy_is_watched_but_tasks_fail(
+    grid_ca: GridCA, gsi_xrootd: XRootD, tmp_path: Path
+) -> None:
+    """REANA's VOMSPROXY_FILE mode: the proxy is used as given, so a plain one cannot read."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    make_proxy(grid_ca, secrets / "x509up_u1000", "plain")
+    (secrets / "VOMSPROXY_FILE").write_text("x509up_u1000")
+    ws = tmp_path / "ws"
+    reana = workflow(ws, gsi_xrootd.url(), ("voms_proxy",))
+    proc, out, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    assert "credentials ready" in err and "Auth failed" in out + err
+
+
+def test_voms_user_supplied_expired_proxy_fails_before_the_cluster(
+    grid_ca: GridCA, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    make_proxy(grid_ca, secrets / "x509up_u1000", "expired")
+    (secrets / "VOMSPROXY_FILE").write_text("x509up_u1000")
+    ws = tmp_path / "ws"
+    reana = workflow(ws, "root://localhost:1//none", ("voms_proxy",))
+    proc, _, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    assert proc.returncode == 2, err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "expired" in errors[0], err
+    assert "cluster ready" not in err
+
+
+@pytest.mark.parametrize("case", ["wrong passphrase", "mismatched key", "not base64", "no VONAME"])
+def test_voms_bad_secrets_fail_before_the_cluster(
+    grid_ca: GridCA, tmp_path: Path, case: str
+) -> None:
+    secrets = voms_secrets(grid_ca, tmp_path, "not-the-passphrase" if "wrong" in case else None)
+    expected = {
+        "wrong passphrase": "wrong passphrase",
+        "mismatched key": "do not match",
+        "not base64": "secrets.VOMSPROXY_PASS: is not base64",
+        "no VONAME": "secrets.VONAME: missing",
+    }[case]
+    if case == "mismatched key":
+        shutil.copy(grid_ca.other_key, secrets / "userkey.pem")
+        (secrets / "VOMSPROXY_PASS").unlink()
+    elif case == "not base64":
+        (secrets / "VOMSPROXY_PASS").write_text("this is not base64!")
+    elif case == "no VONAME":
+        (secrets / "VONAME").unlink()
+    ws = tmp_path / "ws"
+    reana = workflow(ws, "root://localhost:1//none", ("voms_proxy",))
+    proc, out, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    assert proc.returncode == 2, err
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and expected in errors[0], err
+    assert "Traceback" not in err and grid_ca.passphrase not in out + err
+    assert "cluster ready" not in err
+
+
+def test_credentials_need_a_secrets_folder(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    reana = workflow(ws, "root://localhost:1//none", ("kerberos",))
+    env = base_env()
+    env.pop("DASKSTEP_SECRETS", None)
+    proc, _, err = run(reana, tmp_path / "no-such-folder", env, timeout=60)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [
+        f"error: --secrets: {tmp_path / 'no-such-folder'} is not a folder; give the secrets folder"
+    ]
