@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from daskstep.errors import DaskstepError, InputError, Problem
 
 SECRETS_ENV = "DASKSTEP_SECRETS"
+VOMS_VALID_ENV = "DASKSTEP_VOMS_VALID"  # HH:MM asked of voms-proxy-init; renewed before its end
 REANA_SECRETS = Path("/etc/reana/secrets")
 # Secret values REANA exports as environment variables; children never inherit them.
 SECRET_VARIABLES = ("VOMSPROXY_PASS",)
@@ -56,6 +58,8 @@ class Sidecar:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     ready_file: Path | None = None
     log: Path | None = None
+    # the sidecar's words for things, and the user's: it only knows options and private copies
+    words: tuple[tuple[str, str], ...] = ()
 
 
 def strip_secrets(env: Mapping[str, str]) -> dict[str, str]:
@@ -150,8 +154,13 @@ def _kerberos(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[S
     ready = folder / ".kerberos.ready"
     argv = _python_m("sidecar.kerberos")
     argv += ["--keytab", str(keytab), "--principal", user, "--ccache", str(cache)]
-    argv += ["--ready-file", str(ready)]
+    argv += ["--ready-file", str(ready), *_remove_on_exit(cache, ready)]
     return [Sidecar("kerberos", "KRB5CCNAME", cache, argv, f"FILE:{cache}", ready_file=ready)]
+
+
+def _remove_on_exit(*paths: Path) -> list[str]:
+    """Even when `daskstep run` is killed, its sidecars (told by the kernel) remove these."""
+    return [arg for path in paths for arg in ("--remove-on-exit", str(path))]
 
 
 def _voms(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[Sidecar]:
@@ -167,7 +176,7 @@ def _voms(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[Sidec
                 Problem("secrets.VOMSPROXY_FILE", f"names {supplied}: not a file in {where}")
             )
             return []
-        argv += ["--watch", str(proxy)]
+        argv += ["--watch", str(proxy), *_remove_on_exit(proxy, ready)]
         copies = ((source, proxy),)
         return [_proxy_sidecar(proxy, argv, ready, copies)]
     cert, key = secrets.file("usercert.pem"), secrets.file("userkey.pem")
@@ -204,9 +213,15 @@ def _voms(secrets: Secrets, folder: Path, problems: list[Problem]) -> list[Sidec
             )
     if cert is None or key is None or vo is None or (encoded and passphrase is None):
         return []
+    valid = secrets.env.get(VOMS_VALID_ENV, "12:00").strip()
+    if not re.fullmatch(r"\d+:[0-5]\d", valid) or valid.replace(":", "").strip("0") == "":
+        problems.append(Problem(VOMS_VALID_ENV, f"{valid!r} is not HH:MM; write e.g. 12:00"))
+    if problems:
+        return []
     # a private copy of the key: a secrets mount is often 0644, which grid tools refuse
     private_key = folder / "userkey.pem"
     argv += ["--cert", str(cert), "--key", str(private_key), "--voms", vo, "--out", str(proxy)]
+    argv += ["--valid", valid, *_remove_on_exit(proxy, ready, private_key)]
     if passphrase is not None:
         argv += ["--passphrase-file", "/dev/stdin"]
     copies = ((key, private_key),)
@@ -220,8 +235,19 @@ def _proxy_sidecar(
     copies: tuple[tuple[Path, Path], ...],
     passphrase: bytes | None = None,
 ) -> Sidecar:
+    words = [(str(copy), f"{source.parent}/{source.name}") for source, copy in copies]
+    words.append(("(from --passphrase-file)", "(from VOMSPROXY_PASS)"))
+    words.append(("give its passphrase with --passphrase-file", "put it in VOMSPROXY_PASS"))
     return Sidecar(
-        "voms", "X509_USER_PROXY", proxy, argv, str(proxy), passphrase, copies, ready_file=ready
+        "voms",
+        "X509_USER_PROXY",
+        proxy,
+        argv,
+        str(proxy),
+        passphrase,
+        copies,
+        ready_file=ready,
+        words=tuple(words),
     )
 
 
@@ -233,6 +259,7 @@ class Credentials:
         self.folder = folder
         self.logs = logs
         self.env: Mapping[str, str] = {}
+        self.stopping = False
 
     @classmethod
     def for_run(
@@ -298,18 +325,38 @@ class Credentials:
                 raise CredentialError(f"no {names} credential within {timeout:.0f} s", 69)
             if waiting:
                 time.sleep(0.05)
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        """A sidecar that gives up mid-run is said at once, not found out from failing tasks."""
+        running = list(self.sidecars)
+        while running and not self.stopping:
+            for sidecar in list(running):
+                assert sidecar.proc is not None
+                if sidecar.proc.poll() is not None and not self.stopping:
+                    running.remove(sidecar)
+                    print(
+                        f"daskstep: warning: {self._failure(sidecar)}; the {sidecar.kind} "
+                        "sidecar stopped, tasks that need it fail once the credential expires",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            time.sleep(1.0)
 
     def _failure(self, sidecar: Sidecar) -> CredentialError:
         assert sidecar.proc is not None and sidecar.log is not None
         lines = [ln for ln in sidecar.log.read_text(errors="replace").splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exited {sidecar.proc.returncode} without a message"
         last = re.sub(r"^(kerberos sidecar|voms-sidecar):\s*(error:\s*)?", "", last)
+        for theirs, ours in sidecar.words:
+            last = last.replace(theirs, ours)
         what = "Kerberos ticket" if sidecar.kind == "kerberos" else "VOMS proxy"
         code = sidecar.proc.returncode if sidecar.proc.returncode in (2, 69) else 1
         return CredentialError(f"could not obtain the {what}: {last}", code)
 
     def stop(self) -> None:
         """Stop the sidecars and remove the credentials. Idempotent."""
+        self.stopping = True
         for sidecar in self.sidecars:
             if sidecar.proc is not None and sidecar.proc.poll() is None:
                 sidecar.proc.terminate()

@@ -406,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="give up when the KDC stays unreachable this long (default 5m)",
     )
+    p.add_argument(
+        "--remove-on-exit",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="delete this file however we exit (repeatable); daskstep run names the cache",
+    )
     p.add_argument("--kinit", default="kinit", help="MIT kinit binary")
     p.add_argument("--klist", default="klist", help="MIT klist binary")
     return p
@@ -426,6 +433,20 @@ def main(argv: list[str] | None = None) -> int:
         from entrypoint.lifetime import die_with_parent
 
         die_with_parent(signal.SIGTERM, expected_parent=int(parent))
+    try:
+        return _serve(sidecar)
+    finally:
+        remove_files(args.remove_on_exit)
+
+
+def remove_files(paths: list[str]) -> None:
+    """A ticket must not outlive the run that asked for it, even one whose runner was killed."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _serve(sidecar: Sidecar) -> int:
     try:
         return sidecar.serve()
     except Stopped:

@@ -404,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vomses", help="vomses file or folder (default: the tool's own search)")
     p.add_argument("--stop-file", help="stop (exit 0) once this file exists")
     p.add_argument("--ready-file", help="touched once a usable proxy is in place")
+    p.add_argument(
+        "--remove-on-exit",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="delete this file however we exit (repeatable); daskstep run names the proxy",
+    )
     p.add_argument("--watch", metavar="PROXY", help="only watch this proxy and warn before expiry")
     p.add_argument(
         "--warn-before",
@@ -441,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 0
+    finally:
+        for path in args.remove_on_exit:  # a proxy must not outlive the run that asked for it
+            Path(path).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

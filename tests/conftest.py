@@ -131,6 +131,7 @@ def _our_processes() -> set[int]:
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         ours = ("daskstep.backends.launcher", "-m entrypoint", ".pyz", "daskstep sidecar")
+        ours += ("-m sidecar.",)
         if any(mark in cmd for mark in ours):
             found.add(p.pid)
     return found

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from conftest import daskstep, require, write_workflow
+from conftest import daskstep, require, wait_for, wait_gone, write_workflow
 from gridca import VO, GridCA
 from kdc import Kdc
 from leaks import LeakWatch, keytab_needles, pem_needles
@@ -43,7 +44,8 @@ def read(tag):
     for var in ("KRB5CCNAME", "X509_USER_PROXY"):
         if var in os.environ:
             path = os.environ[var].removeprefix("FILE:")
-            found[var] = [path, oct(stat.S_IMODE(os.stat(path).st_mode))]
+            st = os.stat(path)
+            found[var] = [path, oct(stat.S_IMODE(st.st_mode)), st.st_ino]
     return {"time": time.time(), "sum": total, "pid": os.getpid(), "credentials": found}
 
 
@@ -148,6 +150,7 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     assert len(caches) == 1
     cache = Path(caches.pop())
     assert {r["credentials"]["KRB5CCNAME"][1] for r in reads} == {"0o600"}
+    assert len({r["credentials"]["KRB5CCNAME"][2] for r in reads}) >= 3, "cache never replaced"
     assert not cache.parent.exists(), "the credentials folder outlived the run"
     sidecar_log = (ws / ".daskstep" / "sidecars" / "kerberos.log").read_text()
     assert sidecar_log.count("renewed ticket") + sidecar_log.count("re-obtained ticket") >= 3
@@ -226,13 +229,15 @@ def voms_secrets(ca: GridCA, folder: Path, passphrase: str | None = None) -> Pat
     return secrets
 
 
-def test_voms_tasks_read_with_the_sidecars_proxy(
+@pytest.mark.slow
+def test_voms_tasks_read_with_the_sidecars_proxy_across_renewals(
     vomsd: GridCA, gsi_xrootd: XRootD, tmp_path: Path
 ) -> None:
     ca = vomsd
     secrets = voms_secrets(ca, tmp_path)
     ws = tmp_path / "ws"
-    reana = workflow(ws, gsi_xrootd.url(), ("voms_proxy",))
+    # 1-minute proxies from the real vomsd, renewed 30 s before they end, read for 75 s
+    reana = workflow(ws, gsi_xrootd.url(), ("voms_proxy",), duration=75)
     needles = {
         "passphrase": ca.passphrase.encode(),
         "passphrase (base64)": (secrets / "VOMSPROXY_PASS").read_bytes(),
@@ -241,6 +246,8 @@ def test_voms_tasks_read_with_the_sidecars_proxy(
     }
     # REANA also exports env secrets as variables: daskstep has it, none of its children may
     env = voms_env(ca, VOMSPROXY_PASS=(secrets / "VOMSPROXY_PASS").read_text())
+    env["DASKSTEP_VOMS_VALID"] = "00:01"
+    started = time.time()
     proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
     with LeakWatch(proc.pid, needles, root_environ=False) as watch:
         _, err = proc.communicate(timeout=300)
@@ -248,11 +255,16 @@ def test_voms_tasks_read_with_the_sidecars_proxy(
     reads = json.loads((ws / "reads.json").read_text())
     assert {r["worker"] for r in reads} and len({r["worker"] for r in reads}) == 2
     assert all(r["sum"] == EXPECTED_SUM for r in reads)
-    proxies = {tuple(r["credentials"]["X509_USER_PROXY"]) for r in reads}
+    late = {r["worker"] for r in reads if r["time"] - started > 70}
+    assert late == {r["worker"] for r in reads}, "not every worker read after the renewals"
+    proxies = {tuple(r["credentials"]["X509_USER_PROXY"][:2]) for r in reads}
     assert len(proxies) == 1
     path, mode = proxies.pop()
     assert mode == "0o600" and not Path(path).parent.exists()
-    assert "proxy ready" in (ws / ".daskstep" / "sidecars" / "voms.log").read_text()
+    # the tasks read with at least three proxies: the first and two renewed ones
+    assert len({r["credentials"]["X509_USER_PROXY"][2] for r in reads}) >= 3
+    log = (ws / ".daskstep" / "sidecars" / "voms.log").read_text()
+    assert "proxy ready" in log and log.count("proxy renewed") >= 2
     watch.scan_files(ws / ".daskstep")
     assert watch.scans > 5
     assert not watch.hits, watch.hits
@@ -325,17 +337,22 @@ def test_voms_user_supplied_expired_proxy_fails_before_the_cluster(
     assert "cluster ready" not in err
 
 
-@pytest.mark.parametrize("case", ["wrong passphrase", "mismatched key", "not base64", "no VONAME"])
+VOMS_BAD = ["wrong passphrase", "mismatched key", "not base64", "no VONAME", "bad validity"]
+
+
+@pytest.mark.parametrize("case", VOMS_BAD)
 def test_voms_bad_secrets_fail_before_the_cluster(
     grid_ca: GridCA, tmp_path: Path, case: str
 ) -> None:
     secrets = voms_secrets(grid_ca, tmp_path, "not-the-passphrase" if "wrong" in case else None)
     expected = {
-        "wrong passphrase": "wrong passphrase",
+        "wrong passphrase": f"wrong passphrase for key {secrets}/userkey.pem (from VOMSPROXY_PASS)",
         "mismatched key": "do not match",
         "not base64": "secrets.VOMSPROXY_PASS: is not base64",
         "no VONAME": "secrets.VONAME: missing",
+        "bad validity": "DASKSTEP_VOMS_VALID: '12h' is not HH:MM",
     }[case]
+    env = voms_env(grid_ca)
     if case == "mismatched key":
         shutil.copy(grid_ca.other_key, secrets / "userkey.pem")
         (secrets / "VOMSPROXY_PASS").unlink()
@@ -343,9 +360,11 @@ def test_voms_bad_secrets_fail_before_the_cluster(
         (secrets / "VOMSPROXY_PASS").write_text("this is not base64!")
     elif case == "no VONAME":
         (secrets / "VONAME").unlink()
+    elif case == "bad validity":
+        env["DASKSTEP_VOMS_VALID"] = "12h"
     ws = tmp_path / "ws"
     reana = workflow(ws, "root://localhost:1//none", ("voms_proxy",))
-    proc, out, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    proc, out, err = run(reana, secrets, env, timeout=120)
     assert proc.returncode == 2, err
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and expected in errors[0], err
@@ -363,3 +382,44 @@ def test_credentials_need_a_secrets_folder(tmp_path: Path) -> None:
     assert err.strip().splitlines() == [
         f"error: --secrets: {tmp_path / 'no-such-folder'} is not a folder; give the secrets folder"
     ]
+
+
+def test_killed_run_leaves_no_sidecar_and_no_ticket(kdc: Kdc, tmp_path: Path) -> None:
+    """SIGKILL of `daskstep run`: the kernel tells the sidecar, which removes the ticket."""
+    secrets, _ = kerberos_secrets(kdc, tmp_path, "killed")
+    ws = tmp_path / "ws"
+    reana = write_workflow(ws, [("wait", ["sleep 120"])], workers=1, flags=("kerberos",))
+    proc = daskstep(
+        "run", str(reana), "--secrets", str(secrets), env=base_env(KRB5_CONFIG=kdc.krb5_config)
+    )
+    try:
+        wait_for(lambda: (ws / ".daskstep" / "raw" / "job.log").exists(), 60, "the step")
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        sidecars = [p for p in tree if "sidecar.kerberos" in " ".join(p.cmdline())]
+        assert len(sidecars) == 1
+        cmd = sidecars[0].cmdline()
+        cache = Path(cmd[cmd.index("--ccache") + 1])
+        assert cache.exists() and cache.stat().st_mode & 0o777 == 0o600
+        assert cache.parent.stat().st_mode & 0o777 == 0o700
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not wait_gone({p.pid for p in tree}, 15), "processes of the killed run are left"
+    assert not [p for p in cache.parent.iterdir()], "credentials outlived the killed run"
+    cache.parent.rmdir()
+
+
+def test_a_sidecar_dying_mid_run_is_reported(kdc: Kdc, tmp_path: Path) -> None:
+    secrets, _ = kerberos_secrets(kdc, tmp_path, "dying")
+    ws = tmp_path / "ws"
+    reana = write_workflow(ws, [("wait", ["sleep 4"])], workers=1, flags=("kerberos",))
+    env = base_env(KRB5_CONFIG=kdc.krb5_config)
+    proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
+    wait_for(lambda: (ws / ".daskstep" / "raw" / "job.log").exists(), 60, "the step")
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        if "sidecar.kerberos" in " ".join(p.cmdline()):
+            p.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    warnings = [ln for ln in err.splitlines() if "warning:" in ln and "kerberos sidecar" in ln]
+    assert len(warnings) == 1, err
