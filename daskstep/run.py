@@ -238,8 +238,10 @@ class Run:
         t = time.monotonic()
         credentials.start(self._spawn, child_env())
         credentials.wait_ready()
+        seconds = time.monotonic() - t
+        self.status.credentials_ready({s.kind: s.variable for s in credentials.sidecars}, seconds)
         given = ", ".join(f"{k}={v}" for k, v in credentials.environment().items())
-        say(f"credentials ready in {time.monotonic() - t:.1f} s: {given}")
+        say(f"credentials ready in {seconds:.1f} s: {given}")
 
     def _stop_log_sidecar(self) -> None:
         """After everything else stopped: the sidecar drains what is left, then exits."""

@@ -32,6 +32,7 @@ class RunStatus:
         self.steps: list[dict[str, Any]] = [
             {"name": s.name, "status": "pending", "exit_code": None} for s in workflow.steps
         ]
+        self.credentials: dict[str, Any] = {}  # kind -> variable given, seconds to the first one
         self._step_clock: dict[int, float] = {}
         self.workflow_path = str(workflow.path)
         self.finished: float | None = None
@@ -48,6 +49,8 @@ class RunStatus:
             "cluster": self.cluster,
             "steps": self.steps,
         }
+        if self.credentials:
+            doc["credentials"] = self.credentials
         if self.message:
             doc["message"] = self.message
         return doc
@@ -57,6 +60,12 @@ class RunStatus:
 
     def begin(self) -> None:
         self.state = "running"
+        self.write()
+
+    def credentials_ready(self, variables: dict[str, str], seconds: float) -> None:
+        """Which credentials the workers get (the variable names only: paths are private)."""
+        for kind, variable in variables.items():
+            self.credentials[kind] = {"variable": variable, "ready_seconds": round(seconds, 3)}
         self.write()
 
     def cluster_started(self, handle: Any) -> None:

@@ -155,6 +155,8 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     sidecar_log = (ws / ".daskstep" / "sidecars" / "kerberos.log").read_text()
     assert sidecar_log.count("renewed ticket") + sidecar_log.count("re-obtained ticket") >= 3
     assert "credentials ready" in err
+    status = json.loads((ws / ".daskstep" / "status.json").read_text())
+    assert status["credentials"]["kerberos"]["variable"] == "KRB5CCNAME"
     # no keytab bytes in any argv, in the run's environments, or in anything the run wrote
     assert watch.scans > 50 and len(watch.pids_seen) >= 5
     watch.scan_files(ws / ".daskstep")
@@ -306,17 +308,20 @@ def test_voms_tasks_fail_without_a_voms_proxy(
     assert not (ws / "reads.json").exists()
 
 
+def user_proxy_run(ca: GridCA, tmp_path: Path, kind: str, url: str):
+    """REANA's VOMSPROXY_FILE mode: the user uploads a proxy, used as given and watched."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    make_proxy(ca, secrets / "x509up_u1000", kind)
+    (secrets / "VOMSPROXY_FILE").write_text("x509up_u1000")
+    reana = workflow(tmp_path / "ws", url, ("voms_proxy",))
+    return run(reana, secrets, voms_env(ca), timeout=120)
+
+
 def test_voms_user_supplied_plain_proxy_is_watched_but_tasks_fail(
     grid_ca: GridCA, gsi_xrootd: XRootD, tmp_path: Path
 ) -> None:
-    """REANA's VOMSPROXY_FILE mode: the proxy is used as given, so a plain one cannot read."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    make_proxy(grid_ca, secrets / "x509up_u1000", "plain")
-    (secrets / "VOMSPROXY_FILE").write_text("x509up_u1000")
-    ws = tmp_path / "ws"
-    reana = workflow(ws, gsi_xrootd.url(), ("voms_proxy",))
-    proc, out, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    proc, out, err = user_proxy_run(grid_ca, tmp_path, "plain", gsi_xrootd.url())
     assert proc.returncode == 1, err[-3000:]
     assert "credentials ready" in err and "Auth failed" in out + err
 
@@ -324,13 +329,7 @@ def test_voms_user_supplied_plain_proxy_is_watched_but_tasks_fail(
 def test_voms_user_supplied_expired_proxy_fails_before_the_cluster(
     grid_ca: GridCA, tmp_path: Path
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    make_proxy(grid_ca, secrets / "x509up_u1000", "expired")
-    (secrets / "VOMSPROXY_FILE").write_text("x509up_u1000")
-    ws = tmp_path / "ws"
-    reana = workflow(ws, "root://localhost:1//none", ("voms_proxy",))
-    proc, _, err = run(reana, secrets, voms_env(grid_ca), timeout=120)
+    proc, _, err = user_proxy_run(grid_ca, tmp_path, "expired", "root://localhost:1//none")
     assert proc.returncode == 2, err
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "expired" in errors[0], err

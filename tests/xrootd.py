@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdc import free_port
+
 XROOTD = "/usr/bin/xrootd"
 SECLIBS = ("libXrdSeckrb5-5.so", "libXrdSecgsi-5.so", "libXrdVoms-5.so")
 TREE = "events"
@@ -36,12 +38,6 @@ def xrootd_available() -> tuple[bool, str]:
         if importlib.util.find_spec(module) is None:
             return False, f"{module} is not installed (pip install uproot fsspec-xrootd xrootd)"
     return True, ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_root_file(path: Path) -> None:
