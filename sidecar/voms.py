@@ -5,6 +5,10 @@ expires, written atomically (0600), and every failure is one clear line with a n
 The passphrase only ever goes to the `voms-proxy-init` child's stdin: never argv, env or logs.
 
 A second mode, `--watch PROXY`, only watches a proxy the user supplied and warns before it expires.
+
+Exit codes: 0 when stopped; 2 for bad input (wrong passphrase, cert and key that do not match, an
+expired cert, an unknown VO, a missing or expired proxy to watch); 69 when the VOMS server cannot
+be reached; 1 for other failures.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ import tenacity
 
 PREFIX = "voms-sidecar:"
 TOOL_TIMEOUT = 120.0  # seconds for one voms-proxy-init / -info call (a VOMS server can hang)
-
-
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2  # wrong passphrase, unreadable or mismatched cert/key, expired cert, unknown VO
 EXIT_UNAVAILABLE = 69  # the VOMS server could not be reached

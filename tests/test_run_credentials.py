@@ -333,6 +333,7 @@ def test_voms_user_supplied_expired_proxy_fails_before_the_cluster(
     assert proc.returncode == 2, err
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "expired" in errors[0], err
+    assert "secrets/x509up_u1000" in errors[0] and "daskstep-credentials" not in errors[0]
     assert "cluster ready" not in err
 
 
