@@ -124,6 +124,8 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     kdc: Kdc, krb5_xrootd: XRootD, tmp_path: Path
 ) -> None:
     secrets, keytab = kerberos_secrets(kdc, tmp_path, "reader")
+    # renewable for 90 s only: REANA's `kinit -R` loop would die there; ours kinits again
+    kdc.realm.run_kadminl("modprinc -maxrenewlife 90s reader@" + kdc.name)
     ws = tmp_path / "ws"
     reana = workflow(ws, krb5_xrootd.url(), ("kerberos",), duration=130)
     # a cache that does not exist: only the sidecar's can make the reads work
@@ -153,7 +155,8 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     assert len({r["credentials"]["KRB5CCNAME"][2] for r in reads}) >= 3, "cache never replaced"
     assert not cache.parent.exists(), "the credentials folder outlived the run"
     sidecar_log = (ws / ".daskstep" / "sidecars" / "kerberos.log").read_text()
-    assert sidecar_log.count("renewed ticket") + sidecar_log.count("re-obtained ticket") >= 3
+    assert sidecar_log.count("renewed ticket") >= 1
+    assert sidecar_log.count("re-obtained ticket") >= 1, "renew-till passed without a new kinit"
     assert "credentials ready" in err
     status = json.loads((ws / ".daskstep" / "status.json").read_text())
     assert status["credentials"]["kerberos"]["variable"] == "KRB5CCNAME"
