@@ -78,6 +78,10 @@ class LeakWatch:
             self.scan()
             self._stop.wait(0.2)
 
+    def scan_output(self, text: str) -> None:
+        """What the user saw on the terminal."""
+        self._check("daskstep's output", text.encode(errors="replace"))
+
     def scan_files(self, folder: Path) -> int:
         """Every file under `folder` (logs, the store, status); returns how many were read."""
         count = 0

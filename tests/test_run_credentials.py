@@ -134,7 +134,7 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     started = time.time()
     proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
     with LeakWatch(proc.pid, keytab_needles(keytab)) as watch:
-        _, err = proc.communicate(timeout=400)
+        out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
     reads = json.loads((ws / "reads.json").read_text())
     workers = {r["worker"] for r in reads}
@@ -162,7 +162,8 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     assert status["credentials"]["kerberos"]["variable"] == "KRB5CCNAME"
     # no keytab bytes in any argv, in the run's environments, or in anything the run wrote
     assert watch.scans > 50 and len(watch.pids_seen) >= 5
-    watch.scan_files(ws / ".daskstep")
+    assert watch.scan_files(ws / ".daskstep") >= 12  # logs, store, index, status, sidecars
+    watch.scan_output(out + err)
     assert not watch.hits, watch.hits
 
 
@@ -255,7 +256,7 @@ def test_voms_tasks_read_with_the_sidecars_proxy_across_renewals(
     started = time.time()
     proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
     with LeakWatch(proc.pid, needles, root_environ=False) as watch:
-        _, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     reads = json.loads((ws / "reads.json").read_text())
     assert {r["worker"] for r in reads} and len({r["worker"] for r in reads}) == 2
@@ -270,7 +271,8 @@ def test_voms_tasks_read_with_the_sidecars_proxy_across_renewals(
     assert len({r["credentials"]["X509_USER_PROXY"][2] for r in reads}) >= 3
     log = (ws / ".daskstep" / "sidecars" / "voms.log").read_text()
     assert "proxy ready" in log and log.count("proxy renewed") >= 2
-    watch.scan_files(ws / ".daskstep")
+    assert watch.scan_files(ws / ".daskstep") >= 12  # logs, store, index, status, sidecars
+    watch.scan_output(out + err)
     assert watch.scans > 5
     assert not watch.hits, watch.hits
 
