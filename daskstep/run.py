@@ -213,19 +213,22 @@ class Run:
         ]
         for component, pattern in sources.items():
             argv += ["--source", f"{component}={pattern}"]
-        with open(self.state / "sidecar.log", "ab") as log, self._spawning():
-            self.log_sidecar = subprocess.Popen(
-                argv,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        if self.cancelled:
-            raise Cancelled(self.cancelled)
+
+        def start() -> None:
+            with open(self.state / "sidecar.log", "ab") as log:
+                self.log_sidecar = subprocess.Popen(
+                    argv,
+                    env=child_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+
+        self._spawn(start)
 
     def _spawn(self, start: Callable[[], None]) -> None:
+        """Start a child; a cancel that arrived meanwhile is acted on once it is recorded."""
         with self._spawning():
             start()
         if self.cancelled:

@@ -25,8 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,52 +37,28 @@ from tenacity import (
     wait_exponential,
 )
 
+from sidecar.krb5tools import (
+    EXIT_FAILED,
+    BadInput,
+    KdcUnreachable,
+    KerberosError,
+    RenewFailed,
+    Ticket,
+    classify_kinit_error,
+    first_line,
+    parse_klist,
+    when,
+)
+from sidecar.lifecycle import add_remove_on_exit, follow_run, remove_files
+
 PREFIX = "kerberos sidecar"
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 69
 TOOL_TIMEOUT = 60.0  # one kinit/klist call; MIT's own KDC timeouts are shorter
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_KLIST_TIME_FORMATS = (
-    "%m/%d/%y %H:%M:%S",  # MIT klist in the C locale
-    "%m/%d/%Y %H:%M:%S",
-    "%d %b %Y %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S",
-    "%d/%m/%Y %H:%M",
-)
-
-
-class KerberosError(Exception):
-    """A failure with one clear line for the user; `exit_code` says which kind."""
-
-    exit_code = EXIT_FAILED
-
-
-class BadInput(KerberosError):
-    exit_code = EXIT_BAD_INPUT
-
-
-class KdcUnreachable(KerberosError):
-    exit_code = EXIT_UNAVAILABLE
-
-
-class RenewFailed(KerberosError):
-    """Renewal did not work; the caller falls back to a fresh kinit from the keytab."""
 
 
 class Stopped(Exception):
     """A stop was asked for while waiting or while a tool ran."""
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """The TGT's times as klist shows them (epoch seconds, local clock)."""
-
-    principal: str
-    start: float
-    end: float
-    renew_till: float | None
 
 
 def parse_duration(text: str) -> float:
@@ -96,74 +70,6 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 90s, 10h or 7d")
     return float(sum(int(n) * _UNITS[u] for n, u in parts))
-
-
-def _parse_klist_time(text: str) -> float:
-    for fmt in _KLIST_TIME_FORMATS:
-        with contextlib.suppress(ValueError):
-            return time.mktime(datetime.strptime(text, fmt).timetuple())
-    raise ValueError(f"unknown klist time format: {text!r}")
-
-
-def parse_klist(output: str, realm: str | None = None) -> Ticket:
-    """The TGT (krbtgt/REALM@REALM) from `klist` output run in the C locale."""
-    principal = ""
-    lines = output.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("Default principal:"):
-            principal = line.split(":", 1)[1].strip()
-        tokens = line.split()
-        if not tokens or not tokens[-1].startswith("krbtgt/"):
-            continue
-        service = tokens[-1]
-        if realm and service != f"krbtgt/{realm}@{realm}":
-            continue
-        times = tokens[:-1]
-        half = len(times) // 2
-        if half == 0 or len(times) % 2:
-            continue
-        start = _parse_klist_time(" ".join(times[:half]))
-        end = _parse_klist_time(" ".join(times[half:]))
-        renew_till = None
-        if i + 1 < len(lines) and lines[i + 1].strip().startswith("renew until"):
-            renew_till = _parse_klist_time(lines[i + 1].strip()[len("renew until") :].strip())
-        return Ticket(principal, start, end, renew_till)
-    raise ValueError("no ticket-granting ticket in the cache")
-
-
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "never"
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
-
-
-def _first_line(stderr: str) -> str:
-    """kinit's own message (never key material), without the program prefix."""
-    for line in stderr.splitlines():
-        line = line.strip()
-        if line:
-            return re.sub(r"^(kinit|klist): ", "", line)
-    return "no message"
-
-
-def classify_kinit_error(stderr: str, keytab: str, principal: str) -> KerberosError:
-    """One clear line for each way kinit fails."""
-    line = _first_line(stderr)
-    realm = principal.rpartition("@")[2] or "(default realm)"
-    low = line.lower()
-    if "key table file" in low and "not found" in low:
-        return BadInput(f"keytab {keytab} is missing: {line}")
-    if "no suitable keys" in low or "not found in kerberos database" in low:
-        return BadInput(f"principal {principal} is not in keytab {keytab} or unknown: {line}")
-    if "key table" in low or "keytab" in low:
-        return BadInput(f"keytab {keytab} cannot be read: {line}")
-    if "preauthentication failed" in low or "password incorrect" in low:
-        return BadInput(f"keytab {keytab} does not hold the current key of {principal}: {line}")
-    if "cannot contact any kdc" in low or "cannot resolve network address" in low:
-        return KdcUnreachable(f"cannot reach the KDC for realm {realm}: {line}")
-    if "clock skew" in low:
-        return KerberosError(f"clock skew with the KDC for realm {realm} too great: {line}")
-    return KerberosError(f"kinit failed for {principal}: {line}")
 
 
 class Sidecar:
@@ -286,7 +192,7 @@ class Sidecar:
                 f.write(data)
             proc = self.run([self.kinit, "-R", "-c", f"FILE:{tmp}"])
             if proc.returncode != 0:
-                line = _first_line(proc.stderr)
+                line = first_line(proc.stderr)
                 if "cannot contact any kdc" in line.lower():
                     realm = self.realm or "(default realm)"
                     raise KdcUnreachable(f"cannot reach the KDC for realm {realm}: {line}")
@@ -328,7 +234,7 @@ class Sidecar:
     def log(self, event: str, ticket: Ticket) -> None:
         print(
             f"{PREFIX}: {event} ticket for {ticket.principal or self.principal}, "
-            f"expires {_when(ticket.end)}, renewable until {_when(ticket.renew_till)}",
+            f"expires {when(ticket.end)}, renewable until {when(ticket.renew_till)}",
             flush=True,
         )
 
@@ -406,13 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="give up when the KDC stays unreachable this long (default 5m)",
     )
-    p.add_argument(
-        "--remove-on-exit",
-        metavar="PATH",
-        action="append",
-        default=[],
-        help="delete this file however we exit (repeatable); daskstep run names the cache",
-    )
+    add_remove_on_exit(p, "cache")
     p.add_argument("--kinit", default="kinit", help="MIT kinit binary")
     p.add_argument("--klist", default="klist", help="MIT klist binary")
     return p
@@ -428,22 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    parent = os.environ.get("DASKSTEP_PARENT_PID")
-    if parent:  # started by `daskstep run`: stop when it dies
-        from entrypoint.lifetime import die_with_parent
-
-        die_with_parent(signal.SIGTERM, expected_parent=int(parent))
+    follow_run()
     try:
         return _serve(sidecar)
     finally:
         remove_files(args.remove_on_exit)
-
-
-def remove_files(paths: list[str]) -> None:
-    """A ticket must not outlive the run that asked for it, even one whose runner was killed."""
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def _serve(sidecar: Sidecar) -> int:

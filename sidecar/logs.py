@@ -7,7 +7,6 @@ for their newline, and exits 0.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from sidecar.base import Source
 from sidecar.checkpoint import Checkpoints
 from sidecar.files import FileSource
+from sidecar.lifecycle import follow_run
 from sidecar.store import COMPONENTS, LogStore
 
 POLL_INTERVAL = 0.1
@@ -70,8 +70,6 @@ class Shipper:
 
 
 def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None) -> int:
-    from entrypoint.lifetime import die_with_parent
-
     store = LogStore(Path(workspace) / ".daskstep" / "logs")
     checkpoints = Checkpoints(
         checkpoint_file or Path(workspace) / ".daskstep" / "log-checkpoints.json"
@@ -83,7 +81,5 @@ def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    parent = os.environ.get("DASKSTEP_PARENT_PID")
-    if parent:  # started by `daskstep run`: drain and go if it dies
-        die_with_parent(signal.SIGTERM, expected_parent=int(parent))
+    follow_run()  # started by `daskstep run`: drain and go if it dies
     return shipper.run()

@@ -21,14 +21,18 @@ def keytab_needles(keytab: Path) -> dict[str, bytes]:
         "keytab key (base64)": base64.b64encode(key),
         "keytab (hex)": raw.hex().encode(),
         "keytab key (hex)": key.hex().encode(),
+        "keytab key (HEX)": key.hex().upper().encode(),
     }
 
 
-def pem_needles(path: Path, label: str) -> dict[str, bytes]:
+def pem_lines(path: Path) -> list[str]:
     """The base64 lines of a PEM key: any one of them showing up is a leak."""
     headers = ("-----", "Proc-Type:", "DEK-Info:")
-    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith(headers)]
-    return {f"{label} line {i}": ln.encode() for i, ln in enumerate(lines)}
+    return [ln for ln in path.read_text().splitlines() if ln and not ln.startswith(headers)]
+
+
+def pem_needles(path: Path, label: str) -> dict[str, bytes]:
+    return {f"{label} line {i}": ln.encode() for i, ln in enumerate(pem_lines(path))}
 
 
 class LeakWatch:

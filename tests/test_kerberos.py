@@ -5,7 +5,6 @@ Tickets here live 15 s and are renewable for 40 s, so a whole renew-till cycle f
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import signal
@@ -20,8 +19,10 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from kdc import REALM, Kdc, free_port
+from leaks import keytab_needles
 
-from sidecar.kerberos import Ticket, classify_kinit_error, parse_duration, parse_klist
+from sidecar.kerberos import parse_duration
+from sidecar.krb5tools import Ticket, classify_kinit_error, parse_klist
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,6 +79,16 @@ def start(tmp_path: Path, kdc: Kdc) -> Iterator:
     yield _start
     for s in started:
         s.kill()
+
+
+def unreachable_krb5_conf(folder: Path) -> Path:
+    """A krb5.conf whose KDC is a loopback port nobody listens on."""
+    conf = folder / "krb5.conf"
+    conf.write_text(
+        f"[libdefaults]\n default_realm = {REALM}\n udp_preference_limit = 1\n"
+        f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{free_port()}\n }}\n"
+    )
+    return conf
 
 
 def klist_ok(cache: Path) -> bool:
@@ -231,11 +242,7 @@ def test_renews_then_kinits_again_and_cache_never_invalid(tmp_path: Path, kdc: K
 @pytest.mark.integration
 def test_unreachable_kdc_retries_then_gives_up(tmp_path: Path, kdc: Kdc, start) -> None:
     principal, keytab = kdc.principal("lonely", tmp_path)
-    conf = tmp_path / "krb5.conf"
-    conf.write_text(
-        f"[libdefaults]\n default_realm = {REALM}\n udp_preference_limit = 1\n"
-        f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{free_port()}\n }}\n"
-    )
+    conf = unreachable_krb5_conf(tmp_path)
     t0 = time.monotonic()
     s = start(
         "--keytab", str(keytab), "--principal", principal, "--ccache", str(tmp_path / "cc"),
@@ -278,17 +285,7 @@ def test_wrong_principal_is_one_clear_line(tmp_path: Path, kdc: Kdc, start) -> N
 @pytest.mark.integration
 def test_keytab_bytes_never_leak(tmp_path: Path, kdc: Kdc, start) -> None:
     principal, keytab = kdc.principal("secretive", tmp_path)
-    raw = keytab.read_bytes()
-    key = raw[-20:]  # the last entry's key (and its 32-bit kvno) end the file
-    needles = [
-        raw[len(raw) // 2 :],
-        key,
-        base64.b64encode(raw),
-        base64.b64encode(key),
-        raw.hex().encode(),
-        key.hex().encode(),
-        key.hex().upper().encode(),
-    ]
+    needles = list(keytab_needles(keytab).values())
     cache, ready = tmp_path / "cc", tmp_path / "ready"
     s = start(
         "--keytab", str(keytab), "--principal", principal, "--ccache", str(cache),
@@ -310,11 +307,7 @@ def test_keytab_bytes_never_leak(tmp_path: Path, kdc: Kdc, start) -> None:
 @pytest.mark.integration
 def test_sigterm_during_backoff_exits_0(tmp_path: Path, kdc: Kdc, start) -> None:
     principal, keytab = kdc.principal("patient", tmp_path)
-    conf = tmp_path / "krb5.conf"
-    conf.write_text(
-        f"[libdefaults]\n default_realm = {REALM}\n udp_preference_limit = 1\n"
-        f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{free_port()}\n }}\n"
-    )
+    conf = unreachable_krb5_conf(tmp_path)
     s = start(
         "--keytab", str(keytab), "--principal", principal, "--ccache", str(tmp_path / "cc"),
         "--kdc-deadline", "300", krb5_config=str(conf),

@@ -21,6 +21,7 @@ import psutil
 import pytest
 from conftest import require
 from gridca import VO, GridCA, free_port, grid_ca  # noqa: F401  (fixtures)
+from leaks import pem_lines
 from vomsd import vomsd  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -297,12 +298,6 @@ def test_watch_fails_at_start_on_unusable_proxy(ca: GridCA, tmp_path: Path, stat
 # --- leaks -------------------------------------------------------------------------------------
 
 
-def pem_body(path: Path) -> list[str]:
-    """The base64 lines of a PEM file: any one of them leaking is a leak."""
-    headers = ("-----", "Proc-Type:", "DEK-Info:")
-    return [ln for ln in path.read_text().splitlines() if ln and not ln.startswith(headers)]
-
-
 def proc_texts(pid: int) -> list[str]:
     texts = []
     for name in ("cmdline", "environ"):
@@ -314,7 +309,7 @@ def proc_texts(pid: int) -> list[str]:
 def test_no_secret_in_argv_env_or_output(ca: GridCA, tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text(ca.passphrase + "\n")
-    secrets = [ca.passphrase, *pem_body(ca.user_key_encrypted), *pem_body(ca.user_key)]
+    secrets = [ca.passphrase, *pem_lines(ca.user_key_encrypted), *pem_lines(ca.user_key)]
     out = tmp_path / "x509up"
     # Renewing every second spawns a voms-proxy-init child again and again to catch in /proc.
     sc = Sidecar(
