@@ -20,10 +20,8 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,7 @@ from sidecar.krb5tools import (
     parse_klist,
     when,
 )
-from sidecar.lifecycle import add_remove_on_exit, follow_run, remove_files
+from sidecar.lifecycle import StopSignal, add_remove_on_exit, follow_run, remove_files
 
 PREFIX = "kerberos sidecar"
 TOOL_TIMEOUT = 60.0  # one kinit/klist call; MIT's own KDC timeouts are shorter
@@ -80,30 +78,22 @@ class Sidecar:
         self.ccache = Path(args.ccache).absolute()
         self.lifetime = args.lifetime
         self.renew_lifetime = args.renew_lifetime
-        self.stop_file = Path(args.stop_file) if args.stop_file else None
         self.ready_file = Path(args.ready_file) if args.ready_file else None
         self.interval = args.check_interval
         self.kdc_deadline = args.kdc_deadline
         self.kinit = args.kinit
         self.klist = args.klist
-        self.stop = threading.Event()
+        self.stop = StopSignal(args.stop_file)
         self.ticket_life: float | None = None  # lifetime of the last fresh ticket
 
     # -- stopping -------------------------------------------------------------------------------
     def stopping(self) -> bool:
-        if self.stop_file is not None and self.stop_file.exists():
-            self.stop.set()
         return self.stop.is_set()
 
     def sleep(self, seconds: float) -> None:
         """Sleep, waking at once on a signal and within 0.2 s of the stop file."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.stop.wait(min(left, 0.2))
-        raise Stopped
+        if self.stop.wait(seconds):
+            raise Stopped
 
     # -- tools ----------------------------------------------------------------------------------
     def run(self, argv: list[str], locale_c: bool = False) -> subprocess.CompletedProcess[str]:
@@ -322,12 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # every file we make (temp caches, folders) is private from the start
     sidecar = Sidecar(args)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        sidecar.stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    sidecar.stop.install()
     follow_run()
     try:
         return _serve(sidecar)

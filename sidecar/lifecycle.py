@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
+import time
+from pathlib import Path
 
 
 def follow_run() -> None:
@@ -33,3 +36,58 @@ def remove_files(paths: list[str]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+class StopSignal:
+    """Set by SIGTERM or SIGINT (once installed), by `set()`, or by a stop file appearing; sleeps
+    wake up on it.
+
+    A Python signal handler runs between any two bytecodes of the main thread: inside `wait()`,
+    and inside another run of itself when a second signal comes. `threading.Event.set()` takes
+    a lock there, which the interrupted code may already hold, and then waits forever (seen: a
+    log sidecar hung for good when `daskstep run` was killed, since the kernel's parent-death
+    signal and `follow_run`'s own check each sent SIGTERM). So the handler only assigns a flag
+    and writes a byte into a pipe, and `wait()` sleeps in select() on that pipe.
+    """
+
+    def __init__(self, stop_file: str | Path | None = None, file_poll: float = 0.2) -> None:
+        self._stopped = False
+        self.stop_file = Path(stop_file) if stop_file else None
+        self.file_poll = file_poll
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def install(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> StopSignal:
+        for sig in signals:
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.set()
+
+    def set(self) -> None:
+        """Safe from a signal handler and from any thread: no lock is taken."""
+        self._stopped = True
+        with contextlib.suppress(OSError):  # a full pipe already wakes the sleeper
+            os.write(self._wake_w, b"\0")
+
+    def is_set(self) -> bool:
+        if not self._stopped and self.stop_file is not None and self.stop_file.exists():
+            self._stopped = True
+        return self._stopped
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until stopped or `timeout` seconds pass; whether it is stopped."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.stop_file is not None:
+                left = min(left, self.file_poll)
+            ready, _, _ = select.select([self._wake_r], [], [], left)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+        return True

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import tenacity
 
-from sidecar.lifecycle import add_remove_on_exit, follow_run, remove_files
+from sidecar.lifecycle import StopSignal, add_remove_on_exit, follow_run, remove_files
 from sidecar.vomstools import (
     EXIT_BAD_INPUT,
     Proxy,
@@ -123,31 +121,6 @@ class Maker:
 # --- main loops --------------------------------------------------------------------------------
 
 
-class Stopper:
-    """Set by SIGTERM/SIGINT or by the stop file appearing; sleeps wake up on it."""
-
-    def __init__(self, stop_file: str | None) -> None:
-        self.event = threading.Event()
-        self.stop_file = Path(stop_file) if stop_file else None
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.event.set()
-
-    @property
-    def stopped(self) -> bool:
-        if self.stop_file is not None and self.stop_file.exists():
-            self.event.set()
-        return self.event.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep in short slices so a stop file is seen within 0.5 s."""
-        end = time.monotonic() + max(0.0, seconds)
-        while not self.stopped and (left := end - time.monotonic()) > 0:
-            self.event.wait(min(0.5, left))
-
-
 def renew_before_for(args: argparse.Namespace) -> float:
     """Explicit --renew-before, else a quarter of the validity and at least 30 s."""
     if args.renew_before is not None:
@@ -155,7 +128,7 @@ def renew_before_for(args: argparse.Namespace) -> float:
     return max(30.0, parse_duration(args.valid) / 4)
 
 
-def renew(maker: Maker, stopper: Stopper, expires: float) -> Proxy:
+def renew(maker: Maker, stopper: StopSignal, expires: float) -> Proxy:
     """Renew with backoff; the old proxy stays in place (and usable) until `expires`."""
 
     def warn(rs: tenacity.RetryCallState) -> None:
@@ -166,8 +139,8 @@ def renew(maker: Maker, stopper: Stopper, expires: float) -> Proxy:
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(ProxyError),
         wait=tenacity.wait_exponential(multiplier=1, min=1, max=60),
-        stop=lambda _s: stopper.stopped or time.monotonic() >= expires,
-        sleep=stopper.sleep,
+        stop=lambda _s: stopper.is_set() or time.monotonic() >= expires,
+        sleep=stopper.wait,
         before_sleep=warn,
         reraise=True,
     )
@@ -188,7 +161,7 @@ def run_maker(args: argparse.Namespace) -> int:
             log(f"error: cannot read {flag} {path}: missing or not readable")
             return EXIT_BAD_INPUT
     maker = Maker(args, passphrase)
-    stopper = Stopper(args.stop_file)
+    stopper = StopSignal(args.stop_file).install()
     renew_before = renew_before_for(args)
     try:
         proxy = maker.make()
@@ -198,14 +171,14 @@ def run_maker(args: argparse.Namespace) -> int:
     expires = proxy.expires_at
     log(f"proxy ready: {args.out} ({proxy.timeleft:.0f} s left, renew {renew_before:.0f} s early)")
     touch(args.ready_file)
-    while not stopper.stopped:
-        stopper.sleep(max(1.0, expires - renew_before - time.monotonic()))
-        if stopper.stopped:
+    while not stopper.is_set():
+        stopper.wait(max(1.0, expires - renew_before - time.monotonic()))
+        if stopper.is_set():
             break
         try:
             proxy = renew(maker, stopper, expires)
         except ProxyError as e:
-            if stopper.stopped:
+            if stopper.is_set():
                 break
             log(f"error: the proxy expired and could not be renewed: {e}")
             return 1
@@ -218,10 +191,10 @@ def run_maker(args: argparse.Namespace) -> int:
 def run_watch(args: argparse.Namespace) -> int:
     """Watch a user-supplied proxy: fail at start if unusable, later only warn."""
     path = Path(args.watch)
-    stopper = Stopper(args.stop_file)
+    stopper = StopSignal(args.stop_file).install()
     warned_expired = False
     first = True
-    while not stopper.stopped:
+    while not stopper.is_set():
         try:
             left = read_timeleft(args.info_binary, path, with_ac=has_ac(args.info_binary, path))
         except ProxyError as e:
@@ -244,7 +217,7 @@ def run_watch(args: argparse.Namespace) -> int:
                 log(f"warning: proxy {path} expires in {left:.0f} s; renew it")
             else:
                 log(f"proxy {path} valid for {left:.0f} s more")
-        stopper.sleep(args.interval)
+        stopper.wait(args.interval)
     log("stopping")
     return 0
 

@@ -1,0 +1,103 @@
+"""The sidecars' stop flag under real signals: a storm of SIGTERMs that lands inside wait() and
+inside the handler itself must neither hang nor crash the process.
+
+A `threading.Event` set from the handler failed this test (hangs, RecursionError, exit by
+SIGTERM) and left `daskstep sidecar logs` running forever after `daskstep run` was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, script
+
+from sidecar.lifecycle import StopSignal
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WAITER = script(
+    """
+    import os, sys
+    from sidecar.lifecycle import StopSignal
+
+    stop = StopSignal().install()
+    print("ready", flush=True)
+    stopped = False
+    while not os.path.exists(sys.argv[1]):
+        stopped = stop.wait(0.001) or stopped
+    print("stopped" if stopped else "never stopped", flush=True)
+    """
+)
+
+
+def _storm(pid: int, seconds: float) -> int:
+    sent = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        os.kill(pid, signal.SIGTERM)
+        sent += 1
+    return sent
+
+
+def test_a_storm_of_sigterms_neither_hangs_nor_crashes_the_waiter(tmp_path: Path) -> None:
+    waiter = tmp_path / "waiter.py"
+    waiter.write_text(WAITER)
+    for round_ in range(10):
+        done = tmp_path / f"done-{round_}"
+        proc = subprocess.Popen(
+            [sys.executable, str(waiter), str(done)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            sent = _storm(proc.pid, 0.3)
+            done.touch()
+            out, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0, f"round {round_}: exit {proc.returncode} after {sent}: {err}"
+        assert out == "stopped\n"
+
+
+def test_wait_returns_early_when_set_and_times_out_otherwise(tmp_path: Path) -> None:
+    stop = StopSignal(tmp_path / "stop-file", file_poll=0.01)
+    t = time.monotonic()
+    assert stop.wait(0.05) is False
+    assert time.monotonic() - t >= 0.05
+    (tmp_path / "stop-file").touch()
+    assert stop.wait(10) is True
+    assert StopSignal().wait(0) is False
+    other = StopSignal()
+    other.set()
+    t = time.monotonic()
+    assert other.wait(10) is True and time.monotonic() - t < 1
+
+
+def test_the_log_sidecar_drains_and_exits_0_on_two_sigterms_at_once(tmp_path: Path) -> None:
+    """What a killed `daskstep run` sends: the kernel's parent-death signal and the sidecar's
+    own check that its parent changed."""
+    raw = tmp_path / "raw.log"
+    raw.write_text("".join(f"line {i}\n" for i in range(1000)))
+    proc = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
+    store = tmp_path / ".daskstep" / "logs" / "job.log"
+    deadline = time.monotonic() + 30
+    while not (store.exists() and store.stat().st_size == raw.stat().st_size):
+        assert time.monotonic() < deadline, "the sidecar never shipped the file"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert store.read_text() == raw.read_text()
