@@ -1,7 +1,8 @@
 """Docker container logs into the store, through a thin client layer that tests replace with a fake.
 
 The labels the Docker backend must put on the containers of a run:
-- `daskstep.run=<run id>`: every container of the run (the source lists by this one);
+- `daskstep.run=<run id>`: every container of the run (the source lists by this one, or by the
+  labels it is given);
 - `daskstep.component=job|scheduler|worker`: its stream; containers without it are ignored;
 - `daskstep.worker=<name>` on workers: the stream `worker/<name>` (default: the container name).
 
@@ -100,15 +101,18 @@ class _Frames:
 class DockerSource(FollowingSource):
     """The containers of one daskstep run; see the module doc for the labels."""
 
-    def __init__(self, client: DockerLogClient, run_id: str, **options: Any) -> None:
+    def __init__(
+        self, client: DockerLogClient, labels: Mapping[str, str] | str, **options: Any
+    ) -> None:
+        """`labels` select the containers; a plain string is a run id (`daskstep.run=ID`)."""
         super().__init__(**options)
         self.client = client
-        self.run_id = run_id
-        self.key = f"docker:{run_id}"
+        self.labels = {RUN_LABEL: labels} if isinstance(labels, str) else dict(labels)
+        self.key = "docker:" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 
     def discover(self) -> list[Target]:
         targets = []
-        for c in self.client.list_containers({RUN_LABEL: self.run_id}):
+        for c in self.client.list_containers(self.labels):
             component = c.labels.get(COMPONENT_LABEL)
             if component not in COMPONENTS:
                 continue

@@ -2,7 +2,8 @@
 
 Pods are found by label. The dask-kubernetes operator labels the pods of a cluster
 `dask.org/cluster-name=<cluster>` and `dask.org/component=scheduler|worker|job-runner`;
-the job's pods (a REANA job, not the operator's) are found with `job_selector`.
+the source follows the pods that any of its label selectors match, and a pod without the
+operator's component label is the job's (a REANA job, not the operator's).
 Streams: the scheduler pod → `scheduler`, each worker pod → `worker/<pod name>`, job pods
 (and a DaskJob's `job-runner` pod) → `job`.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -165,8 +166,7 @@ class KubernetesSource(FollowingSource):
         self,
         client: PodLogClient,
         namespace: str,
-        cluster_name: str,
-        job_selector: str | None = None,
+        selectors: Sequence[str],
         *,
         job_container: str | None = None,
         **options: Any,
@@ -174,26 +174,17 @@ class KubernetesSource(FollowingSource):
         super().__init__(**options)
         self.client = client
         self.namespace = namespace
-        self.cluster_name = cluster_name
-        self.job_selector = job_selector
+        self.selectors = tuple(selectors)
         self.job_container = job_container
-        self.key = f"kubernetes:{namespace}/{cluster_name}"
+        self.key = f"kubernetes:{namespace}/{'|'.join(self.selectors)}"
 
     def discover(self) -> list[Target]:
-        pods = {
-            p.uid: (p, False)
-            for p in self.client.list_pods(self.namespace, f"{CLUSTER_LABEL}={self.cluster_name}")
-        }
-        if self.job_selector:
-            for p in self.client.list_pods(self.namespace, self.job_selector):
-                pods[p.uid] = (p, True)
+        pods = {p.uid: p for s in self.selectors for p in self.client.list_pods(self.namespace, s)}
         targets = []
-        for pod, is_job in pods.values():
-            # the operator's label wins: a broad job selector may match the cluster's pods too
-            component = COMPONENT_OF_LABEL.get(pod.labels.get(COMPONENT_LABEL, ""))
-            if component is None and is_job:
-                component = "job"
-            if component is None or not pod.containers:
+        for pod in pods.values():
+            # the operator's label names scheduler and worker pods; every other pod is the job's
+            component = COMPONENT_OF_LABEL.get(pod.labels.get(COMPONENT_LABEL, ""), "job")
+            if not pod.containers:
                 continue
             container = self._container(pod, component)
             targets.append(

@@ -7,30 +7,82 @@ for their newline, and exits 0.
 
 from __future__ import annotations
 
-import signal
-import threading
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sidecar.base import Source
 from sidecar.checkpoint import Checkpoints
 from sidecar.files import FileSource
-from sidecar.lifecycle import follow_run
+from sidecar.lifecycle import StopSignal, follow_run
 from sidecar.store import COMPONENTS, LogStore
 
 POLL_INTERVAL = 0.1
+EXIT_UNAVAILABLE = 69  # a container source's engine or API cannot be reached
 DRAIN_ROUNDS = 1000  # bounded: a writer that never stops cannot keep us from exiting
 
 
-def parse_source(spec: str) -> FileSource:
-    component, sep, pattern = spec.partition("=")
-    pattern = str(Path(pattern).absolute())  # the checkpoint key must not depend on the cwd
-    if not sep or component not in COMPONENTS or not pattern:
-        raise ValueError(
-            f"--source {spec!r}: write COMPONENT=GLOB with COMPONENT one of "
-            f"{', '.join(COMPONENTS)}, e.g. worker=/logs/workers/*.log"
-        )
-    return FileSource(component, pattern)
+SOURCE_FORMS = (
+    "COMPONENT=GLOB (COMPONENT: job, scheduler or worker), "
+    "docker:LABEL=VALUE[,LABEL=VALUE...], or kubernetes:NAMESPACE/SELECTOR"
+)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One `--source`, checked but not connected: files, containers by label, or pods."""
+
+    kind: str  # file, docker or kubernetes
+    text: str
+    component: str = ""  # file
+    pattern: str = ""  # file
+    labels: tuple[tuple[str, str], ...] = ()  # docker
+    namespace: str = ""  # kubernetes
+    selector: str = ""  # kubernetes
+
+
+def parse_source(spec: str) -> SourceSpec:
+    """ValueError with the forms when `spec` is none of them."""
+    kind, colon, rest = spec.partition(":")
+    if colon and kind == "docker":
+        pairs = [item.partition("=") for item in rest.split(",")]
+        if rest and all(k and sep for k, sep, _ in pairs):
+            return SourceSpec("docker", spec, labels=tuple((k, v) for k, _, v in pairs))
+    elif colon and kind == "kubernetes":
+        namespace, _, selector = rest.partition("/")
+        if namespace and selector.strip():
+            return SourceSpec("kubernetes", spec, namespace=namespace, selector=selector)
+    else:
+        component, sep, pattern = spec.partition("=")
+        if sep and component in COMPONENTS and pattern:
+            # the checkpoint key must not depend on the cwd
+            return SourceSpec("file", spec, component, str(Path(pattern).absolute()))
+    raise ValueError(
+        f"{spec!r} is none of the forms; write {SOURCE_FORMS}; e.g. worker=/logs/workers/*.log, "
+        "docker:daskstep.run=RUN_ID or kubernetes:default/dask.org/cluster-name=CLUSTER"
+    )
+
+
+def build_sources(specs: list[SourceSpec]) -> list[Source]:
+    """The sources, connected. A namespace's selectors share one Kubernetes source, so that a
+    pod two selectors match is read once."""
+    sources: list[Source] = []
+    selectors: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.kind == "file":
+            sources.append(FileSource(spec.component, spec.pattern))
+        elif spec.kind == "docker":
+            from sidecar.docker_logs import DockerSDKLogClient, DockerSource
+
+            sources.append(DockerSource(DockerSDKLogClient(), dict(spec.labels)))
+        else:
+            selectors.setdefault(spec.namespace, []).append(spec.selector)
+    if selectors:
+        from sidecar.kubernetes import KubernetesPodLogClient, KubernetesSource
+
+        client = KubernetesPodLogClient()
+        sources += [KubernetesSource(client, ns, sel) for ns, sel in selectors.items()]
+    return sources
 
 
 class Shipper:
@@ -38,7 +90,7 @@ class Shipper:
         self.store = store
         self.sources = sources
         self.checkpoints = checkpoints
-        self.stop = threading.Event()
+        self.stop = StopSignal()
 
     def start(self) -> None:
         saved = self.checkpoints.load()
@@ -74,12 +126,12 @@ def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None)
     checkpoints = Checkpoints(
         checkpoint_file or Path(workspace) / ".daskstep" / "log-checkpoints.json"
     )
-    shipper = Shipper(store, [parse_source(s) for s in specs], checkpoints)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        shipper.stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    try:
+        sources = build_sources([parse_source(s) for s in specs])
+    except Exception as e:  # no Docker engine, no kubeconfig: one line, not a traceback
+        print(f"error: --source: cannot connect: {e}", file=sys.stderr, flush=True)
+        return EXIT_UNAVAILABLE
+    shipper = Shipper(store, sources, checkpoints)
+    shipper.stop.install()
     follow_run()  # started by `daskstep run`: drain and go if it dies
     return shipper.run()

@@ -175,7 +175,8 @@ def settle(source, store, rounds: int = 10) -> None:
 
 
 def k8s_source(kubelet, **options):
-    return KubernetesSource(kubelet, "ns", "c1", job_selector="job=j1", **{**FAST, **options})
+    selectors = [f"{CLUSTER_LABEL}=c1", "job=j1"]
+    return KubernetesSource(kubelet, "ns", selectors, **{**FAST, **options})
 
 
 class Flood:

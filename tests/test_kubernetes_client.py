@@ -9,12 +9,16 @@ follow, previous) and that chunks reach the caller as they come, not when the re
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from conftest import daskstep, wait_for
 from kubernetes import client as k8s
 
 from sidecar.kubernetes import KubernetesPodLogClient, KubernetesSource
@@ -133,7 +137,9 @@ def test_read_log_streams_chunks_as_they_come_and_asks_from_far_enough_back(serv
 def test_the_source_stores_through_the_real_client(server, api, tmp_path):
     server.release.set()
     store = LogStore(tmp_path / "logs")
-    source = KubernetesSource(KubernetesPodLogClient(api), "ns", "c1", relist_interval=60)
+    source = KubernetesSource(
+        KubernetesPodLogClient(api), "ns", ["dask.org/cluster-name=c1"], relist_interval=60
+    )
     source.restore(None, store)
     path = store.path("worker", "c1-default-worker-1")
     deadline = time.monotonic() + 10
@@ -153,3 +159,57 @@ def test_the_source_stores_through_the_real_client(server, api, tmp_path):
         (None, ["true"]),
     ]
     store.close()
+
+
+def test_the_sidecar_command_ships_pods_named_by_a_selector(server, tmp_path):
+    """`--source kubernetes:NAMESPACE/SELECTOR`, connected through a kubeconfig file."""
+    server.release.set()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+                ],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    source = "kubernetes:ns/dask.org/cluster-name=c1"
+    proc = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", source, env=env)
+    path = tmp_path / ".daskstep" / "logs" / "workers" / "c1-default-worker-1.log"
+    try:
+        wait_for(lambda: path.exists() and path.read_bytes() == b"first\nsecond\n", 30, "logs")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert path.read_bytes() == b"first\nsecond\n"
+    assert ("/api/v1/namespaces/ns/pods", {"labelSelector": ["dask.org/cluster-name=c1"]}) in (
+        server.requests
+    )
+
+
+def test_the_sidecar_command_says_in_one_line_when_docker_cannot_be_reached(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave: nobody listens there
+    env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{port}"}
+    proc = daskstep(
+        "sidecar",
+        "logs",
+        "--workspace",
+        str(tmp_path),
+        "--source",
+        "docker:daskstep.run=r1",
+        env=env,
+    )
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 69, err
+    assert err.startswith("error: --source: cannot connect") and err.count("\n") == 1, err
