@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
 
-BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
+BACKENDS = ("local",)  # the ones that exist; others come with their issues
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the option and the fix, exit 2: no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; write e.g. 300") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a positive number of seconds; write e.g. 300"
+        )
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("daskstep")
+    except PackageNotFoundError:
+        ours = "unknown"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"daskstep {ours} (distributed {version('distributed')}, Python {python})"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="daskstep", description="Run Dask clusters inside REANA workflows."
-    )
+    parser = _Parser(prog="daskstep", description="Run Dask clusters inside REANA workflows.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a reana.yaml against the platform limits")
@@ -29,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start-timeout",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=300.0,
         help="how long to wait for all workers (default 300)",
     )
@@ -53,10 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--workspace", metavar="DIR", required=True)
     q.add_argument(
         "--source",
-        metavar="COMPONENT=GLOB",
+        metavar="SOURCE",
         action="append",
         required=True,
-        help="job, scheduler or worker files to ship (repeatable)",
+        help="what to ship (repeatable): COMPONENT=GLOB for job, scheduler or worker files; "
+        "docker:LABEL=VALUE[,LABEL=VALUE...] for the containers with those labels (their "
+        "daskstep.component label names the stream); kubernetes:NAMESPACE/SELECTOR for the "
+        "pods a label selector matches (the operator's dask.org/component label names the "
+        "scheduler and workers, other pods are the job)",
     )
     q.add_argument("--checkpoints", metavar="FILE", help="default: .daskstep/log-checkpoints.json")
     for kind, what in (
@@ -168,6 +205,11 @@ def _passthrough(argv: list[str]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["run"]:
+        from daskstep.credentials import SECRET_VARIABLES
+        from daskstep.secret_env import reexec_without
+
+        reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
     argv = sys.argv[1:] if argv is None else argv
     if (code := _passthrough(argv)) is not None:
         return code

@@ -81,10 +81,15 @@ class Secrets:
 
     @classmethod
     def locate(cls, option: str | None, env: Mapping[str, str]) -> Secrets:
-        folder = option or env.get(SECRETS_ENV)
-        if folder is None and REANA_SECRETS.is_dir():
-            folder = str(REANA_SECRETS)
-        return cls(Path(folder) if folder else None, dict(env))
+        """The folder the user named (which must exist, needed or not), else REANA's mount."""
+        named = ("--secrets", option) if option else (SECRETS_ENV, env.get(SECRETS_ENV))
+        if named[1]:
+            folder = Path(named[1])
+            if not folder.is_dir():
+                message = f"{folder} is not a folder; give the secrets folder"
+                raise InputError([Problem(named[0], message)])
+            return cls(folder, dict(env))
+        return cls(REANA_SECRETS if REANA_SECRETS.is_dir() else None, dict(env))
 
     def where(self) -> str:
         return str(self.folder) if self.folder else "--secrets DIR"
@@ -110,10 +115,6 @@ def plan(kerberos: bool, voms_proxy: bool, secrets: Secrets, folder: Path) -> li
     """The sidecars the workflow asks for, or InputError naming every missing secret."""
     problems: list[Problem] = []
     sidecars: list[Sidecar] = []
-    if (kerberos or voms_proxy) and secrets.folder is not None and not secrets.folder.is_dir():
-        raise InputError(
-            [Problem("--secrets", f"{secrets.folder} is not a folder; give the secrets folder")]
-        )
     if kerberos:
         sidecars += _kerberos(secrets, folder, problems)
     if voms_proxy:

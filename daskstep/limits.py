@@ -101,8 +101,25 @@ def kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+MAX_DEPTH = 100  # far beyond any reana.yaml; PyYAML's composer recurses once per level
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which PyYAML (and so REANA) silently drops."""
+    """SafeLoader that rejects duplicate keys, which PyYAML (and so REANA) silently drops, and
+    nesting deeper than MAX_DEPTH, which would end in a RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
@@ -149,6 +166,9 @@ def read_yaml(path: str | Path) -> tuple[Any, list[Problem]]:
     except yaml.YAMLError as exc:
         message = _one_line(str(exc))
         return None, [Problem("", f"is not valid YAML: {message}; fix the YAML syntax")]
+    except (ValueError, OverflowError) as exc:  # a scalar that PyYAML matched but cannot build
+        message = _one_line(str(exc)).split(";")[0][:200]
+        return None, [Problem("", f"has a value YAML cannot read: {message}; quote or fix it")]
 
 
 @dataclass(frozen=True)

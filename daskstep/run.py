@@ -19,6 +19,7 @@ from daskstep.backends import ClusterBackend, ClusterSpec, get_backend
 from daskstep.credentials import Credentials, Secrets, forget_secret_variables, strip_secrets
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.progress import WaitProgress
+from daskstep.secret_env import handed_over
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 
@@ -46,33 +47,51 @@ def say(message: str) -> None:
     print(f"daskstep: {message}", file=sys.stderr, flush=True)
 
 
+def prepare_workspace(workspace: Path) -> Path:
+    """The folder the run writes into, made if missing; a bad one is the user's input error."""
+    if workspace.exists() and not workspace.is_dir():
+        message = f"{workspace} is a file, not a folder; give a folder (it is made if missing)"
+        raise InputError([Problem("--workspace", message)])
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        message = f"{workspace} cannot be made ({e.strerror}); give a folder you can write to"
+        raise InputError([Problem("--workspace", message)]) from None
+    return workspace.resolve()
+
+
+def _inputs(workflow: Workflow) -> list[tuple[str, str]]:
+    return [("files", n) for n in workflow.input_files] + [
+        ("directories", n) for n in workflow.input_directories
+    ]
+
+
+def check_inputs(workflow: Workflow) -> None:
+    """Every declared input must exist beside the reana.yaml, as REANA's upload demands."""
+    source = workflow.path.parent.resolve()
+    problems = []
+    index = {"files": 0, "directories": 0}
+    for kind, name in _inputs(workflow):
+        if not (source / name).exists():
+            message = f"{name!r} does not exist in {source}; add it there, or remove it here"
+            problems.append(Problem(f"inputs.{kind}[{index[kind]}]", message))
+        index[kind] += 1
+    if problems:
+        raise InputError(problems, source=str(workflow.path))
+
+
 def stage_inputs(workflow: Workflow, workspace: Path) -> None:
     """Copy `inputs` into a separate workspace, as REANA does; nothing to do in place."""
     source = workflow.path.parent.resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
     if workspace.resolve() == source:
         return
-    problems = []
-    for kind, names in (
-        ("files", workflow.input_files),
-        ("directories", workflow.input_directories),
-    ):
-        for i, name in enumerate(names):
-            src = source / name
-            dst = workspace / name
-            if not src.exists():
-                problems.append(
-                    Problem(
-                        f"inputs.{kind}[{i}]", f"'{name}' does not exist next to the reana.yaml"
-                    )
-                )
-            elif src.is_dir():
-                shutil.copytree(src, dst, dirs_exist_ok=True)
-            else:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-    if problems:
-        raise InputError(problems, source=str(workflow.path))
+    for _kind, name in _inputs(workflow):
+        src, dst = source / name, workspace / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
 
 
 class StepProcess:
@@ -326,6 +345,35 @@ class Run:
                 say(f"warning: declared output '{name}' was not produced")
 
 
+def prepare_run(
+    workflow: Workflow,
+    backend: str,
+    workspace: Path,
+    start_timeout: float = 300.0,
+    secrets: str | None = None,
+) -> Run:
+    """The input stage: everything that can fail on the user's input fails here, before
+    anything starts."""
+    check_inputs(workflow)
+    cluster = get_backend(backend) if workflow.dask is not None else None
+    found = Secrets.locate(secrets, {**os.environ, **handed_over()})
+    forget_secret_variables()
+    workspace = prepare_workspace(workspace)
+    credentials = Credentials.for_run(
+        workflow.needs_kerberos,
+        workflow.needs_voms_proxy,
+        found,
+        logs=workspace / ".daskstep" / "sidecars",
+    )
+    try:
+        stage_inputs(workflow, workspace)
+    except BaseException:
+        if credentials is not None:
+            credentials.stop()  # nothing started yet: this removes the private folder
+        raise
+    return Run(workflow, cluster, workspace, start_timeout, credentials)
+
+
 def run_workflow(
     workflow: Workflow,
     backend: str,
@@ -333,16 +381,7 @@ def run_workflow(
     start_timeout: float = 300.0,
     secrets: str | None = None,
 ) -> int:
-    stage_inputs(workflow, workspace)
-    cluster = get_backend(backend) if workflow.dask is not None else None
-    found = Secrets.locate(secrets, os.environ)
-    forget_secret_variables()
-    credentials = Credentials.for_run(
-        workflow.needs_kerberos,
-        workflow.needs_voms_proxy,
-        found,
-        logs=workspace.resolve() / ".daskstep" / "sidecars",
-    )
-    if cluster is None:
+    run = prepare_run(workflow, backend, workspace, start_timeout, secrets)
+    if run.backend is None:
         say("the workflow asks for no Dask cluster; running the steps without one")
-    return Run(workflow, cluster, workspace, start_timeout, credentials).execute()
+    return run.execute()

@@ -8,12 +8,12 @@ ones and a workflow written for a newer REANA should still run.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
+from daskstep.findings import Report, got
 from daskstep.limits import (
     MEMORY_HINT,
     MEMORY_PATTERN,
@@ -27,7 +27,6 @@ from daskstep.limits import (
 from daskstep.reana import (
     DASK_KEYS,
     IMAGE_HINT,
-    IMAGE_PATTERN,
     INPUTS_KEYS,
     OTHER_ENGINES,
     OUTPUTS_KEYS,
@@ -93,93 +92,7 @@ class Workflow:
         return self.voms_proxy or any(s.voms_proxy for s in self.steps)
 
 
-def _got(value: Any) -> str:
-    if value is None or isinstance(value, (dict, list)):
-        return kind(value)
-    return f"{show(value)} ({kind(value)})"
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-class _Report:
-    """Collects problems so that one run reports all of them, not just the first."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
-
-    def warn(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message, "warning"))
-
-    def errors(self) -> int:
-        return sum(p.severity == "error" for p in self.problems)
-
-    def unknown_keys(
-        self, mapping: dict, known: tuple[str, ...], path: str, listed: str = ""
-    ) -> None:
-        listed = listed or ", ".join(known)
-        for key in mapping:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            self.warn(
-                _join(path, key),
-                f"unknown field, ignored; {hint}known fields here: {listed}",
-            )
-
-    def mapping(
-        self, parent: dict, key: str, path: str, example: str, required: bool = False
-    ) -> dict | None:
-        if key not in parent:
-            if required:
-                self.error(path, f"missing; add {example}")
-            return None
-        value = parent[key]
-        if isinstance(value, dict):
-            return value
-        self.error(path, f"expected a mapping, got {_got(value)}; write {example}")
-        return None
-
-    def boolean(self, parent: dict, key: str, path: str) -> bool:
-        value = parent.get(key, False)
-        if isinstance(value, bool):
-            return value
-        self.error(path, f"expected true or false, got {_got(value)}; write {key}: true")
-        return False
-
-    def strings(self, parent: dict | None, key: str, path: str) -> tuple[str, ...]:
-        if parent is None or key not in parent:
-            return ()
-        value = parent[key]
-        if not isinstance(value, list):
-            self.error(path, f"expected a list of strings, got {_got(value)}; write {key}: [a, b]")
-            return ()
-        items = []
-        for i, item in enumerate(value):
-            if isinstance(item, str) and item.strip():
-                items.append(item)
-            else:
-                self.error(
-                    f"{path}[{i}]", f"expected a non-empty string, got {_got(item)}; quote it"
-                )
-        return tuple(items)
-
-    def image(self, value: Any, path: str) -> str | None:
-        if not isinstance(value, str):
-            self.error(path, f"expected an image reference, got {_got(value)}; {IMAGE_HINT}")
-        elif not IMAGE_PATTERN.match(value):
-            self.error(path, f"{show(value)} is not a container image reference; {IMAGE_HINT}")
-        else:
-            return value
-        return None
-
-
-def _above(path: str, value: object, key: str, maximum: object, r: _Report) -> None:
+def _above(path: str, value: object, key: str, maximum: object, r: Report) -> None:
     r.error(
         path,
         f"{value} is above the platform maximum of {maximum} (max_{key}); "
@@ -187,7 +100,7 @@ def _above(path: str, value: object, key: str, maximum: object, r: _Report) -> N
     )
 
 
-def _count(dask: dict, key: str, noun: str, limits: Limits, r: _Report) -> int | None:
+def _count(dask: dict, key: str, noun: str, limits: Limits, r: Report) -> int | None:
     """A whole number within 1..max; bools are rejected although Python calls them ints."""
     default, maximum = getattr(limits, f"default_{key}"), getattr(limits, f"max_{key}")
     if key not in dask:
@@ -195,7 +108,7 @@ def _count(dask: dict, key: str, noun: str, limits: Limits, r: _Report) -> int |
     value, path = dask[key], f"{DASK_PATH}.{key}"
     if isinstance(value, bool) or not isinstance(value, int):
         unquote = " without quotes" if isinstance(value, str) else ""
-        r.error(path, f"expected a whole number, got {_got(value)}; write e.g. {key}: 2{unquote}")
+        r.error(path, f"expected a whole number, got {got(value)}; write e.g. {key}: 2{unquote}")
     elif value < 1:
         r.error(path, f"{value} is not allowed; ask for at least 1 {noun}")
     elif value > maximum:
@@ -205,7 +118,7 @@ def _count(dask: dict, key: str, noun: str, limits: Limits, r: _Report) -> int |
     return None
 
 
-def _memory(dask: dict, limits: Limits, r: _Report) -> str | None:
+def _memory(dask: dict, limits: Limits, r: Report) -> str | None:
     key = "single_worker_memory"
     if key not in dask:
         return limits.default_single_worker_memory
@@ -219,11 +132,11 @@ def _memory(dask: dict, limits: Limits, r: _Report) -> str | None:
     return None
 
 
-def _dask(value: Any, limits: Limits, r: _Report) -> DaskResources | None:
+def _dask(value: Any, limits: Limits, r: Report) -> DaskResources | None:
     if not isinstance(value, dict):
         r.error(
             DASK_PATH,
-            f"expected a mapping, got {_got(value)}; give at least image:, or remove dask",
+            f"expected a mapping, got {got(value)}; give at least image:, or remove dask",
         )
         return None
     before = r.errors()
@@ -255,14 +168,14 @@ def _dask(value: Any, limits: Limits, r: _Report) -> DaskResources | None:
     return DaskResources(image, workers, memory or "", threads)
 
 
-def _expand(command: str, parameters: dict[str, str], path: str, r: _Report) -> str:
+def _expand(command: str, parameters: dict[str, str], path: str, r: Report) -> str:
     text, messages = expand_parameters(command, parameters)
     for message in messages:
         r.warn(path, message)
     return text
 
 
-def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> tuple[str, ...]:
+def _commands(step: dict, path: str, parameters: dict[str, str], r: Report) -> tuple[str, ...]:
     path = f"{path}.commands"
     if "commands" not in step:
         r.error(path, "missing; add commands: with at least one shell command")
@@ -272,7 +185,7 @@ def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> 
         r.error(path, "is a string, not a list; write each command as a list item: - <command>")
         return ()
     if not isinstance(value, list):
-        r.error(path, f"expected a list of shell commands, got {_got(value)}; write - <command>")
+        r.error(path, f"expected a list of shell commands, got {got(value)}; write - <command>")
         return ()
     if not value:
         r.error(path, "is empty; add at least one shell command")
@@ -282,7 +195,7 @@ def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> 
         if isinstance(item, dict):
             r.error(where, "is a mapping, not a command (a ': ' inside it); quote the command")
         elif not isinstance(item, str):
-            r.error(where, f"expected a shell command, got {_got(item)}; quote it")
+            r.error(where, f"expected a shell command, got {got(item)}; quote it")
         elif not item.strip():
             r.error(where, "is empty; remove it or write a shell command")
         else:
@@ -290,10 +203,10 @@ def _commands(step: dict, path: str, parameters: dict[str, str], r: _Report) -> 
     return tuple(commands)
 
 
-def _step(item: Any, index: int, parameters: dict[str, str], r: _Report) -> Step | None:
+def _step(item: Any, index: int, parameters: dict[str, str], r: Report) -> Step | None:
     path = f"{STEPS_PATH}[{index}]"
     if not isinstance(item, dict):
-        r.error(path, f"expected a mapping with commands, got {_got(item)}; write - commands: [..]")
+        r.error(path, f"expected a mapping with commands, got {got(item)}; write - commands: [..]")
         return None
     r.unknown_keys(item, STEP_KEYS, path, STEP_KEYS_LISTED)
     name = f"step-{index + 1}"
@@ -302,7 +215,7 @@ def _step(item: Any, index: int, parameters: dict[str, str], r: _Report) -> Step
         if isinstance(value, str) and value.strip():
             name = value
         else:
-            r.error(f"{path}.name", f"expected a non-empty string, got {_got(value)}; quote it")
+            r.error(f"{path}.name", f"expected a non-empty string, got {got(value)}; quote it")
     environment = None
     if "environment" in item:
         environment = r.image(item["environment"], f"{path}.environment")
@@ -312,7 +225,7 @@ def _step(item: Any, index: int, parameters: dict[str, str], r: _Report) -> Step
     return Step(name, environment, commands, kerberos, voms_proxy)
 
 
-def _steps(workflow: dict, parameters: dict[str, str], r: _Report) -> tuple[Step, ...]:
+def _steps(workflow: dict, parameters: dict[str, str], r: Report) -> tuple[Step, ...]:
     if "specification" not in workflow and "file" in workflow:
         r.error(
             "workflow.file",
@@ -328,7 +241,7 @@ def _steps(workflow: dict, parameters: dict[str, str], r: _Report) -> tuple[Step
     if "steps" not in spec:
         r.error(STEPS_PATH, "missing; add steps: with at least one step that has commands")
     elif not isinstance(raw, list):
-        r.error(STEPS_PATH, f"expected a list of steps, got {_got(raw)}; write - commands: [..]")
+        r.error(STEPS_PATH, f"expected a list of steps, got {got(raw)}; write - commands: [..]")
     elif not raw:
         r.error(STEPS_PATH, "is empty; add at least one step with commands")
     items = raw if isinstance(raw, list) else []
@@ -346,7 +259,7 @@ def _steps(workflow: dict, parameters: dict[str, str], r: _Report) -> tuple[Step
     return tuple(step for _, step in steps)
 
 
-def _check_type(workflow: dict, r: _Report) -> bool:
+def _check_type(workflow: dict, r: Report) -> bool:
     """Whether the steps should be checked as serial ones."""
     if "type" not in workflow:
         r.error("workflow.type", "missing; add type: serial")
@@ -357,11 +270,11 @@ def _check_type(workflow: dict, r: _Report) -> bool:
     if value in OTHER_ENGINES:
         r.error("workflow.type", f"{value} is not supported; daskstep runs serial workflows only")
         return False
-    r.error("workflow.type", f"expected serial, got {_got(value)}; write type: serial")
+    r.error("workflow.type", f"expected serial, got {got(value)}; write type: serial")
     return True
 
 
-def _parameters(inputs: dict | None, r: _Report) -> dict[str, str]:
+def _parameters(inputs: dict | None, r: Report) -> dict[str, str]:
     if inputs is None:
         return {}
     example = "parameters: with one name: value per line"
@@ -369,7 +282,7 @@ def _parameters(inputs: dict | None, r: _Report) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in raw.items()}
 
 
-def _document(document: dict, limits: Limits, path: Path, r: _Report) -> Workflow | None:
+def _document(document: dict, limits: Limits, path: Path, r: Report) -> Workflow | None:
     r.unknown_keys(document, TOP_KEYS, "")
     inputs = r.mapping(document, "inputs", "inputs", "inputs: with files: and directories:")
     outputs = r.mapping(document, "outputs", "outputs", "outputs: with files: and directories:")
@@ -379,7 +292,7 @@ def _document(document: dict, limits: Limits, path: Path, r: _Report) -> Workflo
     if outputs is not None:
         r.unknown_keys(outputs, OUTPUTS_KEYS, "outputs")
     files = [  # in the order of the Workflow fields: inputs then outputs, files then dirs
-        r.strings(section, key, f"{name}.{key}")
+        r.strings(section, key, f"{name}.{key}", in_workspace=True)
         for name, section in (("inputs", inputs), ("outputs", outputs))
         for key in ("files", "directories")
     ]
@@ -405,7 +318,7 @@ def check(
     document: object, limits: Limits, path: Path = Path("reana.yaml")
 ) -> tuple[Workflow | None, list[Problem]]:
     """All problems (errors and warnings) of a parsed document; the Workflow only if no errors."""
-    r = _Report()
+    r = Report()
     workflow = None
     if document is None:
         r.error("", "the file is empty; write a reana.yaml with at least a workflow: section")
