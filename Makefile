@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_start.py
+	$(BIN)/python bench/workload.py
 	$(BIN)/python bench/entrypoint_overhead.py
 	$(BIN)/python bench/log_throughput.py
 

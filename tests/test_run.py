@@ -142,3 +142,33 @@ def test_workspace_option_stages_inputs(tmp_path: Path) -> None:
     assert (workspace / "copied.txt").read_text() == "hello\n"
     assert f"output: {workspace / 'copied.txt'}" in err
     assert not (source / ".daskstep").exists()
+
+
+RESTART = script(
+    """
+    import os, time
+    from distributed import Client
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    before = set(client.run(os.getpid).values())
+    kept = client.submit(lambda: 42, key="kept")
+    assert kept.result() == 42
+    t = time.monotonic()
+    for _ in range(6):  # analysts restart between trials; more than the crash-loop limit
+        client.restart()
+    after = set(client.run(os.getpid).values())
+    assert len(after) == 2 and not before & after, (before, after)
+    assert client.submit(lambda x: x + 1, 1).result() == 2
+    print(f"restarted 6 times in {time.monotonic() - t:.1f} s; the workers are new")
+    """
+)
+
+
+def test_client_restart_brings_fresh_workers_back(tmp_path: Path) -> None:
+    (tmp_path / "restart.py").write_text(RESTART)
+    spec = write_workflow(tmp_path, [("restart", ["python restart.py"])], workers=2)
+    run = daskstep("run", str(spec))
+    out, err = run.communicate(timeout=180)
+    assert run.returncode == 0, out + err
+    assert "the workers are new" in out
+    assert "keeps crashing" not in err

@@ -212,9 +212,14 @@ class Launcher:
                 state.pid = 0
                 emit("worker-exited", name=state.name, code=code)
                 if not self.stop_reason:
-                    self._plan_restart(state)
+                    self._plan_restart(state, code)
 
-    def _plan_restart(self, state: WorkerState) -> None:
+    def _plan_restart(self, state: WorkerState, code: int) -> None:
+        """A worker the scheduler closed (`Client.restart()`) exits 0 and is back at once, as a
+        Nanny brings it back. A crash counts: one that keeps crashing backs off, then gives up."""
+        if code == 0:
+            state.restart_at = time.monotonic()
+            return
         quick = time.monotonic() - state.started_at < QUICK_EXIT_SECONDS
         state.quick_exits = state.quick_exits + 1 if quick else 0
         if state.quick_exits > MAX_QUICK_EXITS:

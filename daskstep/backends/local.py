@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import procutil
-from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
 from daskstep.errors import ClusterError
 
 SCHEDULER_START_TIMEOUT = 60.0
@@ -47,13 +48,16 @@ class LocalBackend(ClusterBackend):
         self._log_dir = raw_logs(workspace)
         (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
         self._launcher_log = state / "launcher.log"
+        # The workers fork from the launcher: what must be there before a worker starts is
+        # in the launcher's environment from its exec on, the rest is set in each worker.
+        before, after = nanny_environment(spec.environment)
         config = {
             "workers": spec.workers,
             "threads": spec.threads,
             "memory_limit": spec.memory_bytes,
             "log_dir": str(self._log_dir.resolve()),
             "death_timeout": self.death_timeout,
-            "environment": dict(spec.environment),
+            "environment": after,
         }
         with open(self._launcher_log, "ab") as log:
             self._proc = subprocess.Popen(
@@ -63,6 +67,7 @@ class LocalBackend(ClusterBackend):
                 stderr=log,
                 start_new_session=True,
                 cwd=workspace,
+                env={**os.environ, **before},
             )
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(config).encode() + b"\n")
