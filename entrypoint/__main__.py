@@ -1,7 +1,7 @@
 """`python3 -m entrypoint [OPTIONS] -- CMD...`: wiring, and the one exit-code table.
 
-Exit codes (DESIGN.md): the child's own code; 128+n for a child killed by signal n; 64 usage;
-69 scheduler unreachable; 70 internal error; 75 too few workers; 78 version mismatch;
+Exit codes (docs/architecture.md): the child's own code; 128+n for a child killed by signal n;
+64 usage; 69 scheduler unreachable; 70 internal error; 75 too few workers; 78 version mismatch;
 124 step timeout.
 """
 

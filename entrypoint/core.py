@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class EntrypointError(Exception):
-    """A wrapper failure with a stable exit code and a status reason (see DESIGN.md)."""
+    """A wrapper failure with a stable exit code and a status reason (docs/architecture.md)."""
 
     exit_code = 70
     reason = "Error"

@@ -35,7 +35,7 @@ pytest_plugins = ("envs",)
 # shorter timeout, so a hang still ends well before this one.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-DESIGN_KEYS = {
+STATUS_KEYS = {
     "reason",
     "exit_code",
     "started_at",
@@ -82,7 +82,7 @@ def explain(done: subprocess.CompletedProcess) -> str:
 
 def status_of(path: Path) -> dict:
     doc = json.loads(path.read_text())
-    assert set(doc) >= DESIGN_KEYS, f"status lacks {DESIGN_KEYS - set(doc)}: {doc}"
+    assert set(doc) >= STATUS_KEYS, f"status lacks {STATUS_KEYS - set(doc)}: {doc}"
     return doc
 
 
