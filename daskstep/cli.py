@@ -34,20 +34,27 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """--version, looked up only when asked for: not on every command's start."""
 
-    try:
-        ours = version("daskstep")
-    except PackageNotFoundError:
-        ours = "unknown"
-    python = ".".join(map(str, sys.version_info[:3]))
-    return f"daskstep {ours} (distributed {version('distributed')}, Python {python})"
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("daskstep")
+        except PackageNotFoundError:
+            ours = "unknown"
+        python = ".".join(map(str, sys.version_info[:3]))
+        print(f"daskstep {ours} (distributed {version('distributed')}, Python {python})")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="daskstep", description="Run Dask clusters inside REANA workflows.")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a reana.yaml against the platform limits")

@@ -61,21 +61,19 @@ def prepare_workspace(workspace: Path) -> Path:
 
 
 def _inputs(workflow: Workflow) -> list[tuple[str, str]]:
-    return [("files", n) for n in workflow.input_files] + [
-        ("directories", n) for n in workflow.input_directories
-    ]
+    """(field, name) of every declared input, e.g. ("inputs.files[0]", "analysis.py")."""
+    kinds = (("files", workflow.input_files), ("directories", workflow.input_directories))
+    return [(f"inputs.{k}[{i}]", name) for k, names in kinds for i, name in enumerate(names)]
 
 
 def check_inputs(workflow: Workflow) -> None:
     """Every declared input must exist beside the reana.yaml, as REANA's upload demands."""
     source = workflow.path.parent.resolve()
-    problems = []
-    index = {"files": 0, "directories": 0}
-    for kind, name in _inputs(workflow):
-        if not (source / name).exists():
-            message = f"{name!r} does not exist in {source}; add it there, or remove it here"
-            problems.append(Problem(f"inputs.{kind}[{index[kind]}]", message))
-        index[kind] += 1
+    problems = [
+        Problem(field, f"{name!r} does not exist in {source}; add it there, or remove it here")
+        for field, name in _inputs(workflow)
+        if not (source / name).exists()
+    ]
     if problems:
         raise InputError(problems, source=str(workflow.path))
 
@@ -85,7 +83,7 @@ def stage_inputs(workflow: Workflow, workspace: Path) -> None:
     source = workflow.path.parent.resolve()
     if workspace.resolve() == source:
         return
-    for _kind, name in _inputs(workflow):
+    for _field, name in _inputs(workflow):
         src, dst = source / name, workspace / name
         if src.is_dir():
             shutil.copytree(src, dst, dirs_exist_ok=True)

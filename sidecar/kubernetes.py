@@ -160,7 +160,7 @@ def _pod_info(pod: Any) -> PodInfo:
 
 
 class KubernetesSource(FollowingSource):
-    """The pods of one Dask cluster, and of the job that uses it; see the module doc."""
+    """The pods any of `selectors` match in `namespace`: a Dask cluster and the job using it."""
 
     def __init__(
         self,

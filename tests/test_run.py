@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -172,3 +173,47 @@ def test_client_restart_brings_fresh_workers_back(tmp_path: Path) -> None:
     assert run.returncode == 0, out + err
     assert "the workers are new" in out
     assert "keeps crashing" not in err
+
+
+NANNY_ENV = script(
+    """
+    import json, os
+    from distributed import Client
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED", "ANALYSIS_MODE"]
+    seen = client.run(lambda: {n: os.environ.get(n) for n in names})
+    print("NANNY " + json.dumps(sorted(seen.values(), key=json.dumps)[0]))
+    print("SAME", len({json.dumps(v, sort_keys=True) for v in seen.values()}))
+    print("HASH", len(set(client.run(lambda: hash("a string")).values())))
+    """
+)
+
+
+def test_workers_get_the_nanny_environment_from_the_users_dask_config(tmp_path: Path) -> None:
+    """Nanny's rules: pre-spawn-environ and environ from the Dask config; a variable set in our
+    own environment wins over the config; every worker hashes alike."""
+    config = tmp_path / "dask-config"
+    config.mkdir()
+    (config / "nanny.yaml").write_text(
+        "distributed:\n  nanny:\n    environ:\n      ANALYSIS_MODE: fast\n"
+        "    pre-spawn-environ:\n      MKL_NUM_THREADS: 2\n"
+    )
+    (tmp_path / "probe.py").write_text(NANNY_ENV)
+    spec = write_workflow(tmp_path, [("probe", ["python probe.py"])], workers=2)
+    env = {**os.environ, "DASK_CONFIG": str(config), "OPENBLAS_NUM_THREADS": "3"}
+    env.pop("OMP_NUM_THREADS", None)
+    run = daskstep("run", str(spec), env=env)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("NANNY "))
+    assert json.loads(line[6:]) == {
+        "OMP_NUM_THREADS": "1",  # distributed's default
+        "MKL_NUM_THREADS": "2",  # the user's config
+        "OPENBLAS_NUM_THREADS": "3",  # our environment wins over the config
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "PYTHONHASHSEED": "6640",
+        "ANALYSIS_MODE": "fast",
+    }
+    assert "SAME 1" in out and "HASH 1" in out
