@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import selectors
@@ -21,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,10 @@ from daskstep.backends import procutil
 QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting is crash-looping
 MAX_QUICK_EXITS = 5
 STOP_GRACE_SECONDS = 3.0
+# Dask's own light collections (about 0.1 s to import), imported by the scheduler and each worker
+# while they wait for the first graph: a process that starts once and serves many graphs should
+# not make the first of them wait for it (LocalCluster's scheduler shares the client's imports).
+WARM_MODULES = ("dask.array", "dask.bag")
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -123,27 +129,41 @@ async def _scheduler_main(report_fd: int) -> int:
     port = scheduler.http_server.port if scheduler.http_server else None
     os.write(report_fd, json.dumps({"address": scheduler.address, "http_port": port}).encode())
     os.close(report_fd)
-    attaching = asyncio.ensure_future(_attach_dashboard(scheduler))
+    warming = asyncio.ensure_future(_warm_up_scheduler(scheduler))
     await scheduler.finished()
-    del attaching
+    del warming
     return 0
 
 
-async def _attach_dashboard(scheduler: Any) -> None:
-    """Load bokeh off the critical path: the scheduler accepts workers while it imports."""
-    import importlib
-
+async def _import_off_the_loop(*modules: str) -> list[Any]:
+    """Import in a thread while the event loop goes on serving (it gets the GIL more often)."""
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(interval / 10)  # let the event loop in while the import holds the GIL
+    sys.setswitchinterval(interval / 10)
     try:
-        module = await asyncio.get_running_loop().run_in_executor(
-            None, importlib.import_module, "distributed.dashboard.scheduler"
-        )
+        return await asyncio.get_running_loop().run_in_executor(None, _import_all, modules)
+    finally:
         sys.setswitchinterval(interval)
+
+
+def _import_all(modules: tuple[str, ...]) -> list[Any]:
+    imported = []
+    for name in modules:
+        with contextlib.suppress(ImportError):  # one this environment lacks: nothing to warm
+            imported.append(importlib.import_module(name))
+    return imported
+
+
+async def _warm_up_scheduler(scheduler: Any) -> None:
+    """Off the critical path, once the scheduler takes workers: the dashboard (bokeh), then the
+    collections whose graphs it will unpickle, which would otherwise be imported while the
+    first graph waits."""
+    try:
+        [module] = await _import_off_the_loop("distributed.dashboard.scheduler")
         module.connect(scheduler.http_application, scheduler.http_server, scheduler)
         print("daskstep: dashboard attached", file=sys.stderr, flush=True)
     except Exception as e:  # a dashboard problem must never take the scheduler down
         print(f"daskstep: dashboard unavailable: {e}", file=sys.stderr, flush=True)
+    await _import_off_the_loop(*WARM_MODULES)
 
 
 async def _worker_main(address: str, name: str, cfg: Config, local_directory: str) -> int:
@@ -162,8 +182,17 @@ async def _worker_main(address: str, name: str, cfg: Config, local_directory: st
     )
     await worker
     _close_on_sigterm(worker)
+    threading.Thread(target=_warm_up_worker, daemon=True, name="daskstep-warm-up").start()
     await worker.finished()
     return 0
+
+
+def _warm_up_worker() -> None:
+    """At the lowest CPU priority (this thread only): the scheduler's dashboard, just loading,
+    and the step, just starting, come first."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    _import_all(WARM_MODULES)
 
 
 class Launcher:
