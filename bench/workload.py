@@ -55,11 +55,15 @@ STEP = textwrap.dedent(
 )
 
 
-def _result(output: str) -> dict:
-    for line in output.splitlines():
+def _timings(what: str, argv: list[str], **options: object) -> dict:
+    """Run `argv` (which runs the step) and return the timings the step printed."""
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600, **options)
+    if res.returncode:
+        raise RuntimeError(f"{what} failed ({res.returncode}):\n{res.stderr[-2000:]}")
+    for line in res.stdout.splitlines():
         if line.startswith("WORKLOAD "):
             return json.loads(line[len("WORKLOAD ") :])
-    raise RuntimeError(f"the step printed no timings:\n{output[-2000:]}")
+    raise RuntimeError(f"the step printed no timings:\n{res.stdout[-2000:]}")
 
 
 def run_daskstep(folder: Path, workers: int, size: int) -> dict:
@@ -83,15 +87,7 @@ def run_daskstep(folder: Path, workers: int, size: int) -> dict:
         )
     )
     daskstep = Path(sys.executable).parent / "daskstep"
-    res = subprocess.run(
-        [str(daskstep), "run", str(folder / "reana.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if res.returncode:
-        raise RuntimeError(f"daskstep run failed ({res.returncode}):\n{res.stderr[-2000:]}")
-    return _result(res.stdout)
+    return _timings("daskstep run", [str(daskstep), "run", str(folder / "reana.yaml")])
 
 
 def run_localcluster(folder: Path, workers: int, size: int) -> dict:
@@ -106,17 +102,8 @@ def run_localcluster(folder: Path, workers: int, size: int) -> dict:
         host="127.0.0.1",
     ) as cluster:
         env = {**os.environ, "DASK_SCHEDULER_URI": cluster.scheduler_address}
-        res = subprocess.run(
-            [sys.executable, "step.py", str(size), str(workers)],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    if res.returncode:
-        raise RuntimeError(f"the step failed on LocalCluster:\n{res.stderr[-2000:]}")
-    return _result(res.stdout)
+        argv = [sys.executable, "step.py", str(size), str(workers)]
+        return _timings("the step on LocalCluster", argv, cwd=folder, env=env)
 
 
 VARIANTS = {"daskstep": run_daskstep, "LocalCluster": run_localcluster}

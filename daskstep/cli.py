@@ -140,7 +140,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from daskstep.limits import load_limits
-    from daskstep.run import run_workflow
+    from daskstep.run import prepare_run
     from daskstep.spec import load_workflow
 
     limits = load_limits(args.limits)
@@ -148,13 +148,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
-    return run_workflow(
+    run = prepare_run(
         workflow,
         backend=args.backend,
         workspace=workspace,
         start_timeout=args.start_timeout,
         secrets=args.secrets,
     )
+    return run.execute()
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:

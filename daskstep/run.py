@@ -369,17 +369,6 @@ def prepare_run(
         if credentials is not None:
             credentials.stop()  # nothing started yet: this removes the private folder
         raise
-    return Run(workflow, cluster, workspace, start_timeout, credentials)
-
-
-def run_workflow(
-    workflow: Workflow,
-    backend: str,
-    workspace: Path,
-    start_timeout: float = 300.0,
-    secrets: str | None = None,
-) -> int:
-    run = prepare_run(workflow, backend, workspace, start_timeout, secrets)
-    if run.backend is None:
+    if cluster is None:
         say("the workflow asks for no Dask cluster; running the steps without one")
-    return run.execute()
+    return Run(workflow, cluster, workspace, start_timeout, credentials)
