@@ -214,8 +214,7 @@ def _passthrough(argv: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["run"]:
-        from daskstep.credentials import SECRET_VARIABLES
-        from daskstep.secret_env import reexec_without
+        from daskstep.secret_env import SECRET_VARIABLES, reexec_without
 
         reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
     argv = sys.argv[1:] if argv is None else argv

@@ -16,22 +16,23 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daskstep.errors import DaskstepError, InputError, Problem
+from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
+from daskstep.secret_env import child_env
+from sidecar.lifecycle import StopSignal
 
 SECRETS_ENV = "DASKSTEP_SECRETS"
 VOMS_VALID_ENV = "DASKSTEP_VOMS_VALID"  # HH:MM asked of voms-proxy-init; renewed before its end
 REANA_SECRETS = Path("/etc/reana/secrets")
-# Secret values REANA exports as environment variables; children never inherit them.
-SECRET_VARIABLES = ("VOMSPROXY_PASS",)
 READY_TIMEOUT = 330.0  # the Kerberos sidecar's own KDC deadline (300 s) plus margin
 STOP_TIMEOUT = 10.0
 
@@ -60,16 +61,6 @@ class Sidecar:
     log: Path | None = None
     # the sidecar's words for things, and the user's: it only knows options and private copies
     words: tuple[tuple[str, str], ...] = ()
-
-
-def strip_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
-
-
-def forget_secret_variables() -> None:
-    """Once read: no child of ours (cluster, sidecars, steps) may inherit them."""
-    for name in SECRET_VARIABLES:
-        os.environ.pop(name, None)
 
 
 class Secrets:
@@ -259,7 +250,6 @@ class Credentials:
         self.sidecars = sidecars
         self.folder = folder
         self.logs = logs
-        self.env: Mapping[str, str] = {}
         self.stopping = False
 
     @classmethod
@@ -280,17 +270,19 @@ class Credentials:
         """What the workers and the steps are given: where the credentials are."""
         return {s.variable: s.value for s in self.sidecars}
 
+    def variables(self) -> dict[str, str]:
+        """Which credentials (kerberos, voms) under which variable: no path, which is private."""
+        return {s.kind: s.variable for s in self.sidecars}
+
     def files(self) -> list[Path]:
         return [s.path for s in self.sidecars]
 
-    def start(self, spawn: Callable[[Callable[[], None]], None], env: Mapping[str, str]) -> None:
-        """Start every sidecar (through `spawn`, which defers a cancel until it is recorded)."""
-        self.env = env
+    def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         for sidecar in self.sidecars:
-            spawn(lambda s=sidecar: self._start_one(s))
+            self._start_one(sidecar, child_env())
 
-    def _start_one(self, sidecar: Sidecar) -> None:
+    def _start_one(self, sidecar: Sidecar, env: Mapping[str, str]) -> None:
         for source, copy in sidecar.copies:
             fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
@@ -299,7 +291,7 @@ class Credentials:
         with open(sidecar.log, "ab") as log:
             sidecar.proc = subprocess.Popen(
                 sidecar.argv,
-                env=dict(self.env),
+                env=dict(env),
                 stdin=subprocess.PIPE if sidecar.stdin_secret is not None else subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -310,11 +302,14 @@ class Credentials:
                 sidecar.proc.stdin.write(sidecar.stdin_secret + b"\n")
             sidecar.proc.stdin.close()
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until every sidecar made its first credential; CredentialError if one gave up."""
+    def wait_ready(self, timeout: float = READY_TIMEOUT, cancel: StopSignal | None = None) -> None:
+        """Until every sidecar made its first credential; CredentialError if one gave up,
+        Cancelled if `cancel` is set meanwhile."""
         deadline = time.monotonic() + timeout
         waiting = list(self.sidecars)
         while waiting:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(cancel.signum or signal.SIGTERM)
             for sidecar in list(waiting):
                 assert sidecar.proc is not None and sidecar.ready_file is not None
                 if sidecar.ready_file.exists():
@@ -325,7 +320,7 @@ class Credentials:
                 names = ", ".join(s.kind for s in waiting)
                 raise CredentialError(f"no {names} credential within {timeout:.0f} s", 69)
             if waiting:
-                time.sleep(0.05)
+                cancel.wait(0.05) if cancel is not None else time.sleep(0.05)
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:

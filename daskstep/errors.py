@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 
@@ -51,3 +52,13 @@ class ClusterError(DaskstepError):
 
 class TooFewWorkers(ClusterError):
     exit_code = 75
+
+
+class Cancelled(DaskstepError):
+    """A cancel (SIGINT, SIGTERM) seen by a wait. Never raised from a signal handler: the
+    handler only sets the cancel event, and the waits that observe it raise this."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"cancelled by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum

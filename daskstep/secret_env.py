@@ -14,8 +14,10 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+# Secret values REANA exports as environment variables; children never inherit them.
+SECRET_VARIABLES = ("VOMSPROXY_PASS",)
 HANDOFF_ENV = "DASKSTEP_SECRETS_HANDOFF_FD"
 PIPE_CAPACITY = 65536  # Linux's default; written in one go before the exec, so it must fit
 
@@ -57,3 +59,22 @@ def handed_over() -> dict[str, str]:
     with contextlib.suppress(AttributeError):
         return {str(k): str(v) for k, v in values.items()}
     return {}
+
+
+def strip_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
+
+
+def forget_secret_variables() -> None:
+    """Once read: no child of ours (cluster, sidecars, steps) may inherit them."""
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of daskstep's children: without secrets, and with our pid, so that one
+    that must not outlive us still notices that its parent changed if we die before it can ask
+    the kernel to tell it (PR_SET_PDEATHSIG)."""
+    env = strip_secrets(os.environ)
+    env["DASKSTEP_PARENT_PID"] = str(os.getpid())
+    return env

@@ -10,6 +10,7 @@ import select
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 
 def follow_run() -> None:
@@ -52,18 +53,34 @@ class StopSignal:
 
     def __init__(self, stop_file: str | Path | None = None, file_poll: float = 0.2) -> None:
         self._stopped = False
+        self.signum: int | None = None  # the first signal that stopped us
+        self.signals = 0  # how many came: a second one may mean "now, do not wait"
         self.stop_file = Path(stop_file) if stop_file else None
         self.file_poll = file_poll
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._previous: dict[int, Any] = {}
 
     def install(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> StopSignal:
         for sig in signals:
-            signal.signal(sig, self._on_signal)
+            self._previous.setdefault(sig, signal.signal(sig, self.received))
         return self
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def uninstall(self) -> None:
+        """Give the signals back to whoever had them, and close the pipe."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def received(self, signum: int, frame: object = None) -> None:
+        """The handler; tests call it to stand for a real signal."""
+        self.signals += 1
+        if self.signum is None:
+            self.signum = signum
         self.set()
 
     def set(self) -> None:

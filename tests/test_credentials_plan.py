@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daskstep.credentials import Secrets, plan, strip_secrets
+from daskstep.credentials import Secrets, plan
 from daskstep.errors import InputError
+from daskstep.secret_env import strip_secrets
 
 
 def secrets_dir(tmp_path: Path, **files: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -17,7 +18,8 @@ from typing import Any, ClassVar
 
 import dask.config
 
-from daskstep.errors import ClusterError, TooFewWorkers
+from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
+from sidecar.lifecycle import StopSignal
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,14 @@ class ClusterBackend(ABC):
 
     def __init__(self) -> None:
         self.handle: ClusterHandle | None = None
+        self.cancel: StopSignal | None = None
 
-    def start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
-        """Start the cluster; whatever fails half-way, nothing is left running."""
+    def start(
+        self, spec: ClusterSpec, workspace: Path, cancel: StopSignal | None = None
+    ) -> ClusterHandle:
+        """Start the cluster; whatever fails half-way, nothing is left running. Waits inside a
+        backend's `_start` call `check_cancel()`."""
+        self.cancel = cancel
         try:
             self.handle = self._start(spec, Path(workspace))
         except BaseException:
@@ -120,6 +127,10 @@ class ClusterBackend(ABC):
 
     @abstractmethod
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle: ...
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(self.cancel.signum or signal.SIGTERM)
 
     @abstractmethod
     def stop(self) -> None:
@@ -150,8 +161,15 @@ class ClusterBackend(ABC):
 
         return asyncio.run(ask())
 
-    def wait_ready(self, workers: int, timeout: float, progress: Progress | None = None) -> int:
+    def wait_ready(
+        self,
+        workers: int,
+        timeout: float,
+        progress: Progress | None = None,
+        cancel: StopSignal | None = None,
+    ) -> int:
         """Block until `workers` workers are registered with the scheduler."""
+        self.cancel = cancel or self.cancel
         from distributed.core import rpc
 
         deadline = time.monotonic() + timeout
@@ -172,6 +190,7 @@ class ClusterBackend(ABC):
                             f"only {n} of {workers} workers registered within {timeout:g} s"
                         )
                     self.check_alive()
+                    self.check_cancel()
                     await asyncio.sleep(self.poll_interval)
 
         return asyncio.run(wait())

@@ -89,9 +89,12 @@ class LocalBackend(ClusterBackend):
     def _next_event(self, wanted: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
+            self.check_cancel()
             try:
-                event = self._events.get(timeout=max(deadline - time.monotonic(), 0.01))
+                event = self._events.get(timeout=0.05)
             except queue.Empty:
+                if time.monotonic() < deadline:
+                    continue
                 raise ClusterError(
                     f"the local scheduler did not start within {timeout:g} s"
                 ) from None

@@ -1,0 +1,54 @@
+"""The input stage's file checks: the workspace, and the inputs REANA would upload into it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from daskstep.errors import InputError, Problem
+from daskstep.spec import Workflow
+
+
+def prepare_workspace(workspace: Path) -> Path:
+    """The folder the run writes into, made if missing; a bad one is the user's input error."""
+    if workspace.exists() and not workspace.is_dir():
+        message = f"{workspace} is a file, not a folder; give a folder (it is made if missing)"
+        raise InputError([Problem("--workspace", message)])
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        message = f"{workspace} cannot be made ({e.strerror}); give a folder you can write to"
+        raise InputError([Problem("--workspace", message)]) from None
+    return workspace.resolve()
+
+
+def _inputs(workflow: Workflow) -> list[tuple[str, str]]:
+    """(field, name) of every declared input, e.g. ("inputs.files[0]", "analysis.py")."""
+    kinds = (("files", workflow.input_files), ("directories", workflow.input_directories))
+    return [(f"inputs.{k}[{i}]", name) for k, names in kinds for i, name in enumerate(names)]
+
+
+def check_inputs(workflow: Workflow) -> None:
+    """Every declared input must exist beside the reana.yaml, as REANA's upload demands."""
+    source = workflow.path.parent.resolve()
+    problems = [
+        Problem(field, f"{name!r} does not exist in {source}; add it there, or remove it here")
+        for field, name in _inputs(workflow)
+        if not (source / name).exists()
+    ]
+    if problems:
+        raise InputError(problems, source=str(workflow.path))
+
+
+def stage_inputs(workflow: Workflow, workspace: Path) -> None:
+    """Copy `inputs` into a separate workspace, as REANA does; nothing to do in place."""
+    source = workflow.path.parent.resolve()
+    if workspace.resolve() == source:
+        return
+    for _field, name in _inputs(workflow):
+        src, dst = source / name, workspace / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)

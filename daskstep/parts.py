@@ -1,0 +1,63 @@
+"""The seams of a run, besides the cluster backend (backends/base.py): how a step's entrypoint
+starts, and how logs are shipped. `Run` (run.py) is one loop over these parts; each backend
+brings its own step launcher (a local process, a container, later a pod or a batch job), and
+tests bring fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+STEP_GRACE_SECONDS = 10.0  # between the entrypoint's TERM to the step's group and its KILL
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step as a launcher needs it; the commands run in order under the entrypoint."""
+
+    index: int
+    name: str
+    commands: tuple[str, ...]
+    status_file: Path  # where the entrypoint writes its status (inside the workspace)
+    scheduler: str | None = None
+    image: str | None = None  # the step's `environment`, for launchers that run images
+    wait_files: tuple[Path, ...] = ()  # credentials the sidecars keep valid
+    environment: Mapping[str, str] = field(default_factory=dict)
+    versions: str = "warn"  # the entrypoint's --versions: warn, fail or off
+
+
+class StepHandle(Protocol):
+    def wait(self, timeout: float) -> int | None:
+        """The step's exit code once it ended, else None after `timeout` seconds."""
+
+    def signal(self, signum: int) -> None:
+        """Deliver a signal to the step's entrypoint, which forwards it to the commands."""
+
+
+class StepLauncher(Protocol):
+    def start(self, step: StepSpec) -> StepHandle: ...
+
+
+class LogShipper(Protocol):
+    def start(self, sources: Mapping[str, str]) -> None:
+        """Begin shipping: `sources` maps a component to what the log sidecar reads."""
+
+    def stop(self) -> None:
+        """Drain what is left, then stop; idempotent."""
+
+
+def entrypoint_options(step: StepSpec, status_file: str | Path | None = None) -> list[str]:
+    """The entrypoint's options for `step`, the same whichever way the entrypoint is started;
+    `status_file` is the path as the entrypoint sees it (inside a container, say)."""
+    argv = ["--status-file", str(status_file or step.status_file)]
+    argv += ["--grace-period", f"{STEP_GRACE_SECONDS:g}", "--versions", step.versions]
+    if step.scheduler:
+        argv += ["--scheduler", step.scheduler]
+    for path in step.wait_files:
+        argv += ["--wait-file", str(path)]
+    for command in step.commands:
+        argv += ["--shell", command]
+    return argv
