@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -110,6 +111,24 @@ def _parser() -> argparse.ArgumentParser:
         q = kinds.add_parser(kind, help=what, add_help=False)
         q.add_argument("args", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("images", help="build and inspect per-analysis Dask images")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    q = verbs.add_parser("build", help="build a Dask image from images/Dockerfile")
+    q.add_argument("--dask", required=True, metavar="VERSION", help="dask and distributed version")
+    q.add_argument("--tag", required=True, metavar="TAG")
+    q.add_argument("--base", metavar="IMAGE", help="base image (default: python:PYTHON-slim)")
+    q.add_argument("--python", metavar="X.Y", help="the base's Python (default: asked of it)")
+    q.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="another package for the image, e.g. numpy==1.26.4 (repeatable)",
+    )
+    q = verbs.add_parser("inspect", help="the Python, Dask and serialisation versions of an image")
+    q.add_argument("image", metavar="IMAGE")
+    q.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
     p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
 
@@ -178,6 +197,29 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
     return logs_main(Path(args.workspace), args.source, checkpoints)
 
 
+def _cmd_images(args: argparse.Namespace) -> int:
+    from daskstep import images
+
+    if args.verb == "build":
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        found = images.build(
+            args.dask, args.tag, args.base, args.python, tuple(args.package), log=log
+        )
+        image = args.tag
+    else:
+        image = args.image
+        found = images.inspect(images.docker_client(), image)
+    if getattr(args, "json", False):
+        print(json.dumps({"image": image, **found}))
+        return 0
+    rows = [("image", image)]
+    rows += [(k, found.get(k) or "-") for k in ("python", *images.PACKAGES)]
+    rows.append(("dask CLI", "yes" if found.get("dask_cli") else "no"))
+    for key, value in rows:
+        print(f"{key:12} {value}")
+    return 0
+
+
 def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
     from daskstep.pack import pack
 
@@ -188,6 +230,7 @@ def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
 COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
+    "images": _cmd_images,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": _cmd_logs,
     "sidecar": _cmd_sidecar,
@@ -197,6 +240,16 @@ COMMANDS = {
 def _passthrough(argv: list[str]) -> int | None:
     """Commands that own their options (the wrapper, the credential sidecars): argparse's
     REMAINDER would not pass options that come right after the command name."""
+    if argv[:2] == ["entrypoint", "install"]:
+        from daskstep.pack import install
+
+        if len(argv) != 3:
+            print(
+                "error: daskstep entrypoint install: give one folder: install DIR", file=sys.stderr
+            )
+            return 2
+        print(install(Path(argv[2])))
+        return 0
     if argv[:1] == ["entrypoint"]:
         from entrypoint.__main__ import main as entrypoint_main
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import marshal
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -96,3 +97,17 @@ def pack(output: Path) -> Path:
     tmp.chmod(0o755)
     tmp.replace(output)
     return output
+
+
+INSTALLED = Path("/daskstep/entrypoint.pyz")  # where the daskstep image holds it
+
+
+def install(folder: Path) -> Path:
+    """Put the zipapp into `folder` (a volume the step container mounts), as Tekton's init
+    container copies its entrypoint binary: the daskstep image's own copy, else a fresh one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "entrypoint.pyz"
+    if INSTALLED.is_file():
+        shutil.copyfile(INSTALLED, target)
+        return target
+    return pack(target)

@@ -19,6 +19,7 @@ import pytest
 REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
 
 # Session-wide servers, as fixtures every test module can ask for.
+from dockerd import docker_engine  # noqa: E402, F401
 from gridca import grid_ca  # noqa: E402, F401
 from kdc import kdc  # noqa: E402, F401
 from vomsd import vomsd  # noqa: E402, F401

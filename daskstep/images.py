@@ -1,0 +1,167 @@
+"""Per-analysis Dask images: build one from images/Dockerfile for a given Dask version, and read
+which Python, Dask and serialisation libraries an image holds.
+
+The wheels are downloaded on the host, for the base image's Python and machine, so the build
+itself needs no network (a machine that cannot pull or reach PyPI from a build still builds) and
+no compiler (`--only-binary`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from daskstep.errors import DaskstepError, InputError, Problem
+
+DEFAULT_PYTHON = "3.12"
+PACKAGES = ("dask", "distributed", "msgpack", "cloudpickle")
+PROBE = (
+    f"PACKAGES = {PACKAGES!r}\n"
+    + r"""
+import json, platform, shutil
+out = {"python": platform.python_version(), "dask_cli": shutil.which("dask") is not None}
+for name in PACKAGES:
+    try:
+        from importlib.metadata import version
+        out[name] = version(name)
+    except Exception:
+        out[name] = None
+print(json.dumps(out))
+"""
+)
+# The wheels glibc-based images can take; older bases than manylinux2014 are not supported.
+PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "linux")
+VERSION_PATTERN = re.compile(r"^\d+(\.\d+){1,2}([a-z]+\d*)?$")
+
+
+class ImageError(DaskstepError):
+    exit_code = 69  # the engine or the package index is unavailable, or the build failed
+
+
+def recipes() -> Path:
+    """images/: beside the package in a checkout, or where the daskstep image puts it."""
+    for folder in (
+        os.environ.get("DASKSTEP_IMAGES"),
+        Path(__file__).resolve().parents[1] / "images",
+    ):
+        if folder and (Path(folder) / "Dockerfile").is_file():
+            return Path(folder)
+    raise ImageError("images/Dockerfile not found; set DASKSTEP_IMAGES to the images folder")
+
+
+def docker_client() -> Any:
+    """The engine named by DOCKER_HOST (or the default socket); one line when it is not there."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # the SDK raises several kinds for "nobody answers"
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        found = re.search(r"\[Errno \d+\] ([^'\")]+)", str(e))
+        reason = found.group(1) if found else str(e)[:160]
+        raise ImageError(
+            f"cannot reach the Docker engine at {where} ({reason}); start it, or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def run_python(client: Any, image: str, code: str) -> str:
+    """Run `python3 -c code` in a throwaway container of a local image (never pulled)."""
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"image {image} is not here; build or pull it first") from None
+    try:
+        out = client.containers.run(
+            image, ["python3", "-c", code], remove=True, network_mode="none", stderr=True
+        )
+    except docker.errors.ContainerError as e:
+        raise ImageError(f"{image}: python3 failed: {e.stderr!r}") from None
+    return out.decode(errors="replace")
+
+
+def inspect(client: Any, image: str) -> dict[str, Any]:
+    """Python, dask, distributed, msgpack and cloudpickle versions, and whether `dask` is there."""
+    lines = run_python(client, image, PROBE).strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _python_of(client: Any, base: str, python: str | None) -> str:
+    if python:
+        return python
+    match = re.match(r"^(?:.*/)?python:(\d+\.\d+)", base)
+    if match:
+        return match.group(1)
+    code = "import sys; print('%d.%d' % sys.version_info[:2])"
+    return run_python(client, base, code).strip().splitlines()[-1]
+
+
+def download_wheels(dest: Path, python: str, requirements: list[str]) -> None:
+    """Wheels for `python` on this machine's architecture, through the host's pip settings."""
+    machine = platform.machine()
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest)]
+    cmd += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    for tag in PLATFORMS:
+        cmd += ["--platform", f"{tag}_{machine}"]
+    done = subprocess.run(cmd + requirements, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = [ln for ln in done.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
+        reason = last[-1] if last else f"pip exited {done.returncode}"
+        raise ImageError(f"cannot download wheels of {' '.join(requirements)}: {reason}")
+
+
+def build(
+    dask: str,
+    tag: str,
+    base: str | None = None,
+    python: str | None = None,
+    packages: tuple[str, ...] = (),
+    log: Any = print,
+) -> dict[str, Any]:
+    """Build the image and return what `inspect` finds in it."""
+    problems = []
+    if not VERSION_PATTERN.match(dask):
+        problems.append(Problem("--dask", f"{dask!r} is not a version; write e.g. 2023.3.2"))
+    if python is not None and not re.fullmatch(r"3\.\d+", python):
+        problems.append(Problem("--python", f"{python!r} is not X.Y; write e.g. 3.9"))
+    if problems:
+        raise InputError(problems)
+    client = docker_client()
+    python = _python_of(client, base or f"python:{python or DEFAULT_PYTHON}-slim", python)
+    base = base or f"python:{python}-slim"
+    with tempfile.TemporaryDirectory(prefix="daskstep-image-") as tmp:
+        context = Path(tmp)
+        shutil.copy(recipes() / "Dockerfile", context / "Dockerfile")
+        wanted = [f"dask=={dask}", f"distributed=={dask}", *packages]
+        log(f"daskstep: downloading wheels for Python {python}: {' '.join(wanted)}")
+        download_wheels(context / "wheels", python, wanted)
+        args = {"BASE_IMAGE": base, "PYTHON": python, "DASK_VERSION": dask}
+        args["PACKAGES"] = " ".join(packages)
+        log(f"daskstep: building {tag} from {base}")
+        _docker_build(client, context, tag, args, log)
+    return inspect(client, tag)
+
+
+def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], log: Any) -> None:
+    """Through the SDK's low-level API, so the build's own lines show as they come."""
+    stream = client.api.build(
+        path=str(context), tag=tag, buildargs=args, network_mode="host", rm=True,
+        forcerm=True, pull=False, decode=True,
+    )  # fmt: skip
+    for chunk in stream:
+        if "error" in chunk:
+            raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
+        line = (chunk.get("stream") or "").rstrip()
+        if line.startswith("Step "):
+            log(f"  {line}")

@@ -1,0 +1,63 @@
+"""Per-analysis Dask images, built with `daskstep images build` on a real engine, and read back
+with `daskstep images inspect`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+from dockerd import OLD_DASK, Engine, dask_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def daskstep(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daskstep", *args], capture_output=True, text=True, timeout=900
+    )
+
+
+def inspect(image: str) -> dict:
+    done = daskstep("images", "inspect", image, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_old_dask_on_python_3_9(docker_engine: Engine) -> None:
+    found = inspect(dask_image(docker_engine, OLD_DASK, "bullseye"))
+    assert found["python"].startswith("3.9.")
+    assert found["dask"] == found["distributed"] == OLD_DASK
+    assert found["msgpack"] and found["cloudpickle"] and found["dask_cli"] is True
+
+
+def test_the_newest_dask_on_bookworm(docker_engine: Engine) -> None:
+    newest = version("distributed")
+    found = inspect(dask_image(docker_engine, newest, "bookworm"))
+    assert found["python"].startswith("3.11.")
+    assert found["distributed"] == newest and found["dask_cli"] is True
+
+
+def test_the_table_names_every_version(docker_engine: Engine) -> None:
+    tag = dask_image(docker_engine, OLD_DASK, "bullseye")
+    done = daskstep("images", "inspect", tag)
+    assert done.returncode == 0, done.stderr
+    rows = {line[:12].strip(): line[12:].strip() for line in done.stdout.splitlines()}
+    assert rows["image"] == tag and rows["distributed"] == OLD_DASK
+    assert rows["python"].startswith("3.9.") and rows["dask CLI"] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--dask", "latest", "--tag", "x"], 2, "error: --dask: 'latest' is not a version"),
+        (["--dask", "2024.1.1", "--python", "3", "--tag", "x"], 2, "error: --python: '3'"),
+        (["--dask", "2024.1.1", "--base", "nowhere/none:1", "--tag", "x"], 69, "error: image nowhere"),
+    ],
+)
+def test_bad_builds_are_one_line(docker_engine: Engine, args: list[str], code: int, words: str):
+    done = daskstep("images", "build", *args)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith(words) and "Traceback" not in done.stderr
