@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
 
-BACKENDS = ("local",)  # the ones that exist; others come with their issues
+BACKENDS = ("local", "docker")  # the ones that exist; others come with their issues
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
         "else /etc/reana/secrets)",
     )
 
+    p.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="docker: run steps whose Dask differs from the cluster image's (the entrypoint warns)",
+    )
+
+    p = sub.add_parser("gc", help="remove the containers of runs whose daskstep run is gone")
+    p.add_argument("--all", action="store_true", help="every daskstep container, live runs too")
+
     p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
     p.add_argument("--workspace", metavar="DIR", default=".")
     p.add_argument("--component", choices=("job", "scheduler", "worker"))
@@ -107,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     for kind, what in (
         ("kerberos", "keep a Kerberos ticket cache valid"),
         ("voms", "keep a VOMS proxy valid"),
+        ("reaper", "remove a run's containers once its controller is gone"),
     ):
         q = kinds.add_parser(kind, help=what, add_help=False)
         q.add_argument("args", nargs=argparse.REMAINDER)
@@ -159,8 +169,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from daskstep.limits import load_limits
-    from daskstep.run import prepare_run
     from daskstep.spec import load_workflow
+    from daskstep.wiring import prepare_run
 
     limits = load_limits(args.limits)
     workflow, warnings = load_workflow(args.reana_yaml, limits)
@@ -173,6 +183,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workspace=workspace,
         start_timeout=args.start_timeout,
         secrets=args.secrets,
+        allow_version_mismatch=args.allow_version_mismatch,
     )
     return run.execute()
 
@@ -220,6 +231,19 @@ def _cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from daskstep.containers import abandoned_runs, remove_run
+    from daskstep.images import docker_client
+
+    client = docker_client()
+    runs = abandoned_runs(client, everything=args.all)
+    for run_id in sorted(runs):
+        print(f"{run_id}: removed {remove_run(client, run_id)} container(s)")
+    if not runs:
+        print("nothing to remove")
+    return 0
+
+
 def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
     from daskstep.pack import pack
 
@@ -231,6 +255,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
     "images": _cmd_images,
+    "gc": _cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": _cmd_logs,
     "sidecar": _cmd_sidecar,
@@ -262,6 +287,10 @@ def _passthrough(argv: list[str]) -> int | None:
         from sidecar.voms import main as voms_main
 
         return voms_main(argv[2:])
+    if argv[:2] == ["sidecar", "reaper"]:
+        from sidecar.reaper import main as reaper_main
+
+        return reaper_main(argv[2:])
     return None
 
 

@@ -91,6 +91,62 @@ def run_python(client: Any, image: str, code: str) -> str:
     return out.decode(errors="replace")
 
 
+def local_image(client: Any, image: str, field: str) -> str:
+    """`image`, when the engine has it: runs never pull (and cannot, on a closed network)."""
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ImageError(
+            f"{field}: image {image} is not here; pull it (docker pull {image}) or build it "
+            "(daskstep images build)"
+        ) from None
+    return image
+
+
+COMPATIBLE = ("python", "distributed", "msgpack", "cloudpickle")  # what breaks Dask's wire
+
+
+def _line(version: str | None, key: str) -> str:
+    if version and key == "python":
+        return ".".join(version.split(".")[:2])
+    return version or "none"
+
+
+def mismatches(step: dict[str, Any], cluster: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(package, step's, cluster's) where a step's Dask could not talk to the cluster's:
+    Python by major.minor, the rest exactly."""
+    out = []
+    for key in COMPATIBLE:
+        mine, theirs = _line(step.get(key), key), _line(cluster.get(key), key)
+        if mine != theirs:
+            out.append((key, mine, theirs))
+    return out
+
+
+def mismatch_problem(field: str, image: str, cluster: str, m: tuple[str, str, str]) -> Problem:
+    key, mine, theirs = m
+    return Problem(
+        field,
+        f"{image} has {key} {mine} but the cluster image {cluster} has {theirs}; use the same "
+        f"{key} in both (daskstep images build), or run with --allow-version-mismatch",
+    )
+
+
+def no_dask_cli(image: str) -> Problem:
+    return Problem(
+        "workflow.resources.dask.image",
+        f"{image} has no `dask` command to start the scheduler and workers; build it with "
+        "daskstep images build",
+    )
+
+
+def problem(field: str, error: ImageError) -> Problem:
+    """An image error as the user's input problem (the message names the field already)."""
+    return Problem("", str(error)) if str(error).startswith(field) else Problem(field, str(error))
+
+
 def inspect(client: Any, image: str) -> dict[str, Any]:
     """Python, dask, distributed, msgpack and cloudpickle versions, and whether `dask` is there."""
     lines = run_python(client, image, PROBE).strip().splitlines()

@@ -42,17 +42,23 @@ class StepLauncher(Protocol):
 
 
 class LogShipper(Protocol):
-    def start(self, sources: Mapping[str, str]) -> None:
-        """Begin shipping: `sources` maps a component to what the log sidecar reads."""
+    def start(self, sources: list[str]) -> None:
+        """Begin shipping `sources`, in the log sidecar's `--source` forms."""
 
     def stop(self) -> None:
         """Drain what is left, then stop; idempotent."""
 
 
+def termination_log(status_file: Path) -> Path:
+    """Where the step's termination message (at most 1 KiB) goes, beside its status file."""
+    return status_file.with_suffix(".message")
+
+
 def entrypoint_options(step: StepSpec, status_file: str | Path | None = None) -> list[str]:
     """The entrypoint's options for `step`, the same whichever way the entrypoint is started;
     `status_file` is the path as the entrypoint sees it (inside a container, say)."""
-    argv = ["--status-file", str(status_file or step.status_file)]
+    status = Path(status_file or step.status_file)
+    argv = ["--status-file", str(status), "--termination-log", str(termination_log(status))]
     argv += ["--grace-period", f"{STEP_GRACE_SECONDS:g}", "--versions", step.versions]
     if step.scheduler:
         argv += ["--scheduler", step.scheduler]

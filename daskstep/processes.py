@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -93,11 +92,11 @@ class LocalLogShipper:
         self.workspace = workspace
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, sources: Mapping[str, str]) -> None:
+    def start(self, sources: list[str]) -> None:
         argv = [sys.executable, "-m", "daskstep", "sidecar", "logs"]
         argv += ["--workspace", str(self.workspace)]
-        for component, pattern in sources.items():
-            argv += ["--source", f"{component}={pattern}"]
+        for source in sources:
+            argv += ["--source", source]
         with open(self.workspace / ".daskstep" / "sidecar.log", "ab") as log:
             self.proc = subprocess.Popen(
                 argv,

@@ -10,20 +10,16 @@ A signal only sets the cancel event (no exception leaves a handler); the waits o
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from daskstep.backends import ClusterBackend, ClusterSpec, get_backend
-from daskstep.credentials import Credentials, Secrets
+from daskstep.backends import ClusterBackend, ClusterSpec
+from daskstep.credentials import Credentials
 from daskstep.errors import Cancelled, ClusterError, DaskstepError
-from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec
-from daskstep.processes import LocalLogShipper, LocalStepLauncher
 from daskstep.progress import WaitProgress
-from daskstep.secret_env import forget_secret_variables, handed_over
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 from sidecar.lifecycle import StopSignal
@@ -95,9 +91,9 @@ class Run:
 
     # -- the parts, in order ---------------------------------------------------------------------
     def _start_logs(self) -> None:
-        sources = {"job": str(self.raw / "job.log*")}
+        sources = [f"job={self.raw / 'job.log*'}"]
         if self.backend is not None:
-            sources.update(self.backend.log_sources(self.workspace))
+            sources += self.backend.log_sources(self.workspace)
         self.logs.start(sources)
         self._check_cancel()
 
@@ -117,7 +113,9 @@ class Run:
     def _start_cluster(self, backend: ClusterBackend) -> str:
         assert self.workflow.dask is not None
         environment = self.credentials.environment() if self.credentials else {}
-        spec = ClusterSpec.from_dask(self.workflow.dask, environment)
+        folders = (self.credentials.folder,) if self.credentials else ()
+        spec = ClusterSpec.from_dask(self.workflow.dask, environment, folders)
+        backend.on_event = self._cluster_event
         t = time.monotonic()
         handle = backend.start(spec, self.workspace, cancel=self.cancel)
         self.status.cluster_started(handle)
@@ -134,6 +132,14 @@ class Run:
         if handle.dashboard_url:
             say(f"dashboard: {handle.dashboard_url}")
         return handle.scheduler_address
+
+    def _cluster_event(self, component: str, what: str, why: str) -> None:
+        """From a backend's watcher: on the terminal, in the job log and in status.json."""
+        line = f"warning: {component}: {what}: {why}"
+        say(line)
+        with open(self.raw / "job.log", "ab") as job_log:
+            job_log.write(f"daskstep: {line}\n".encode())
+        self.status.event(component, what, why)
 
     def _run_step(self, index: int, step: Step, scheduler: str | None) -> int:
         self._check_cancel()
@@ -186,8 +192,9 @@ class Run:
 
     # -- teardown, whatever happened -------------------------------------------------------------
     def _teardown(self) -> None:
-        """Steps have ended by now; then the cluster, the credentials, the log drain, and the
-        final status. A signal meanwhile only sets the cancel event: teardown goes on."""
+        """Steps have ended by now; then the cluster, the credentials, the log drain (the
+        cluster's stopped containers are removed only after it), and the final status. A signal
+        meanwhile only sets the cancel event: teardown goes on."""
         if self.backend is not None:
             t = time.monotonic()
             self.backend.stop()
@@ -195,6 +202,8 @@ class Run:
         if self.credentials is not None:
             self.credentials.stop()
         self.logs.stop()
+        if self.backend is not None:
+            self.backend.release()
         if self.cancel.is_set():
             signum = self.cancel.signum or signal.SIGTERM
             self.status.cancel(signum)
@@ -210,48 +219,3 @@ class Run:
                 say(f"output: {path}")
             else:
                 say(f"warning: declared output '{name}' was not produced")
-
-
-def prepare_run(
-    workflow: Workflow,
-    backend: str,
-    workspace: Path,
-    start_timeout: float = 300.0,
-    secrets: str | None = None,
-) -> Run:
-    """The input stage, and the wiring: everything that can fail on the user's input fails
-    here, before anything starts; then the parts are chosen for the backend."""
-    check_inputs(workflow)
-    cluster = get_backend(backend) if workflow.dask is not None else None
-    found = Secrets.locate(secrets, {**os.environ, **handed_over()})
-    forget_secret_variables()
-    workspace = prepare_workspace(workspace)
-    credentials = Credentials.for_run(
-        workflow.needs_kerberos,
-        workflow.needs_voms_proxy,
-        found,
-        logs=workspace / ".daskstep" / "sidecars",
-    )
-    try:
-        stage_inputs(workflow, workspace)
-    except BaseException:
-        if credentials is not None:
-            credentials.stop()  # nothing started yet: this removes the private folder
-        raise
-    if cluster is None:
-        say("the workflow asks for no Dask cluster; running the steps without one")
-    elif cluster.shares_step_environment:
-        say(
-            f"the {cluster.name} backend runs the scheduler, workers and steps in daskstep's "
-            "own Python: resources.dask.image and the steps' environment are not used"
-        )
-    raw = workspace / ".daskstep" / "raw"
-    return Run(
-        workflow,
-        workspace,
-        backend=cluster,
-        launcher=LocalStepLauncher(workspace, raw / "job.log"),
-        logs=LocalLogShipper(workspace),
-        credentials=credentials,
-        start_timeout=start_timeout,
-    )

@@ -3,8 +3,10 @@ truth during the run as well as after it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ class RunStatus:
             {"name": s.name, "status": "pending", "exit_code": None} for s in workflow.steps
         ]
         self.credentials: dict[str, Any] = {}  # kind -> variable given, seconds to the first one
+        self.events: list[dict[str, Any]] = []  # what happened to the cluster: OOM kills, ...
+        self._writing = threading.Lock()  # events come from the backend's watcher threads
         self._step_clock: dict[int, float] = {}
         self.workflow_path = str(workflow.path)
         self.finished: float | None = None
@@ -51,12 +55,20 @@ class RunStatus:
         }
         if self.credentials:
             doc["credentials"] = self.credentials
+        if self.events:
+            doc["events"] = self.events
         if self.message:
             doc["message"] = self.message
         return doc
 
     def write(self) -> None:
-        atomic_write(str(self.path), json.dumps(self.document(), indent=2) + "\n")
+        with self._writing:
+            atomic_write(str(self.path), json.dumps(self.document(), indent=2) + "\n")
+
+    def event(self, component: str, what: str, why: str) -> None:
+        self.events.append({"time": iso(time.time()), "component": component, "what": what,
+                            "why": why})  # fmt: skip
+        self.write()
 
     def begin(self) -> None:
         self.state = "running"
@@ -94,6 +106,10 @@ class RunStatus:
             entry.update(reason=detail.get("reason"), peak_rss_bytes=detail.get("peak_rss_bytes"))
         except (OSError, ValueError):
             pass
+        with contextlib.suppress(OSError):
+            message = status_file.with_suffix(".message").read_text(errors="replace").strip()
+            if message:
+                entry["message"] = message
         if code != 0 and self.exit_code == 0:
             self.exit_code = code
             self.state = "failed"

@@ -26,6 +26,10 @@ class Source(Protocol):
         Memory stays bounded: a source reads at most a bounded amount per call.
         """
 
+    def draining(self) -> bool:
+        """At shutdown, after a final poll: whether reads are still on their way (a container's
+        last lines); the caller polls again until False."""
+
     def state(self) -> dict[str, Any]:
         """JSON-able position, saved only after the store has synced what poll() wrote."""
 

@@ -113,6 +113,9 @@ class FileSource:
 
     # --- checkpoints --------------------------------------------------------------------
 
+    def draining(self) -> bool:
+        return False  # a final poll reads the files to their end itself
+
     def state(self) -> dict[str, Any]:
         """Called right after the store synced: each active file is anchored to its stream's
         size now, so that a restart can tell what reached the store after this checkpoint."""

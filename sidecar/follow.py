@@ -155,6 +155,7 @@ class FollowingSource:
         self._sessions: dict[int, _Session] = {}
         self._ids = itertools.count(1)
         self._next_discover = 0.0
+        self._final_listed = False
 
     # -- what a subclass provides
     def discover(self) -> Iterable[Target]:
@@ -178,17 +179,26 @@ class FollowingSource:
             stream.cursor = None
 
     def poll(self, store: LogStore, final: bool = False) -> int:
+        """With `final` (shutdown, the containers have stopped): list them once more and read
+        each to its end, one sweep per container; `draining()` says when that is done."""
         now = time.monotonic()
         if not final:
             if now >= self._next_discover:
                 self._discover(now)
             self._start_sessions(store, now)
+        else:
+            if not self._final_listed:
+                self._final_listed = True
+                self._discover(now)
+            self._start_final_sweeps(store)
         batches: dict[tuple[str, str | None], tuple[list[bytes], list[int]]] = {}
         for item in self.queue.take(None if final else self.max_poll_bytes):
             self._handle(item, batches, now)
-        if final:  # shutdown: lines still waiting for their newline go out as partial records
+        if final:  # lines still waiting for their newline go out, unless their read goes on
+            draining = self.draining()
             for session in list(self._sessions.values()):
-                self._emit(session, session.assembler.finish(), batches)
+                if self._running(session) or not draining:
+                    self._emit(session, session.assembler.finish(), batches)
         count = 0
         pending = list(batches)
         try:
@@ -266,6 +276,38 @@ class FollowingSource:
             # a Docker container can be started again after it exited
             stream.done = {k for k in stream.done if k in stream.targets} - running
             stream.swept = {k for k in stream.swept if k in stream.targets} - running
+
+    def draining(self) -> bool:
+        """At shutdown: whether the read of a stopped container is still on its way, or has yet
+        to start. One still running is not waited for: it may never end."""
+        reading = any(not self._running(s) for s in self._sessions.values())
+        return reading or any(self._unswept(s) for s in self._streams.values())
+
+    def _running(self, session: _Session) -> bool:
+        stream = self._streams[session.target.stream_key]
+        target = stream.targets.get(session.target.key, session.target)  # as last listed
+        return target.running
+
+    @staticmethod
+    def _unswept(stream: _StreamState) -> list[Target]:
+        return [
+            t
+            for t in stream.targets.values()
+            if t.readable and not t.running and t.key not in stream.swept
+        ]
+
+    def _start_final_sweeps(self, store: LogStore) -> None:
+        """Every container read once more without following, oldest first per stream: its
+        last lines, and all of one that stopped before it was ever followed."""
+        for key, stream in self._streams.items():
+            waiting = self._unswept(stream)
+            if stream.session is not None or not waiting:
+                continue
+            target = min(waiting, key=lambda t: t.order)
+            if stream.cursor is None:
+                stream.cursor = Cursor.of(store.stream(*key))
+            stream.swept.add(target.key)
+            self._start(stream, target, follow=False)
 
     def _start_sessions(self, store: LogStore, now: float) -> None:
         for key, stream in self._streams.items():

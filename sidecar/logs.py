@@ -8,6 +8,7 @@ for their newline, and exits 0.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from sidecar.store import COMPONENTS, LogStore
 
 POLL_INTERVAL = 0.1
 EXIT_UNAVAILABLE = 69  # a container source's engine or API cannot be reached
-DRAIN_ROUNDS = 1000  # bounded: a writer that never stops cannot keep us from exiting
+DRAIN_ROUNDS = 10_000
+DRAIN_SECONDS = 30.0
+DOCKER_RELIST = 0.5  # a local engine's list is cheap: new containers are followed at once
 
 
 SOURCE_FORMS = (
@@ -74,7 +77,8 @@ def build_sources(specs: list[SourceSpec]) -> list[Source]:
         elif spec.kind == "docker":
             from sidecar.docker_logs import DockerSDKLogClient, DockerSource
 
-            sources.append(DockerSource(DockerSDKLogClient(), dict(spec.labels)))
+            client = DockerSDKLogClient()
+            sources.append(DockerSource(client, dict(spec.labels), relist_interval=DOCKER_RELIST))
         else:
             selectors.setdefault(spec.namespace, []).append(spec.selector)
     if selectors:
@@ -105,15 +109,27 @@ class Shipper:
         moved = self.checkpoints.save({s.key: s.state() for s in self.sources})  # ... then this
         return lines or int(moved)
 
+    def drain(self) -> None:
+        """To the end of every queued file and every container log, then stop; bounded, so a
+        writer that never stops cannot keep us from exiting."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for _ in range(DRAIN_ROUNDS):
+            moved = self.step(final=True)
+            if moved == 0 and not any(s.draining() for s in self.sources):
+                return
+            if time.monotonic() > deadline:
+                print(f"warning: logs not drained within {DRAIN_SECONDS:g} s", file=sys.stderr)
+                return
+            if moved == 0:
+                time.sleep(0.01)  # a container's last read is on its way
+
     def run(self, poll_interval: float = POLL_INTERVAL) -> int:
         self.start()
         try:
             while not self.stop.is_set():
                 if self.step() == 0:
                     self.stop.wait(poll_interval)
-            for _ in range(DRAIN_ROUNDS):  # to the end of every queued file, then stop
-                if self.step(final=True) == 0:
-                    break
+            self.drain()
         finally:
             for source in self.sources:
                 source.close()

@@ -110,3 +110,30 @@ def test_lines_a_failed_append_did_not_store_are_read_again(kubelet, tmp_path):
     assert [x[1] for x in lines(store, "worker", "w1")] == [b"a\n", b"b\n", b"c\n"]
     source.close()
     store.close()
+
+
+def test_a_final_drain_reads_containers_that_stopped_before_they_were_ever_listed(store):
+    """The run's teardown stops its containers, then drains: a worker that lived and stopped
+    between two listings is read at the final drain, to its last line, and the drain ends."""
+    docker = FakeDocker()
+    run = {RUN_LABEL: "r1"}
+    source = DockerSource(docker, "r1", **{**FAST, "relist_interval": 3600})
+    source.restore(None, store)
+    source.poll(store)  # listed while there was nothing
+    docker.add("w", {**run, D_COMPONENT: "worker", WORKER_LABEL: "worker-0"}, state="exited")
+    docker.add("s", {**run, D_COMPONENT: "scheduler"}, state="exited")
+    for i in range(3):
+        docker.write(("w", ""), T0 + i, b"w %d\n" % i)
+    docker.write(("s", ""), T0, b"scheduler up\n")
+    docker.write(("s", ""), T0 + 1, b"last without newline")
+    rounds = 0
+    while True:
+        moved = source.poll(store, final=True)
+        rounds += 1
+        if moved == 0 and not source.draining():
+            break
+        assert rounds < 1000, "the drain never ended"
+    assert [x[1] for x in lines(store, "worker", "worker-0")] == [b"w 0\n", b"w 1\n", b"w 2\n"]
+    assert lines(store, "scheduler")[-1] == (T0 + 1, b"last without newline", True)
+    assert all(not follow for _cid, _since, follow in docker.calls)
+    source.close()

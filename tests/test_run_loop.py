@@ -88,11 +88,11 @@ class FakeLauncher:
 class FakeLogs:
     def __init__(self, events: list[str]) -> None:
         self.events = events
-        self.sources: dict[str, str] = {}
+        self.sources: list[str] = []
 
     def start(self, sources) -> None:
         self.events.append("logs start")
-        self.sources = dict(sources)
+        self.sources = list(sources)
 
     def stop(self) -> None:
         self.events.append("logs drain")
@@ -101,6 +101,7 @@ class FakeLogs:
 class FakeCredentials:
     def __init__(self, events: list[str]) -> None:
         self.events = events
+        self.folder = Path("/private")
 
     def variables(self) -> dict[str, str]:
         return {"kerberos": "KRB5CCNAME"}
@@ -187,7 +188,7 @@ def test_steps_run_in_order_then_teardown_in_reverse(tmp_path: Path) -> None:
     assert step.scheduler == "tcp://fake-scheduler:8786" and step.commands == ("run one",)
     assert step.wait_files == (Path("/private/krb5cc"),) and step.versions == "warn"
     assert step.environment == {"KRB5CCNAME": "FILE:/private/krb5cc"}
-    assert run.logs.sources["job"].endswith(".daskstep/raw/job.log*")
+    assert run.logs.sources == [f"job={tmp_path}/.daskstep/raw/job.log*"]
     doc = status(tmp_path)
     assert doc["status"] == "finished" and doc["exit_code"] == 0
     assert [s["status"] for s in doc["steps"]] == ["finished", "finished"]

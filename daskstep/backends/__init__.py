@@ -13,4 +13,8 @@ def get_backend(name: str) -> ClusterBackend:
         from daskstep.backends.local import LocalBackend
 
         return LocalBackend()
+    if name == "docker":
+        from daskstep.backends.docker import DockerBackend
+
+        return DockerBackend()
     raise InputError([Problem("--backend", f"'{name}' is not available yet; use --backend local")])

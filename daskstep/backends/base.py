@@ -31,6 +31,7 @@ class ClusterSpec:
     memory: str = "2Gi"
     image: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
+    read_only: tuple[Path, ...] = ()  # folders the workers see at the same path (credentials)
 
     @property
     def memory_bytes(self) -> int:
@@ -39,13 +40,19 @@ class ClusterSpec:
         return parse_memory(self.memory)
 
     @classmethod
-    def from_dask(cls, dask: Any, environment: Mapping[str, str] | None = None) -> ClusterSpec:
+    def from_dask(
+        cls,
+        dask: Any,
+        environment: Mapping[str, str] | None = None,
+        read_only: tuple[Path, ...] = (),
+    ) -> ClusterSpec:
         return cls(
             workers=dask.number_of_workers,
             threads=dask.single_worker_threads,
             memory=dask.single_worker_memory,
             image=dask.image,
             environment=dict(environment or {}),
+            read_only=read_only,
         )
 
 
@@ -111,6 +118,8 @@ class ClusterBackend(ABC):
     def __init__(self) -> None:
         self.handle: ClusterHandle | None = None
         self.cancel: StopSignal | None = None
+        # (component, what, why) of what happens to the cluster while it runs, e.g. an OOM kill
+        self.on_event: Callable[[str, str, str], None] | None = None
 
     def start(
         self, spec: ClusterSpec, workspace: Path, cancel: StopSignal | None = None
@@ -136,13 +145,17 @@ class ClusterBackend(ABC):
     def stop(self) -> None:
         """Tear everything down. Idempotent, and safe after any failure, even before start."""
 
+    def release(self) -> None:  # noqa: B027  (most backends keep nothing for the logs)
+        """After the logs are drained: remove what `stop` kept so they could be read (stopped
+        containers). Idempotent."""
+
     @abstractmethod
     def check_alive(self) -> None:
         """Raise ClusterError when the cluster died, so nobody waits for a corpse."""
 
-    def log_sources(self, workspace: Path) -> dict[str, str]:
-        """Component → glob of the files the log sidecar ships into the store."""
-        return {}
+    def log_sources(self, workspace: Path) -> list[str]:
+        """What the log sidecar ships into the store, as its `--source` forms."""
+        return []
 
     def status(self) -> dict[str, Any]:
         return {
@@ -205,3 +218,4 @@ class ClusterBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.release()

@@ -150,9 +150,9 @@ class LocalBackend(ClusterBackend):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
-    def log_sources(self, workspace: Path) -> dict[str, str]:
+    def log_sources(self, workspace: Path) -> list[str]:
         raw = raw_logs(workspace)
-        return {"scheduler": str(raw / "scheduler.log*"), "worker": str(raw / "workers" / "*.log*")}
+        return [f"scheduler={raw / 'scheduler.log*'}", f"worker={raw / 'workers' / '*.log*'}"]
 
     def status(self) -> dict[str, Any]:
         self._drain()

@@ -1,0 +1,166 @@
+"""What the Docker backend and its step launcher share: the labels that mark a run's
+containers, how they are removed (on every path, by the reaper, or by `daskstep gc`), and the
+step launcher that runs each step's entrypoint in a container of the step's image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from daskstep.parts import StepSpec, entrypoint_options
+from sidecar.docker_logs import COMPONENT_LABEL, RUN_LABEL, WORKER_LABEL
+
+__all__ = ["COMPONENT_LABEL", "RUN_LABEL", "WORKER_LABEL", "DockerStepLauncher"]
+
+CONTROLLER_LABEL = "daskstep.controller"  # host:pid of the daskstep run that made it
+PYZ_IN_CONTAINER = "/daskstep/entrypoint.pyz"
+
+
+def new_run_id() -> str:
+    return f"ds-{uuid.uuid4().hex[:10]}"
+
+
+def run_labels(run_id: str, component: str, **more: str) -> dict[str, str]:
+    host = os.uname().nodename
+    labels = {RUN_LABEL: run_id, COMPONENT_LABEL: component}
+    labels[CONTROLLER_LABEL] = f"{host}:{os.getpid()}"
+    return {**labels, **more}
+
+
+def user_options() -> dict[str, Any]:
+    """Containers run as the invoking user, so that what they write into the workspace is
+    theirs; HOME is set where any user can write."""
+    if os.getuid() == 0:
+        return {}
+    return {"user": f"{os.getuid()}:{os.getgid()}", "environment": {"HOME": "/tmp"}}
+
+
+def remove_run(client: Any, run_id: str) -> int:
+    """Remove every container of the run, running or not; how many there were."""
+    found = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    for container in found:
+        with contextlib.suppress(Exception):  # already gone, or being removed
+            container.remove(force=True, v=True)
+    return len(found)
+
+
+def abandoned_runs(client: Any, everything: bool = False) -> dict[str, list[Any]]:
+    """Run id → containers, for runs whose controller on this host is gone (or all runs)."""
+    runs: dict[str, list[Any]] = {}
+    host = os.uname().nodename
+    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        labels = container.labels
+        owner_host, _, pid = labels.get(CONTROLLER_LABEL, ":").rpartition(":")
+        alive = owner_host == host and pid.isdigit() and _alive(int(pid))
+        if everything or not alive:
+            runs.setdefault(labels[RUN_LABEL], []).append(container)
+    return runs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DockerStep:
+    """One step's entrypoint in a container; its output goes to the terminal and job.log."""
+
+    def __init__(self, container: Any, job_log: Path) -> None:
+        self.container = container
+        self.code: int | None = None
+        self._copy = threading.Thread(target=self._tee, args=(job_log,), daemon=True)
+        self._copy.start()
+        self._ended = threading.Event()
+        threading.Thread(target=self._wait, daemon=True).start()
+
+    def _tee(self, job_log: Path) -> None:
+        out = sys.stdout.buffer
+        with open(job_log, "ab") as log:
+            for chunk in self.container.logs(stream=True, follow=True):
+                log.write(chunk)
+                log.flush()
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(chunk)
+                    out.flush()
+
+    def _wait(self) -> None:
+        try:
+            self.code = int(self.container.wait().get("StatusCode", 1))
+        except Exception:  # the engine went away: the step is lost
+            self.code = 69
+        self._ended.set()
+
+    def wait(self, timeout: float) -> int | None:
+        if not self._ended.wait(timeout):
+            return None
+        self._copy.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True)
+        return self.code
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(Exception):  # it may have ended meanwhile
+            self.container.kill(signal=int(signum))
+
+
+class DockerStepLauncher:
+    """Each step in a container of its `environment` image (the cluster's when it names none),
+    with the workspace at the same path, the entrypoint zipapp mounted read-only, and the
+    credentials folder read-only."""
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        workspace: Path,
+        pyz: Path,
+        job_log: Path,
+        default_image: str,
+        credentials: Path | None = None,
+        network: str = "host",
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.workspace = workspace
+        self.pyz = pyz
+        self.job_log = job_log
+        self.default_image = default_image
+        self.credentials = credentials
+        self.network = network
+
+    def start(self, step: StepSpec) -> DockerStep:
+        volumes = {
+            str(self.workspace): {"bind": str(self.workspace), "mode": "rw"},
+            str(self.pyz): {"bind": PYZ_IN_CONTAINER, "mode": "ro"},
+        }
+        if self.credentials is not None:
+            volumes[str(self.credentials)] = {"bind": str(self.credentials), "mode": "ro"}
+        user = user_options()
+        environment = {"PYTHONUNBUFFERED": "1", "DASKSTEP_WORKSPACE": str(self.workspace)}
+        environment.update(user.pop("environment", {}))
+        environment.update(step.environment)
+        container = self.client.containers.run(
+            step.image or self.default_image,
+            ["python3", PYZ_IN_CONTAINER, *entrypoint_options(step)],
+            detach=True,
+            init=True,
+            network_mode=self.network,
+            working_dir=str(self.workspace),
+            volumes=volumes,
+            environment=environment,
+            labels=run_labels(self.run_id, "step", **{"daskstep.step": step.name}),
+            name=f"{self.run_id}-step-{step.index + 1}",
+            **user,
+        )
+        return DockerStep(container, self.job_log)

@@ -1,0 +1,140 @@
+"""The input stage and the wiring of `daskstep run`, as Tekton's main.go only parses flags and
+wires parts: everything that can fail on the user's input fails here, before anything starts;
+then each backend gets its step launcher and the run gets its parts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from daskstep.backends import ClusterBackend, get_backend
+from daskstep.credentials import Credentials, Secrets
+from daskstep.errors import InputError
+from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
+from daskstep.parts import StepLauncher
+from daskstep.processes import LocalLogShipper, LocalStepLauncher
+from daskstep.run import Run
+from daskstep.secret_env import forget_secret_variables, handed_over
+from daskstep.spec import STEPS_PATH, Workflow
+
+
+def say(message: str) -> None:
+    print(f"daskstep: {message}", file=sys.stderr, flush=True)
+
+
+def prepare_run(
+    workflow: Workflow,
+    backend: str,
+    workspace: Path,
+    start_timeout: float = 300.0,
+    secrets: str | None = None,
+    allow_version_mismatch: bool = False,
+) -> Run:
+    check_inputs(workflow)
+    cluster = get_backend(backend) if workflow.dask is not None else None
+    found = Secrets.locate(secrets, {**os.environ, **handed_over()})
+    forget_secret_variables()
+    workspace = prepare_workspace(workspace)
+    raw = workspace / ".daskstep" / "raw"
+    if cluster is not None and cluster.name == "docker":
+        cluster.client, images = _checked_images(workflow, allow_version_mismatch)  # type: ignore[attr-defined]
+    credentials = Credentials.for_run(
+        workflow.needs_kerberos,
+        workflow.needs_voms_proxy,
+        found,
+        logs=workspace / ".daskstep" / "sidecars",
+    )
+    try:
+        stage_inputs(workflow, workspace)
+        launcher: StepLauncher = LocalStepLauncher(workspace, raw / "job.log")
+        if cluster is not None and cluster.name == "docker":
+            launcher = _docker_launcher(cluster, workflow, workspace, credentials, images)
+    except BaseException:
+        if credentials is not None:
+            credentials.stop()  # nothing started yet: this removes the private folder
+        raise
+    if cluster is None:
+        say("the workflow asks for no Dask cluster; running the steps without one")
+    elif cluster.shares_step_environment:
+        say(
+            f"the {cluster.name} backend runs the scheduler, workers and steps in daskstep's "
+            "own Python: resources.dask.image and the steps' environment are not used"
+        )
+    return Run(
+        workflow,
+        workspace,
+        backend=cluster,
+        launcher=launcher,
+        logs=LocalLogShipper(workspace),
+        credentials=credentials,
+        start_timeout=start_timeout,
+    )
+
+
+def _checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:
+    """Every image the run needs is here, the cluster's has the `dask` CLI, and the steps'
+    Dask can talk to it; else one line per problem, before anything starts."""
+    from daskstep import images
+
+    assert workflow.dask is not None
+    client = images.docker_client()
+    cluster_image = workflow.dask.image
+    wanted = [("workflow.resources.dask.image", cluster_image)]
+    wanted += [
+        (f"{STEPS_PATH}[{i}].environment", step.environment)
+        for i, step in enumerate(workflow.steps)
+        if step.environment
+    ]
+    found: dict[str, dict] = {}
+    problems = []
+    for field, image in wanted:
+        if image in found:
+            continue
+        try:
+            found[image] = images.inspect(client, images.local_image(client, image, field))
+        except images.ImageError as e:
+            problems.append(images.problem(field, e))
+    if problems:
+        raise InputError(problems)
+    cluster = found[cluster_image]
+    if not cluster.get("dask_cli"):
+        problems.append(images.no_dask_cli(cluster_image))
+    for field, image in wanted[1:]:
+        mismatches = images.mismatches(found[image], cluster)
+        if allow_mismatch:
+            for key, mine, theirs in mismatches:
+                say(f"warning: {field}: {image} has {key} {mine}, the cluster {theirs}")
+        else:
+            problems += [
+                images.mismatch_problem(field, image, cluster_image, m) for m in mismatches
+            ]
+    if problems:
+        raise InputError(problems)
+    return client, found
+
+
+def _docker_launcher(
+    cluster: ClusterBackend,
+    workflow: Workflow,
+    workspace: Path,
+    credentials: Credentials | None,
+    images: dict[str, dict],
+) -> StepLauncher:
+    from daskstep.containers import DockerStepLauncher
+    from daskstep.pack import pack
+
+    assert workflow.dask is not None
+    state = workspace / ".daskstep"
+    state.mkdir(parents=True, exist_ok=True)
+    return DockerStepLauncher(
+        cluster.client,  # type: ignore[attr-defined]
+        cluster.run_id,  # type: ignore[attr-defined]
+        workspace,
+        pack(state / "entrypoint.pyz"),
+        state / "raw" / "job.log",
+        default_image=workflow.dask.image,
+        credentials=credentials.folder if credentials else None,
+    )

@@ -1,0 +1,201 @@
+"""`daskstep run --backend docker` on a real engine: the analysis' own Dask image (distributed
+2023.3.2 on Python 3.9) for the scheduler, the workers and the steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, script, wait_for
+from dockerd import OLD_DASK, Engine, dask_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+JOB = script(
+    """
+    import os, sys
+    from distributed import Client
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    workers = client.scheduler_info()["workers"]
+    print("workers:", len(workers), "python:", sys.version.split()[0])
+    total = client.submit(sum, client.map(lambda x: x * x, range(100))).result()
+    open("result.txt", "w").write(f"{total}\\n")
+    """
+)
+
+
+def workflow(folder: Path, image: str, steps: list[tuple[str, str, list[str]]], **dask) -> Path:
+    """steps: (name, image, commands)."""
+    dask = {"image": image, "number_of_workers": 3, "single_worker_memory": "512Mi",
+            "single_worker_threads": 1, **dask}  # fmt: skip
+    document = {
+        "workflow": {
+            "type": "serial",
+            "resources": {"dask": dask},
+            "specification": {
+                "steps": [{"name": n, "environment": i, "commands": c} for n, i, c in steps]
+            },
+        }
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reana.yaml").write_text(json.dumps(document))
+    return folder / "reana.yaml"
+
+
+def containers(engine: Engine, run_id: str | None = None) -> list:
+    label = f"daskstep.run={run_id}" if run_id else "daskstep.run"
+    return engine.client.containers.list(all=True, filters={"label": label})
+
+
+@pytest.fixture(scope="module")
+def old_image(docker_engine: Engine) -> str:
+    return dask_image(docker_engine, OLD_DASK, "bullseye")
+
+
+def test_two_steps_on_three_worker_containers(docker_engine: Engine, old_image: str, tmp_path):
+    (tmp_path / "job.py").write_text(JOB)
+    spec = workflow(
+        tmp_path,
+        old_image,
+        [("compute", old_image, ["python3 job.py"]), ("check", old_image, ["cat result.txt"])],
+    )
+    t = time.monotonic()
+    run = daskstep("run", str(spec), "--backend", "docker")
+    out, err = run.communicate(timeout=300)
+    took = time.monotonic() - t
+    assert run.returncode == 0, err
+    assert "workers: 3 python: 3.9" in out and "328350" in out
+    state = tmp_path / ".daskstep"
+    status = json.loads((state / "status.json").read_text())
+    assert status["cluster"]["backend"] == "docker" and status["cluster"]["workers_ready"] == 3
+    assert [s["exit_code"] for s in status["steps"]] == [0, 0]
+    logs = state / "logs"
+    assert "workers: 3" in (logs / "job.log").read_text()
+    assert "Scheduler at:" in (logs / "scheduler.log").read_text()
+    names = sorted(p.name for p in (logs / "workers").glob("*.log"))
+    assert names == ["worker-0.log", "worker-1.log", "worker-2.log"]
+    assert "End worker" in (logs / "workers" / "worker-2.log").read_text()  # to the last line
+    assert containers(docker_engine) == []
+    print(f"two-step workflow on docker: {took:.1f} s")
+
+
+def test_a_failing_step_gives_its_code(docker_engine: Engine, old_image: str, tmp_path) -> None:
+    spec = workflow(
+        tmp_path, old_image, [("fails", old_image, ["exit 7"]), ("never", old_image, ["true"])]
+    )
+    run = daskstep("run", str(spec), "--backend", "docker")
+    _out, err = run.communicate(timeout=300)
+    assert run.returncode == 7, err
+    status = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
+    assert [s["status"] for s in status["steps"]] == ["failed", "skipped"]
+    assert containers(docker_engine) == []
+
+
+def test_a_newer_step_image_is_refused_before_anything_starts(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    newest = dask_image(docker_engine, version("distributed"), "bookworm")
+    spec = workflow(tmp_path, old_image, [("new", newest, ["echo ran"])])
+    run = daskstep("run", str(spec), "--backend", "docker")
+    _out, err = run.communicate(timeout=120)
+    assert run.returncode == 2, err
+    lines = err.splitlines()
+    assert all(ln.startswith("error: ") for ln in lines) and "Traceback" not in err
+    distributed = next(ln for ln in lines if "distributed" in ln)
+    assert version("distributed") in distributed and OLD_DASK in distributed
+    assert "steps[0].environment" in distributed and "--allow-version-mismatch" in distributed
+    assert not (tmp_path / ".daskstep" / "status.json").exists()
+
+    run = daskstep("run", str(spec), "--backend", "docker", "--allow-version-mismatch")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert "ran" in out and "warning: workflow.specification.steps[0].environment" in err
+    assert "version mismatch" in out or "cannot compare versions" in out  # the entrypoint's
+
+
+def test_a_missing_image_is_one_line(docker_engine: Engine, tmp_path: Path) -> None:
+    spec = workflow(tmp_path, "nowhere/dask:0", [("s", "nowhere/dask:0", ["true"])])
+    run = daskstep("run", str(spec), "--backend", "docker")
+    _out, err = run.communicate(timeout=60)
+    assert run.returncode == 2, err
+    lines = err.splitlines()  # one per field that names it
+    assert lines[0].startswith("error: workflow.resources.dask.image: image nowhere/dask:0 is")
+    assert lines[1].startswith("error: workflow.specification.steps[0].environment: image")
+    assert len(lines) == 2 and "docker pull nowhere/dask:0" in lines[0]
+
+
+OOM = script(
+    """
+    import os
+    from distributed import Client
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    try:
+        client.submit(lambda: len(bytearray(800 * 2**20)), retries=0).result(timeout=60)
+    except Exception as e:
+        print("the task failed:", type(e).__name__)
+    """
+)
+
+
+def test_a_worker_killed_for_memory_is_reported(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "oom.py").write_text(OOM)
+    spec = workflow(
+        tmp_path,
+        old_image,
+        [("greedy", old_image, ["python3 oom.py"])],
+        number_of_workers=1,
+        single_worker_memory="256Mi",
+    )
+    run = daskstep("run", str(spec), "--backend", "docker")
+    _out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    events = json.loads((tmp_path / ".daskstep" / "status.json").read_text()).get("events", [])
+    assert events, err
+    assert events[0]["component"] == "worker worker-0"
+    assert "OOMKilled" in events[0]["why"] and "256Mi" in events[0]["why"]
+    assert "worker worker-0: out of memory" in err
+    assert "worker worker-0: out of memory" in (tmp_path / ".daskstep/logs/job.log").read_text()
+
+
+def test_sigkill_of_the_controller_leaves_no_container(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    spec = workflow(tmp_path, old_image, [("long", old_image, ["touch started; sleep 300"])])
+    run = daskstep("run", str(spec), "--backend", "docker")
+    wait_for(lambda: (tmp_path / "started").exists(), 120, "the step to start")
+    assert len(containers(docker_engine)) == 5  # scheduler, 3 workers, the step
+    run.send_signal(signal.SIGKILL)
+    run.communicate()
+    t = time.monotonic()
+    wait_for(lambda: containers(docker_engine) == [], 15, "the reaper to remove the containers")
+    print(f"no container left {time.monotonic() - t:.1f} s after SIGKILL")
+
+
+def test_gc_removes_what_a_dead_run_left(docker_engine: Engine, old_image: str, tmp_path):
+    spec = workflow(tmp_path, old_image, [("long", old_image, ["touch started; sleep 300"])])
+    run = daskstep("run", str(spec), "--backend", "docker")
+    wait_for(lambda: (tmp_path / "started").exists(), 120, "the step to start")
+    reaper = subprocess.run(
+        ["pgrep", "-f", "daskstep sidecar reaper"], capture_output=True, text=True
+    ).stdout.split()
+    for pid in [run.pid, *map(int, reaper)]:  # the run and its reaper, both gone
+        os.kill(pid, signal.SIGKILL)
+    run.communicate()
+    left = containers(docker_engine)
+    assert left
+    done = subprocess.run(
+        [sys.executable, "-m", "daskstep", "gc"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout and containers(docker_engine) == []
