@@ -292,13 +292,21 @@ def stats(values: list[float]) -> tuple[float | None, float | None, float | None
 METRICS = ("ready", "dashboard", "stop")
 
 
-def report(variants: list[Variant], workers: int, rounds: int, anchor_key: str) -> list[str]:
+def report(
+    variants: list[Variant],
+    workers: int,
+    rounds: int,
+    anchor_key: str,
+    goals: tuple[float, float] = (GOAL_READY, GOAL_STOP),
+) -> list[str]:
     """Print the table; return the failures, one line each."""
     summary: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {}
     failures = []
     for v in variants:
         good = [s for s in v.samples if s.error is None and not s.leftovers]
-        summary[v.key] = {m: stats([getattr(s, m) for s in good]) for m in METRICS}
+        summary[v.key] = {
+            m: stats([x for s in good if (x := getattr(s, m)) is not None]) for m in METRICS
+        }
         for n, s in enumerate(v.samples, 1):
             if s.error:
                 failures.append(f"{v.label} round {n}: {s.error}")
@@ -318,7 +326,8 @@ def report(variants: list[Variant], workers: int, rounds: int, anchor_key: str) 
     print(f"cluster start/stop: {workers} worker(s) x {THREADS} thread, {MEMORY}, dashboard on;")
     print(f"{rounds} round(s) round-robin, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print()
-    top = " " * 17 + "".join(f"  {m + ' (s)':^17}" for m in METRICS) + "   vs LocalCluster"
+    anchor_label = next(v.label for v in variants if v.key == anchor_key)
+    top = " " * 17 + "".join(f"  {m + ' (s)':^17}" for m in METRICS) + f"   vs {anchor_label}"
     block = "  " + " ".join(f"{h:>5}" for h in ("med", "min", "max"))
     head = f"{'variant':<13}{'ok':>4}" + block * len(METRICS)
     head += "   " + "".join(f"{m[:5]:>7}" for m in ("ready", "dash", "stop"))
@@ -334,14 +343,14 @@ def report(variants: list[Variant], workers: int, rounds: int, anchor_key: str) 
         print(line)
     print("seconds. ready: start -> all workers registered; dashboard: start -> /status answers")
     print("200 (polled after ready); stop: stop called -> every process gone.")
-    print("ratios: median / LocalCluster median.")
+    print(f"ratios: median / {anchor_label} median.")
     print()
-    print(f"goal: ready <= {GOAL_READY}x LocalCluster, stop <= {GOAL_STOP}x")
+    print(f"goal: ready <= {goals[0]}x {anchor_label}, stop <= {goals[1]}x")
     ds = summary.get("daskstep")
     if ds and anchor and None not in (ds["ready"][0], ds["stop"][0]):
         r = ds["ready"][0] / anchor["ready"][0]
         s = ds["stop"][0] / anchor["stop"][0]
-        verdict = "met" if r <= GOAL_READY and s <= GOAL_STOP else "NOT met"
+        verdict = "met" if r <= goals[0] and s <= goals[1] else "NOT met"
         print(f"daskstep: ready {r:.2f}x, stop {s:.2f}x -> goal {verdict}")
     return failures
 
@@ -373,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default="daskstep,localcluster,cli",
-        help=f"comma-separated, from: {','.join(all_variants)}",
+        help=f"comma-separated, from: {','.join(all_variants)} (local backend)",
     )
+    parser.add_argument("--backend", choices=("local", "docker"), default="local")
+    parser.add_argument("--image", help="docker: the Dask image (with the dask CLI)")
     args = parser.parse_args(argv)
+    if args.backend == "docker":
+        return docker_main(args)
     keys = [k.strip() for k in args.variants.split(",") if k.strip()]
     unknown = [k for k in keys if k not in all_variants]
     if unknown or not keys or args.rounds < 1 or args.workers < 1:
@@ -420,6 +433,33 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILURES:")
         for line in failures:
             print(f"  {line}")
+    return 0
+
+
+def docker_main(args: argparse.Namespace) -> int:
+    import docker_start
+
+    if not args.image:
+        print("--backend docker needs --image IMAGE (daskstep images build makes one)")
+        return 2
+    if why := (daskstep_available() or docker_start.available()):
+        print(f"cannot bench the docker backend: {why}")
+        return 1
+    variants = [
+        Variant("daskstep", "daskstep", docker_start.daskstep_docker(args.image)),
+        Variant("dockerrun", "docker run", docker_start.docker_run(args.image)),
+    ]
+    for n in range(args.warmup + args.rounds):
+        for v in variants:
+            s = measure(v, args.workers)
+            if n >= args.warmup:
+                v.samples.append(s)
+            print(f"{v.label:<13} ready {fmt(s.ready):>6} s  stop {fmt(s.stop):>6} s  "
+                  f"{s.error or 'ok'}", flush=True)  # fmt: skip
+    goals = (docker_start.GOAL_READY, docker_start.GOAL_STOP)
+    failures = report(variants, args.workers, args.rounds, "dockerrun", goals)
+    for line in failures:
+        print(f"  FAILURE {line}")
     return 0
 
 

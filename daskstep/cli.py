@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="another package for the image, e.g. numpy==1.26.4 (repeatable)",
     )
+    q = verbs.add_parser("build-daskstep", help="build the daskstep image (top-level Dockerfile)")
+    q.add_argument("--tag", required=True, metavar="TAG")
+    q.add_argument("--base", metavar="IMAGE", help="base image with Python >= 3.10")
     q = verbs.add_parser("inspect", help="the Python, Dask and serialisation versions of an image")
     q.add_argument("image", metavar="IMAGE")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -211,6 +214,10 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
 def _cmd_images(args: argparse.Namespace) -> int:
     from daskstep import images
 
+    if args.verb == "build-daskstep":
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        print(images.build_daskstep(args.tag, args.base, log=log)["version"])
+        return 0
     if args.verb == "build":
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         found = images.build(

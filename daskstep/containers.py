@@ -10,6 +10,8 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,24 @@ def user_options() -> dict[str, Any]:
     return {"user": f"{os.getuid()}:{os.getgid()}", "environment": {"HOME": "/tmp"}}
 
 
+def in_parallel(calls: list[Callable[[], Any]], threads: int = 8) -> list[Any]:
+    """Engine calls side by side (each waits on the engine, not on us); the first error raises."""
+    if not calls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(threads, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+
 def remove_run(client: Any, run_id: str) -> int:
     """Remove every container of the run, running or not; how many there were."""
     found = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
-    for container in found:
+
+    def remove(container: Any) -> None:
         with contextlib.suppress(Exception):  # already gone, or being removed
             container.remove(force=True, v=True)
+
+    in_parallel([lambda c=c: remove(c) for c in found])
     return len(found)
 
 

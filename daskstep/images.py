@@ -221,3 +221,47 @@ def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], lo
         line = (chunk.get("stream") or "").rstrip()
         if line.startswith("Step "):
             log(f"  {line}")
+
+
+def _project() -> Path:
+    """The checkout daskstep runs from: the daskstep image is built from source."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file() or not (root / "Dockerfile").is_file():
+        raise ImageError(f"{root} is not a daskstep checkout; build the image from one")
+    return root
+
+
+def _requirements() -> list[str]:
+    """daskstep's own dependencies, without the extras (examples, tests)."""
+    from importlib.metadata import requires
+
+    return [r.split(";")[0].strip() for r in requires("daskstep") or [] if "extra ==" not in r]
+
+
+def build_daskstep(tag: str, base: str | None = None, log: Any = print) -> dict[str, Any]:
+    """The daskstep image from the top-level Dockerfile; what `daskstep --version` says in it."""
+    root = _project()
+    client = docker_client()
+    python = _python_of(client, base or f"python:{DEFAULT_PYTHON}-slim", None)
+    with tempfile.TemporaryDirectory(prefix="daskstep-image-") as tmp:
+        context = Path(tmp)
+        shutil.copy(root / "Dockerfile", context / "Dockerfile")
+        shutil.copytree(root / "images", context / "images")
+        wheels = context / "wheels"
+        log(f"daskstep: building the daskstep wheel and downloading its dependencies ({python})")
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
+             str(root)],
+            capture_output=True, text=True,
+            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},  # same sources, same bytes
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise ImageError(f"cannot build the daskstep wheel: {done.stderr.strip()[-300:]}")
+        download_wheels(wheels, python, _requirements())
+        args = {"BASE_IMAGE": base} if base else {}
+        log(f"daskstep: building {tag} from {base or 'python:' + DEFAULT_PYTHON + '-slim'}")
+        _docker_build(client, context, tag, args, log)
+    version = run_python(
+        client, tag, "import subprocess; subprocess.run(['daskstep', '--version'])"
+    )
+    return {"image": tag, "version": version.strip()}

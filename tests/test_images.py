@@ -9,7 +9,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
-from dockerd import OLD_DASK, Engine, dask_image
+from dockerd import BASES, OLD_DASK, Engine, dask_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,3 +61,27 @@ def test_bad_builds_are_one_line(docker_engine: Engine, args: list[str], code: i
     done = daskstep("images", "build", *args)
     assert done.returncode == code, done.stderr
     assert done.stderr.startswith(words) and "Traceback" not in done.stderr
+
+
+def test_the_daskstep_image_runs_the_cli_and_installs_the_entrypoint(
+    docker_engine: Engine, tmp_path
+) -> None:
+    tag = "daskstep-test/daskstep:dev"
+    done = daskstep("images", "build-daskstep", "--tag", tag, "--base", BASES["bookworm"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("daskstep 0.")
+    client = docker_engine.client
+    helped = client.containers.run(tag, ["daskstep", "--help"], remove=True, network_mode="none")
+    assert b"Run Dask clusters inside REANA workflows" in helped
+    volume = {str(tmp_path): {"bind": "/shared", "mode": "rw"}}
+    said = client.containers.run(
+        tag, ["daskstep", "entrypoint", "install", "/shared"], remove=True, volumes=volume
+    )
+    assert said.strip() == b"/shared/entrypoint.pyz"
+    pyz = tmp_path / "entrypoint.pyz"
+    ran = subprocess.run(
+        [sys.executable, str(pyz), "--", "sh", "-c", "echo from the zipapp"],
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0 and "from the zipapp" in ran.stdout

@@ -3,6 +3,11 @@ image (`resources.dask.image`), running that image's own `dask scheduler` / `das
 
 - Each worker gets the engine-enforced memory limit `single_worker_memory`, as many CPUs as
   threads, and `--init`; every container carries the run's labels (containers.py).
+- The engine is the workers' nanny: `dask worker --no-nanny` under a restart policy, so each
+  worker is one Python process, not two (a nanny imports distributed too): the cluster is ready
+  in well under the time of the same containers started by hand. The worker gets the
+  environment a Nanny would set (`distributed.nanny.*environ`: BLAS threads, malloc trim),
+  comes back after a crash, an OOM kill or `Client.restart()`, and stops only when we stop it.
 - The network is the engine's `network_mode` (tests: `host`, on loopback addresses).
 - Readiness and worker counts come from the scheduler's HTTP `/json/identity.json`, which every
   distributed version serves, so the controller's own Dask need not speak to an old one.
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
+import socket
 import subprocess
 import sys
 import threading
@@ -25,11 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
+from daskstep.backends.base import (
+    ClusterBackend,
+    ClusterHandle,
+    ClusterSpec,
+    Progress,
+    nanny_environment,
+)
 from daskstep.containers import (
     COMPONENT_LABEL,
     RUN_LABEL,
     WORKER_LABEL,
+    in_parallel,
     new_run_id,
     remove_run,
     run_labels,
@@ -39,12 +51,22 @@ from daskstep.errors import ClusterError, TooFewWorkers
 from daskstep.secret_env import child_env
 from sidecar.lifecycle import StopSignal
 
-SCHEDULER_START_TIMEOUT = 60.0
 STOP_GRACE_SECONDS = 10.0
-ADDRESS = re.compile(r"Scheduler at:\s+(\S+)")
-DASHBOARD = re.compile(r"[Dd]ashboard at:\s+(\S+)")
 
 Event = Callable[[str, str, str], None]  # (component, what, why)
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on now, for a container on the host's network to take."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _stop(container: Any) -> None:
+    """SIGTERM through tini, then KILL after the grace; a stop, so no restart policy acts."""
+    with contextlib.suppress(Exception):
+        container.stop(timeout=int(STOP_GRACE_SECONDS))
 
 
 class DockerBackend(ClusterBackend):
@@ -65,6 +87,8 @@ class DockerBackend(ClusterBackend):
 
     # -- start ----------------------------------------------------------------------------------
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        """All containers at once: the scheduler on ports chosen here, so the workers need not
+        wait for it to say where it listens (they retry until it does)."""
         from daskstep.images import docker_client, local_image
 
         if self.client is None:
@@ -72,33 +96,37 @@ class DockerBackend(ClusterBackend):
         image = local_image(self.client, spec.image or "", "resources.dask.image")
         self._start_reaper()
         self._memory = spec.memory
-        common = self._container_options(spec, workspace)
-        scheduler = self.client.containers.run(
-            image,
-            ["dask", "scheduler", "--host", self.host, "--port", "0"]
-            + ["--dashboard-address", f"{self.host}:0"],
-            name=f"{self.run_id}-scheduler",
-            labels=run_labels(self.run_id, "scheduler"),
-            **common,
-        )
-        address, dashboard = self._addresses(scheduler)
-        self.http = re.sub(r"/status$", "", dashboard) if dashboard else None
+        port, http_port = free_port(self.host), free_port(self.host)
+        address = f"tcp://{self.host}:{port}"
+        self.http = f"http://{self.host}:{http_port}"
         self._watch_events()
+        common = self._container_options(spec, workspace)
+        before, after = nanny_environment(spec.environment)
+        nanny_env = {**before, **after}
+        scheduler = ["dask", "scheduler", "--host", self.host, "--port", str(port)]
+        scheduler += ["--dashboard-address", f"{self.host}:{http_port}"]
+        runs = [(scheduler, {"name": f"{self.run_id}-scheduler",
+                             "labels": run_labels(self.run_id, "scheduler")})]  # fmt: skip
         for i in range(spec.workers):
             name = f"worker-{i}"
-            self.client.containers.run(
-                image,
-                ["dask", "worker", address, "--name", name, "--host", self.host]
-                + ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
-                + ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"],
-                name=f"{self.run_id}-{name}",
-                labels=run_labels(self.run_id, "worker", **{WORKER_LABEL: name}),
-                mem_limit=spec.memory_bytes,
-                memswap_limit=spec.memory_bytes,  # no swap: the limit is the limit
-                nano_cpus=int(spec.threads * 1e9),
-                **common,
-            )
-        return ClusterHandle(scheduler_address=address, dashboard_url=dashboard)
+            worker = ["dask", "worker", address, "--name", name, "--host", self.host]
+            worker += ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
+            worker += ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"]
+            worker += ["--no-nanny"]  # the engine is the nanny: see the module doc
+            limits = {
+                "mem_limit": spec.memory_bytes,
+                "memswap_limit": spec.memory_bytes,  # no swap: the limit is the limit
+                "nano_cpus": int(spec.threads * 1e9),
+                "restart_policy": {"Name": "unless-stopped"},
+                "environment": {**common["environment"], **nanny_env},
+            }
+            labels = run_labels(self.run_id, "worker", **{WORKER_LABEL: name})
+            runs.append((worker, {"name": f"{self.run_id}-{name}", "labels": labels, **limits}))
+        in_parallel(
+            [lambda a=argv, o=options: self.client.containers.run(image, a, **{**common, **o})
+             for argv, options in runs]
+        )  # fmt: skip
+        return ClusterHandle(scheduler_address=address, dashboard_url=f"{self.http}/status")
 
     def _container_options(self, spec: ClusterSpec, workspace: Path) -> dict[str, Any]:
         """The workspace at its own path (REANA mounts it into the workers too), credentials
@@ -129,22 +157,6 @@ class DockerBackend(ClusterBackend):
             env=child_env(),
             start_new_session=True,  # a Ctrl-C to our group must not take it first
         )
-
-    def _addresses(self, scheduler: Any) -> tuple[str, str | None]:
-        """The scheduler's address and dashboard, from its own log (it chose free ports)."""
-        deadline = time.monotonic() + SCHEDULER_START_TIMEOUT
-        while time.monotonic() < deadline:
-            self.check_cancel()
-            text = scheduler.logs().decode(errors="replace")
-            if found := ADDRESS.search(text):
-                dashboard = DASHBOARD.search(text)
-                return found.group(1), dashboard.group(1) if dashboard else None
-            scheduler.reload()
-            if scheduler.status in ("exited", "dead"):
-                last = text.strip().splitlines()[-1:] or ["no output"]
-                raise ClusterError(f"the scheduler container exited: {last[0]}")
-            time.sleep(0.05)
-        raise ClusterError(f"the scheduler did not start within {SCHEDULER_START_TIMEOUT:g} s")
 
     # -- watching -------------------------------------------------------------------------------
     def _watch_events(self) -> None:
@@ -204,11 +216,12 @@ class DockerBackend(ClusterBackend):
             raise ClusterError("the cluster is not started")
         filters = {"label": [f"{RUN_LABEL}={self.run_id}", f"{COMPONENT_LABEL}=scheduler"]}
         found = self.client.containers.list(all=True, filters=filters)
-        if not found or found[0].status not in ("created", "running"):
-            state = found[0].attrs.get("State", {}) if found else {}
-            raise ClusterError(
-                f"the scheduler container is gone (exit code {state.get('ExitCode', '?')})"
-            )
+        if not found:
+            raise ClusterError("the scheduler container is gone")
+        if found[0].status not in ("created", "running"):
+            code = found[0].attrs.get("State", {}).get("ExitCode", "?")
+            last = found[0].logs(tail=1).decode(errors="replace").strip()
+            raise ClusterError(f"the scheduler container exited with {code}: {last}")
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -218,15 +231,10 @@ class DockerBackend(ClusterBackend):
         if self.client is None:
             return
         found = self.client.containers.list(filters={"label": f"{RUN_LABEL}={self.run_id}"})
-        for container in found:
-            with contextlib.suppress(Exception):
-                container.kill(signal="SIGTERM")
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for container in found:
-            with contextlib.suppress(Exception):
-                container.wait(timeout=max(0.1, deadline - time.monotonic()))
-            with contextlib.suppress(Exception):
-                container.kill()  # still there after the grace
+        workers = [c for c in found if c.labels.get(COMPONENT_LABEL) != "scheduler"]
+        # workers first, while the scheduler can still take their goodbye (else they wait for it)
+        in_parallel([lambda c=c: _stop(c) for c in workers])
+        in_parallel([lambda c=c: _stop(c) for c in found if c not in workers])
 
     def release(self) -> None:
         self._stopping = True
