@@ -199,3 +199,53 @@ def test_gc_removes_what_a_dead_run_left(docker_engine: Engine, old_image: str, 
     )
     assert done.returncode == 0, done.stderr
     assert "removed" in done.stdout and containers(docker_engine) == []
+
+
+CREDENTIALS = script(
+    """
+    import os
+    from distributed import Client
+
+    def ticket():
+        path = os.environ["KRB5CCNAME"][len("FILE:"):]  # Python 3.9: no removeprefix
+        with open(path, "rb") as f:
+            head = f.read(2)
+        return path, head.hex(), os.access(path, os.W_OK)
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    for worker, (path, head, writable) in sorted(client.run(ticket).items()):
+        print("worker reads", path, head, "writable" if writable else "read-only")
+    print("step reads", ticket()[0], ticket()[1])
+    """
+)
+
+
+def test_workers_and_steps_read_the_ticket_through_a_read_only_mount(
+    docker_engine: Engine, old_image: str, kdc, tmp_path: Path
+) -> None:
+    from test_run_credentials import base_env, kerberos_secrets
+
+    secrets, _ = kerberos_secrets(kdc, tmp_path, "container")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "creds.py").write_text(
+        CREDENTIALS.replace("removeprefix", "replace").replace(
+            '.replace("FILE:")', '.replace("FILE:", "")'
+        )
+    )  # the image's Python is 3.9
+    spec = workflow(ws, old_image, [("creds", old_image, ["python3 creds.py"])],
+                    number_of_workers=2)  # fmt: skip
+    document = json.loads(spec.read_text())
+    document["workflow"]["resources"]["kerberos"] = True
+    spec.write_text(json.dumps(document))
+    run = daskstep(
+        "run", str(spec), "--backend", "docker", "--secrets", str(secrets),
+        env=base_env(KRB5_CONFIG=kdc.krb5_config, DOCKER_HOST=docker_engine.host),
+    )  # fmt: skip
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    reads = [ln for ln in out.splitlines() if ln.startswith("worker reads")]
+    assert len(reads) == 2, out
+    assert all(" 0504 " in ln and ln.endswith("read-only") for ln in reads), reads  # ccache v4
+    assert "step reads" in out and "/krb5cc 0504" in out
+    assert containers(docker_engine) == []
