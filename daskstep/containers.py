@@ -18,7 +18,7 @@ from typing import Any
 from daskstep.parts import StepSpec, entrypoint_options
 from sidecar.docker_logs import COMPONENT_LABEL, RUN_LABEL, WORKER_LABEL
 
-__all__ = ["COMPONENT_LABEL", "RUN_LABEL", "WORKER_LABEL", "DockerStepLauncher"]
+__all__ = ["COMPONENT_LABEL", "RUN_LABEL", "WORKER_LABEL", "DockerStepLauncher", "listed"]
 
 CONTROLLER_LABEL = "daskstep.controller"  # host:pid of the daskstep run that made it
 PYZ_IN_CONTAINER = "/daskstep/entrypoint.pyz"
@@ -52,28 +52,34 @@ def in_parallel(calls: list[Callable[[], Any]], threads: int = 8) -> list[Any]:
         return [f.result() for f in futures]
 
 
+def listed(client: Any, *labels: str, stopped_too: bool = True) -> list[dict[str, Any]]:
+    """The engine's own list, in one call: rows with Id, Names, Labels and State. (The SDK's
+    `containers.list` inspects each one afterwards, which fails on one removed meanwhile.)"""
+    return client.api.containers(all=stopped_too, filters={"label": list(labels)})
+
+
 def remove_run(client: Any, run_id: str) -> int:
     """Remove every container of the run, running or not; how many there were."""
-    found = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    found = listed(client, f"{RUN_LABEL}={run_id}")
 
-    def remove(container: Any) -> None:
+    def remove(cid: str) -> None:
         with contextlib.suppress(Exception):  # already gone, or being removed
-            container.remove(force=True, v=True)
+            client.api.remove_container(cid, force=True, v=True)
 
-    in_parallel([lambda c=c: remove(c) for c in found])
+    in_parallel([lambda c=row["Id"]: remove(c) for row in found])
     return len(found)
 
 
-def abandoned_runs(client: Any, everything: bool = False) -> dict[str, list[Any]]:
-    """Run id → containers, for runs whose controller on this host is gone (or all runs)."""
-    runs: dict[str, list[Any]] = {}
+def abandoned_runs(client: Any, everything: bool = False) -> set[str]:
+    """The runs whose controller on this host is gone (or every run)."""
+    runs = set()
     host = os.uname().nodename
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        labels = container.labels
+    for row in listed(client, RUN_LABEL):
+        labels = row.get("Labels") or {}
         owner_host, _, pid = labels.get(CONTROLLER_LABEL, ":").rpartition(":")
         alive = owner_host == host and pid.isdigit() and _alive(int(pid))
         if everything or not alive:
-            runs.setdefault(labels[RUN_LABEL], []).append(container)
+            runs.add(labels[RUN_LABEL])
     return runs
 
 

@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(3600):
         pass
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": args.label}):
+    for row in client.api.containers(all=True, filters={"label": [args.label]}):
         try:
-            container.remove(force=True, v=True)
+            client.api.remove_container(row["Id"], force=True, v=True)
             removed += 1
         except Exception as e:  # already being removed by the controller
-            print(f"reaper: {container.name}: {e}", flush=True)
+            print(f"reaper: {row['Names']}: {e}", flush=True)
     print(f"reaper: removed {removed} container(s) of {args.label}", flush=True)
     return 0
 

@@ -16,6 +16,8 @@ import pytest
 from conftest import daskstep, script, wait_for
 from dockerd import OLD_DASK, Engine, dask_image
 
+from daskstep.containers import listed
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 JOB = script(
@@ -50,9 +52,9 @@ def workflow(folder: Path, image: str, steps: list[tuple[str, str, list[str]]], 
     return folder / "reana.yaml"
 
 
-def containers(engine: Engine, run_id: str | None = None) -> list:
-    label = f"daskstep.run={run_id}" if run_id else "daskstep.run"
-    return engine.client.containers.list(all=True, filters={"label": label})
+def containers(engine: Engine) -> list[dict]:
+    """One list call (no inspect per container, which would race with their removal)."""
+    return listed(engine.client, "daskstep.run")
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ from daskstep.containers import (
     RUN_LABEL,
     WORKER_LABEL,
     in_parallel,
+    listed,
     new_run_id,
     remove_run,
     run_labels,
@@ -61,12 +62,6 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _stop(container: Any) -> None:
-    """SIGTERM through tini, then KILL after the grace; a stop, so no restart policy acts."""
-    with contextlib.suppress(Exception):
-        container.stop(timeout=int(STOP_GRACE_SECONDS))
 
 
 class DockerBackend(ClusterBackend):
@@ -214,14 +209,15 @@ class DockerBackend(ClusterBackend):
     def check_alive(self) -> None:
         if self.client is None:
             raise ClusterError("the cluster is not started")
-        filters = {"label": [f"{RUN_LABEL}={self.run_id}", f"{COMPONENT_LABEL}=scheduler"]}
-        found = self.client.containers.list(all=True, filters=filters)
+        found = listed(self.client, f"{RUN_LABEL}={self.run_id}", f"{COMPONENT_LABEL}=scheduler")
         if not found:
             raise ClusterError("the scheduler container is gone")
-        if found[0].status not in ("created", "running"):
-            code = found[0].attrs.get("State", {}).get("ExitCode", "?")
-            last = found[0].logs(tail=1).decode(errors="replace").strip()
-            raise ClusterError(f"the scheduler container exited with {code}: {last}")
+        if found[0].get("State") not in ("created", "running"):
+            last = "no output"
+            with contextlib.suppress(Exception):
+                tail = self.client.api.logs(found[0]["Id"], tail=1)
+                last = tail.decode(errors="replace").strip() or last
+            raise ClusterError(f"the scheduler container {found[0].get('State')}: {last}")
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -230,11 +226,16 @@ class DockerBackend(ClusterBackend):
         self._stopping = True
         if self.client is None:
             return
-        found = self.client.containers.list(filters={"label": f"{RUN_LABEL}={self.run_id}"})
-        workers = [c for c in found if c.labels.get(COMPONENT_LABEL) != "scheduler"]
+        found = listed(self.client, f"{RUN_LABEL}={self.run_id}", stopped_too=False)
+        last = [r["Id"] for r in found if r["Labels"].get(COMPONENT_LABEL) == "scheduler"]
         # workers first, while the scheduler can still take their goodbye (else they wait for it)
-        in_parallel([lambda c=c: _stop(c) for c in workers])
-        in_parallel([lambda c=c: _stop(c) for c in found if c not in workers])
+        for batch in ([r["Id"] for r in found if r["Id"] not in last], last):
+            in_parallel([lambda c=c: self._stop(c) for c in batch])
+
+    def _stop(self, cid: str) -> None:
+        """SIGTERM through tini, then KILL after the grace; a stop, so no restart policy acts."""
+        with contextlib.suppress(Exception):
+            self.client.api.stop(cid, timeout=int(STOP_GRACE_SECONDS))
 
     def release(self) -> None:
         self._stopping = True
