@@ -101,3 +101,27 @@ def test_the_log_sidecar_drains_and_exits_0_on_two_sigterms_at_once(tmp_path: Pa
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert store.read_text() == raw.read_text()
+
+
+def test_real_signals_are_counted_through_the_pipe_and_handlers_go_back(tmp_path: Path) -> None:
+    """No Python code runs per signal (nothing to re-enter under a storm; a flag-and-pipe
+    handler in Python recursed past the limit once in CI), yet each signal still counts."""
+    before_term = signal.getsignal(signal.SIGTERM)
+    before_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before_fd)
+    stop = StopSignal().install()
+    try:
+        assert not hasattr(signal.getsignal(signal.SIGTERM), "__code__")
+        assert stop.is_set() is False and stop.signals == 0
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5) is True
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while stop.signals < 2:
+            assert time.monotonic() < deadline, "the second signal was not counted"
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM
+    finally:
+        stop.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is before_term
+    assert signal.set_wakeup_fd(before_fd) == before_fd
