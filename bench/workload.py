@@ -59,7 +59,9 @@ def _timings(what: str, argv: list[str], **options: object) -> dict:
     """Run `argv` (which runs the step) and return the timings the step printed."""
     res = subprocess.run(argv, capture_output=True, text=True, timeout=600, **options)
     if res.returncode:
-        raise RuntimeError(f"{what} failed ({res.returncode}):\n{res.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{what} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
+        )
     for line in res.stdout.splitlines():
         if line.startswith("WORKLOAD "):
             return json.loads(line[len("WORKLOAD ") :])

@@ -35,8 +35,8 @@ QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting 
 MAX_QUICK_EXITS = 5
 STOP_GRACE_SECONDS = 3.0
 # Dask's own light collections (about 0.1 s to import), imported by the scheduler and each worker
-# while they wait for the first graph: a process that starts once and serves many graphs should
-# not make the first of them wait for it (LocalCluster's scheduler shares the client's imports).
+# once they have registered: a process that starts once and serves many graphs should not make
+# the first of them wait (LocalCluster's scheduler shares the client's imports).
 WARM_MODULES = ("dask.array", "dask.bag")
 
 
@@ -154,16 +154,37 @@ def _import_all(modules: tuple[str, ...]) -> list[Any]:
 
 
 async def _warm_up_scheduler(scheduler: Any) -> None:
-    """Off the critical path, once the scheduler takes workers: the dashboard (bokeh), then the
-    collections whose graphs it will unpickle, which would otherwise be imported while the
-    first graph waits."""
+    """Off the critical path, once the scheduler takes workers: the collections whose graphs it
+    will unpickle, then the dashboard (bokeh).
+
+    A module imported in a background thread while another thread imports the same package can
+    be seen half-made ("cannot import name 'arange' from partially initialized module"; seen
+    in 2 runs of 8 of bench/workload.py, when a worker warmed up beside the first task). So
+    graphs wait for the collections, and the dashboard, whose modules are disjoint from
+    theirs, comes after.
+    """
+    collections = asyncio.ensure_future(_import_off_the_loop(*WARM_MODULES))
+    _hold_graphs_until(scheduler, collections)
+    await asyncio.wait([collections])
     try:
         [module] = await _import_off_the_loop("distributed.dashboard.scheduler")
         module.connect(scheduler.http_application, scheduler.http_server, scheduler)
         print("daskstep: dashboard attached", file=sys.stderr, flush=True)
     except Exception as e:  # a dashboard problem must never take the scheduler down
         print(f"daskstep: dashboard unavailable: {e}", file=sys.stderr, flush=True)
-    await _import_off_the_loop(*WARM_MODULES)
+
+
+def _hold_graphs_until(scheduler: Any, done: asyncio.Future) -> None:
+    """Graphs are unpickled in update-graph (and materialized in a thread it starts); a graph
+    that comes early waits there, in order, and the handler goes back once `done` is."""
+    original = scheduler.stream_handlers["update-graph"]
+
+    async def update_graph(**message: Any) -> Any:
+        await asyncio.wait([done])
+        return await original(**message)
+
+    scheduler.stream_handlers["update-graph"] = update_graph
+    done.add_done_callback(lambda _: scheduler.stream_handlers.update({"update-graph": original}))
 
 
 async def _worker_main(address: str, name: str, cfg: Config, local_directory: str) -> int:
@@ -182,17 +203,27 @@ async def _worker_main(address: str, name: str, cfg: Config, local_directory: st
     )
     await worker
     _close_on_sigterm(worker)
-    threading.Thread(target=_warm_up_worker, daemon=True, name="daskstep-warm-up").start()
+    if not all(name in sys.modules for name in WARM_MODULES):  # a restarted worker has them
+        _warm_up_holding_the_loop()
     await worker.finished()
     return 0
 
 
-def _warm_up_worker() -> None:
-    """At the lowest CPU priority (this thread only): the scheduler's dashboard, just loading,
-    and the step, just starting, come first."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    _import_all(WARM_MODULES)
+def _warm_up_holding_the_loop() -> None:
+    """Registered, so it counts as ready; now the collections, at the lowest CPU priority (that
+    thread only) so the workers still starting come first. The event loop waits for it, so no
+    task is unpickled meanwhile: a module imported in a thread while another thread imports the
+    same package can be seen half-made, and the worker dies (see _warm_up_scheduler). No task
+    can have come yet: the step starts only once every worker has registered."""
+
+    def warm_up() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        _import_all(WARM_MODULES)
+
+    thread = threading.Thread(target=warm_up, name="daskstep-warm-up")
+    thread.start()
+    thread.join()
 
 
 class Launcher:
@@ -221,6 +252,8 @@ class Launcher:
         emit("scheduler", address=self.address, pid=self.scheduler_pid, http_port=info["http_port"])
 
     def start_worker(self, state: WorkerState) -> None:
+        if state.started_at:  # a restart: fork it warm (the first ones warm up once registered)
+            _import_all(WARM_MODULES)
         log = os.path.join(self.cfg.log_dir, "workers", f"{state.name}.log")
         state.pid = _fork(
             log, _worker_main, self.address, state.name, self.cfg, self.local_directory
