@@ -87,6 +87,21 @@ def _parser() -> argparse.ArgumentParser:
         help="docker: run steps whose Dask differs from the cluster image's (the entrypoint warns)",
     )
 
+    p = sub.add_parser(
+        "render", help="print a run's Kubernetes objects as YAML (no cluster needed)"
+    )
+    p.add_argument("reana_yaml", metavar="REANA_YAML")
+    p.add_argument("--backend", choices=("kubernetes",), default="kubernetes")
+    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--run-id", metavar="ID", help="default: a new one (ds-<10 hex digits>)")
+    p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
+    p.add_argument("--daskstep-image", metavar="IMAGE", help="entrypoint and sidecars' image")
+    p.add_argument("--secrets-name", metavar="SECRET", help="REANA's per-user Secret")
+    p.add_argument("--workspace-claim", metavar="PVC", help="the ReadWriteMany workspace claim")
+    p.add_argument("--workspace-subpath", metavar="PATH", help="the run's folder in the claim")
+    p.add_argument("--dashboard-host", metavar="HOST", help="an Ingress for the dashboard")
+
     p = sub.add_parser("gc", help="remove the containers of runs whose daskstep run is gone")
     p.add_argument("--all", action="store_true", help="every daskstep container, live runs too")
 
@@ -191,6 +206,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run.execute()
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from daskstep.kube.options import options_from
+    from daskstep.kube.render import dump, render
+    from daskstep.limits import load_limits
+    from daskstep.spec import load_workflow
+
+    limits = load_limits(args.limits)
+    workflow, warnings = load_workflow(args.reana_yaml, limits)
+    for w in warnings:
+        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    options = options_from(args)
+    reana_yaml = Path(args.reana_yaml).read_text()
+    sys.stdout.write(dump(render(workflow, reana_yaml, options), options))
+    return 0
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from daskstep.logview import View, show
 
@@ -261,6 +292,7 @@ def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
 COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
+    "render": _cmd_render,
     "images": _cmd_images,
     "gc": _cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,

@@ -14,8 +14,10 @@ be reached; 1 for other failures.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -156,10 +158,24 @@ def run_maker(args: argparse.Namespace) -> int:
         except OSError as e:
             log(f"error: cannot read --passphrase-file {args.passphrase_file}: {e.strerror}")
             return EXIT_BAD_INPUT
+    elif args.passphrase_base64_file and os.path.exists(args.passphrase_base64_file):
+        try:
+            raw = Path(args.passphrase_base64_file).read_bytes().strip()
+            passphrase = base64.b64decode(raw, validate=True).decode().rstrip("\r\n")
+        except (OSError, ValueError) as e:  # never the content: it is the secret
+            why = getattr(e, "strerror", None) or "not base64 (store it as REANA does)"
+            log(f"error: cannot read --passphrase-base64-file {args.passphrase_base64_file}: {why}")
+            return EXIT_BAD_INPUT
     for flag, path in (("--cert", args.cert), ("--key", args.key)):
         if not os.access(path, os.R_OK):
             log(f"error: cannot read {flag} {path}: missing or not readable")
             return EXIT_BAD_INPUT
+    if args.private_key_copy:
+        # grid tools refuse a key others may read, as a Secret volume's files can be
+        shutil.copyfile(args.key, args.private_key_copy)
+        os.chmod(args.private_key_copy, 0o600)
+        args.remove_on_exit.append(args.private_key_copy)
+        args.key = args.private_key_copy
     maker = Maker(args, passphrase)
     stopper = StopSignal(args.stop_file).install()
     renew_before = renew_before_for(args)
@@ -234,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", help="user certificate (PEM)")
     p.add_argument("--key", help="user private key (PEM)")
     p.add_argument("--passphrase-file", help="file holding the key's passphrase (given on stdin)")
+    p.add_argument(
+        "--passphrase-base64-file",
+        metavar="FILE",
+        help="REANA's VOMSPROXY_PASS as a file (base64 of the passphrase); absent: no passphrase",
+    )
+    p.add_argument(
+        "--private-key-copy",
+        metavar="PATH",
+        help="use a 0600 copy of --key made here (a Secret volume's files may be shared)",
+    )
     p.add_argument("--voms", help="VO[:FQAN] to ask the VOMS server for")
     p.add_argument("--out", help="proxy file to keep valid")
     p.add_argument("--valid", type=parse_valid, default="12:00", help="proxy validity HH:MM")

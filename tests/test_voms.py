@@ -6,6 +6,7 @@ passphrase or key must never leak into argv, environments or output.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import queue
@@ -388,3 +389,39 @@ def test_failed_renewal_keeps_old_proxy_and_recovers(ca: GridCA, tmp_path: Path)
     finally:
         rc = sc.stop()
     assert rc == 0, sc.output
+
+
+def test_kubernetes_form_reads_reanas_secret_files(ca: GridCA, tmp_path: Path) -> None:
+    """As the rendered pods run it: the key from a Secret volume (here 0644, shared), the
+    passphrase base64-encoded in VOMSPROXY_PASS as REANA stores it. The sidecar uses a 0600
+    copy of the key, which goes when it stops; the passphrase shows nowhere."""
+    secrets, creds = tmp_path / "secrets", tmp_path / "creds"
+    secrets.mkdir()
+    creds.mkdir()
+    key = secrets / "userkey.pem"
+    key.write_bytes(Path(ca.user_key_encrypted).read_bytes())
+    key.chmod(0o644)
+    encoded = base64.b64encode(ca.passphrase.encode()).decode()
+    (secrets / "VOMSPROXY_PASS").write_text(encoded + "\n")
+    copy, out, stop = creds / ".userkey.pem", creds / "x509up", tmp_path / "stop"
+    sc = Sidecar(
+        "--cert", str(ca.user_cert), "--key", str(key), "--private-key-copy", str(copy),
+        "--passphrase-base64-file", str(secrets / "VOMSPROXY_PASS"), "--out", str(out),
+        "--valid", "01:00", "--stop-file", str(stop),
+    )  # fmt: skip
+    try:
+        sc.wait_line("proxy ready", 30)
+        assert copy.stat().st_mode & 0o777 == 0o600
+        assert 3500 < timeleft(out) <= 3600
+    finally:
+        rc = sc.stop(stop)
+    assert rc == 0, sc.output
+    assert not copy.exists()
+    assert ca.passphrase not in sc.output and encoded not in sc.output
+
+    (secrets / "VOMSPROXY_PASS").write_text("%%% not base64\n")
+    res = run_sidecar(
+        "--cert", str(ca.user_cert), "--key", str(key), "--out", str(out),
+        "--passphrase-base64-file", str(secrets / "VOMSPROXY_PASS"),
+    )  # fmt: skip
+    assert res.returncode == 2 and "not base64" in res.stderr and "%%%" not in res.stderr

@@ -1,0 +1,56 @@
+"""`daskstep render`: every object of a run, in the order they are applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from daskstep.kube.cluster import (
+    build_dashboard,
+    build_daskcluster,
+    build_log_reader,
+    build_network_policy,
+)
+from daskstep.kube.objects import KubeOptions, build_root
+from daskstep.kube.stepjob import build_step_job
+from daskstep.spec import Workflow
+
+HEADER = """\
+# daskstep run {run} in namespace {namespace}: apply in this order; the step Jobs of a serial
+# workflow run one after another (daskstep run --backend kubernetes does that for you).
+"""
+
+NO_OWNER = """\
+# No ownerReferences: they need the root's uid. Apply the root ConfigMap first, then render
+# again with --run-id {run} --root-uid "$UID", where
+#   UID=$(kubectl get configmap -n {namespace} {root} -o jsonpath='{{.metadata.uid}}')
+# so that deleting the root deletes the whole run.
+"""
+
+
+def render(workflow: Workflow, reana_yaml: str, options: KubeOptions) -> list[dict[str, Any]]:
+    objects = [build_root(options, reana_yaml), *build_log_reader(options)]
+    objects.append(build_network_policy(options))
+    if workflow.dask is not None:
+        objects.append(build_daskcluster(workflow, options))
+        if options.dashboard_host:
+            objects.append(build_dashboard(options))
+    objects += [build_step_job(workflow, i, options) for i in range(len(workflow.steps))]
+    return objects
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors and *aliases: a shared dict is written out each time, as kubectl would."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(objects: list[dict[str, Any]], options: KubeOptions) -> str:
+    text = HEADER.format(run=options.run_id, namespace=options.namespace)
+    if not options.root_uid:
+        text += NO_OWNER.format(
+            run=options.run_id, namespace=options.namespace, root=options.root_name
+        )
+    return text + yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,351 @@
+"""`daskstep render --backend kubernetes`: every object a run would create, checked without a
+cluster against the schemas a real API server would enforce.
+
+- The DaskCluster against the dask-kubernetes operator's own CRD (the openAPIV3Schema shipped
+  in its wheel), and for pruning: a structural schema silently drops fields it does not know,
+  so any field we render must be one it keeps.
+- Every core object with kubernetes-validate in strict mode (unknown fields are errors), for
+  Kubernetes 1.29 (native sidecars on by default) and the newest it knows.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask_kubernetes
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daskstep.kube.objects import KubeOptions, is_dns_label
+from daskstep.kube.render import render
+from daskstep.limits import load_limits
+from daskstep.spec import check
+
+CRD = (
+    Path(dask_kubernetes.__file__).parent
+    / "operator/deployment/helm/dask-kubernetes-operator/crds/daskcluster.yaml"
+)
+VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+UID = "4f6c1a8e-2d55-4c5e-9a8e-3b1f0e7c9d21"
+
+
+def workflow_of(kerberos: bool = False, voms_proxy: bool = False, dask: bool = True) -> Any:
+    resources: dict[str, Any] = {"kerberos": kerberos, "voms_proxy": voms_proxy}
+    if dask:
+        resources["dask"] = {
+            "image": "docker.io/coffeateam/coffea-dask-almalinux8:2024.5.0-py3.11",
+            "number_of_workers": 3,
+            "single_worker_memory": "3Gi",
+            "single_worker_threads": 2,
+        }
+    document = {
+        "workflow": {
+            "type": "serial",
+            "resources": resources,
+            "specification": {
+                "steps": [
+                    {"name": "Fit & plot", "environment": "python:3.11", "commands": ["a", "b"]},
+                    {"environment": "python:3.11", "commands": ["python summary.py"]},
+                ]
+            },
+        }
+    }
+    workflow, problems = check(document, load_limits())
+    assert workflow is not None, problems
+    return workflow
+
+
+SPECS = {
+    "plain": workflow_of(),
+    "kerberos": workflow_of(kerberos=True),
+    "voms": workflow_of(voms_proxy=True),
+    "both": workflow_of(kerberos=True, voms_proxy=True),
+}
+OPTIONS = KubeOptions(namespace="analysis", run_id="ds-0123456789", root_uid=UID)
+
+
+@pytest.fixture(scope="module")
+def crd_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def pruned(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """The fields a structural schema would drop on the floor, as the API server does."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(value, dict):
+        known = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        lost = []
+        for key, item in value.items():
+            if known is not None and key in known:
+                lost += pruned(item, known[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                lost += pruned(item, extra, f"{path}.{key}")
+            elif path or key not in ("apiVersion", "kind", "metadata"):
+                lost.append(f"{path}.{key}")
+        return lost
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [p for i, v in enumerate(value) for p in pruned(v, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+def crd_problems(cluster: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(schema)
+    found = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(cluster)]
+    return found + [f"{p}: pruned by the CRD's structural schema" for p in pruned(cluster, schema)]
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_the_daskcluster_passes_the_operators_crd_and_nothing_is_pruned(
+    name: str, crd_schema: dict[str, Any]
+) -> None:
+    [cluster] = by_kind(render(SPECS[name], "", OPTIONS), "DaskCluster")
+    assert crd_problems(cluster, crd_schema) == []
+
+
+@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_core_object_passes_strict_kubernetes_schemas(name: str, version: str) -> None:
+    objects = [o for o in render(SPECS[name], "x: 1\n", OPTIONS) if o["kind"] != "DaskCluster"]
+    assert {o["kind"] for o in objects} >= {"ConfigMap", "Job", "NetworkPolicy", "Role"}
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_checks_can_fail(crd_schema: dict[str, Any]) -> None:
+    """What a real API server would refuse or drop, each caught by the checks above."""
+    [cluster] = by_kind(render(SPECS["kerberos"], "", OPTIONS), "DaskCluster")
+    worker = cluster["spec"]["worker"]["spec"]
+    worker["containers"][0]["readinessProbe"]["httpGet"]["port"] = 8788  # the CRD says string
+    worker["initContainers"] = [{"name": "k", "image": "i", "restartPolicy": "Always"}]
+    problems = "\n".join(crd_problems(cluster, crd_schema))
+    assert "8788 is not of type 'string'" in problems
+    assert "initContainers[0].restartPolicy: pruned" in problems
+
+    [job, *_] = by_kind(render(SPECS["plain"], "", OPTIONS), "Job")
+    job["spec"]["template"]["spec"]["containers"][0]["sidecar"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, VERSIONS[0], strict=True)
+
+
+def test_what_the_objects_say() -> None:
+    objects = render(SPECS["both"], "workflow: {}\n", OPTIONS)
+    kinds = [o["kind"] for o in objects]
+    assert kinds[0] == "ConfigMap" and kinds.count("Job") == 2
+    root = objects[0]
+    assert "ownerReferences" not in root["metadata"]
+    for obj in objects[1:]:  # one root owns everything: deleting it deletes the run
+        [owner] = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": root["metadata"]["name"],
+            "uid": UID,
+            "blockOwnerDeletion": True,
+        }
+        assert obj["metadata"]["labels"]["daskstep.io/run"] == "ds-0123456789"
+
+    [cluster] = by_kind(objects, "DaskCluster")
+    worker = cluster["spec"]["worker"]
+    assert worker["replicas"] == 3
+    dask, *sidecars = worker["spec"]["containers"]
+    assert dask["args"][:8] == [
+        "dask",
+        "worker",
+        "--nthreads",
+        "2",
+        "--memory-limit",
+        str(3 * 2**30),
+        "--death-timeout",
+        "60",
+    ]
+    quota = {"memory": "3Gi", "cpu": "2"}
+    assert dask["resources"] == {"requests": quota, "limits": quota}
+    assert [s["name"] for s in sidecars] == ["kerberos", "voms"]
+    env = {e["name"]: e for e in dask["env"]}
+    assert env["KRB5CCNAME"]["value"] == "FILE:/daskstep/credentials/krb5cc"
+    assert env["X509_USER_PROXY"]["value"] == "/daskstep/credentials/x509up"
+    scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["args"][:2] == ["dask", "scheduler"] and "8786" in scheduler["args"]
+    assert scheduler["readinessProbe"]["httpGet"]["port"] == "http-dashboard"
+
+    job = by_kind(objects, "Job")[0]
+    assert job["metadata"]["name"] == "ds-0123456789-1-fit-plot"
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    first, *natives = pod["initContainers"]
+    assert first["command"] == ["daskstep", "entrypoint", "install", "/install"]
+    assert [(c["name"], c["restartPolicy"]) for c in natives] == [
+        ("logs", "Always"),
+        ("kerberos", "Always"),
+        ("voms", "Always"),
+    ]
+    [step] = pod["containers"]
+    assert step["image"] == "python:3.11"
+    argv = step["command"]
+    assert argv[:2] == ["python3", "/daskstep/bin/entrypoint.pyz"]
+    scheduler_uri = "tcp://ds-0123456789-scheduler.analysis.svc.cluster.local:8786"
+    assert argv[argv.index("--scheduler") + 1] == scheduler_uri
+    assert argv[argv.index("--termination-log") + 1] == step["terminationMessagePath"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--shell"] == ["a", "b"]
+    assert step["livenessProbe"]["httpGet"]["port"] == "health"
+    [fail_fast, _evicted] = job["spec"]["podFailurePolicy"]["rules"]
+    assert fail_fast["onExitCodes"]["values"] == [69, 75, 78]
+
+    [fence] = by_kind(objects, "NetworkPolicy")
+    run = {"matchLabels": {"daskstep.io/run": "ds-0123456789"}}
+    assert fence["spec"]["podSelector"] == run
+    assert fence["spec"]["ingress"] == [{"from": [{"podSelector": run}]}]
+
+
+def test_secrets_are_referenced_never_inline() -> None:
+    text = yaml.safe_dump_all(render(SPECS["both"], "", OPTIONS))
+    for obj in render(SPECS["both"], "", OPTIONS):
+        for container in _containers(obj):
+            for variable in container.get("env", []):
+                if variable["name"] in ("CERN_USER", "CERN_KEYTAB", "VONAME"):
+                    assert "value" not in variable
+                    assert variable["valueFrom"]["secretKeyRef"]["name"] == "reana-secretsstore"
+    assert "kind: Secret\n" not in text and "VOMSPROXY_PASS:" not in text
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] == "Job":
+        pod = obj["spec"]["template"]["spec"]
+        return pod["containers"] + pod["initContainers"]
+    if obj["kind"] == "DaskCluster":
+        return [
+            c for part in ("worker", "scheduler") for c in obj["spec"][part]["spec"]["containers"]
+        ]
+    return []
+
+
+def test_without_a_dask_cluster_only_the_steps_run() -> None:
+    objects = render(workflow_of(dask=False), "", OPTIONS)
+    assert not by_kind(objects, "DaskCluster")
+    [job, _] = by_kind(objects, "Job")
+    assert "--scheduler" not in job["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def _daskstep(*args: str) -> subprocess.CompletedProcess:
+    daskstep = Path(sys.executable).parent / "daskstep"
+    return subprocess.run([str(daskstep), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
+    reana = tmp_path / "reana.yaml"
+    reana.write_text(yaml.safe_dump({"workflow": SPECS_DOC}))
+    out = _daskstep(
+        "render",
+        str(reana),
+        "--backend",
+        "kubernetes",
+        "--namespace",
+        "ns1",
+        "--run-id",
+        "ds-abc",
+        "--dashboard-host",
+        "dask.example.org",
+    )
+    assert out.returncode == 0, out.stderr
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    assert "--root-uid" in out.stdout  # the comment saying how to get owner references
+    assert [o["kind"] for o in objects] == [
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+        "DaskCluster",
+        "Ingress",
+        "Job",
+    ]
+    assert objects[0]["data"]["reana.yaml"] == reana.read_text()
+    assert all(o["metadata"]["namespace"] == "ns1" for o in objects)
+    for obj in objects:
+        if obj["kind"] != "DaskCluster":
+            kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
+
+
+SPECS_DOC = {
+    "type": "serial",
+    "resources": {"dask": {"image": "ghcr.io/dask/dask:2024.1.0"}},
+    "specification": {"steps": [{"environment": "ghcr.io/dask/dask:2024.1.0", "commands": ["x"]}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--run-id", "Run_1", "--run-id: 'Run_1' is not a Kubernetes name"),
+        ("--run-id", "x" * 40, "at most 30"),
+        ("--namespace", "My.NS", "--namespace: 'My.NS' is not a Kubernetes name"),
+        ("--workspace-subpath", "../other", "--workspace-subpath: '../other' must be a relative"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, option: str, value: str, says: str):
+    reana = tmp_path / "reana.yaml"
+    reana.write_text(yaml.safe_dump({"workflow": SPECS_DOC}))
+    out = _daskstep("render", str(reana), option, value)
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_run_id_either_renders_valid_names_or_is_refused(run_id: str) -> None:
+    import argparse
+
+    from daskstep.errors import InputError
+    from daskstep.kube.options import options_from
+
+    args = argparse.Namespace(run_id=run_id, namespace="ns", root_uid=UID)
+    try:
+        options = options_from(args)
+    except InputError as e:
+        [line] = e.lines()
+        assert line.startswith("error: --run-id:") and "\n" not in line
+        return
+    for obj in render(SPECS["plain"], "", options):
+        assert is_dns_label(obj["metadata"]["name"])
+
+
+def test_every_rendered_command_line_parses_with_the_real_parsers() -> None:
+    """A rendered flag the program does not know would only fail in the cluster."""
+    import re
+
+    from daskstep.cli import _parser
+    from entrypoint.__main__ import parse as parse_entrypoint
+    from sidecar.kerberos import build_parser as kerberos_parser
+    from sidecar.voms import build_parser as voms_parser
+
+    seen = set()
+    for obj in render(SPECS["both"], "", OPTIONS):
+        for container in _containers(obj):
+            argv = [re.sub(r"\$\((\w+)\)", r"\1", a) for a in container.get("command", [])]
+            if argv[:2] == ["python3", "/daskstep/bin/entrypoint.pyz"]:
+                args = parse_entrypoint(argv[2:])
+                assert args.health_port == 8080 and args.scheduler.startswith("tcp://")
+            elif argv[:3] == ["daskstep", "sidecar", "kerberos"]:
+                kerberos_parser().parse_args(argv[3:])
+            elif argv[:3] == ["daskstep", "sidecar", "voms"]:
+                args = voms_parser().parse_args(argv[3:])
+                assert args.private_key_copy and args.passphrase_base64_file
+            elif argv:
+                _parser().parse_args(argv[1:])  # logs, entrypoint install
+            seen.add(" ".join(argv[:3]))
+    assert len(seen) >= 5, seen
