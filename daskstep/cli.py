@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
 
-BACKENDS = ("local", "docker")  # the ones that exist; others come with their issues
+BACKENDS = ("local", "docker", "kubernetes")  # the ones that exist; others come with their issues
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +53,17 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _kubernetes_options(p: argparse.ArgumentParser) -> None:
+    k = p.add_argument_group("kubernetes", "where and how a run is placed on Kubernetes")
+    k.add_argument("--namespace", default="default")
+    k.add_argument("--run-id", metavar="ID", help="default: a new one (ds-<10 hex digits>)")
+    k.add_argument("--daskstep-image", metavar="IMAGE", help="entrypoint and sidecars' image")
+    k.add_argument("--secrets-name", metavar="SECRET", help="REANA's per-user Secret")
+    k.add_argument("--workspace-claim", metavar="PVC", help="the ReadWriteMany workspace claim")
+    k.add_argument("--workspace-subpath", metavar="PATH", help="the run's folder in the claim")
+    k.add_argument("--dashboard-host", metavar="HOST", help="an Ingress for the dashboard")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="daskstep", description="Run Dask clusters inside REANA workflows.")
     parser.add_argument("--version", action=_Version)
@@ -86,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="docker: run steps whose Dask differs from the cluster image's (the entrypoint warns)",
     )
+    _kubernetes_options(p)
 
     p = sub.add_parser(
         "render", help="print a run's Kubernetes objects as YAML (no cluster needed)"
@@ -93,14 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("reana_yaml", metavar="REANA_YAML")
     p.add_argument("--backend", choices=("kubernetes",), default="kubernetes")
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
-    p.add_argument("--namespace", default="default")
-    p.add_argument("--run-id", metavar="ID", help="default: a new one (ds-<10 hex digits>)")
+    _kubernetes_options(p)
     p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
-    p.add_argument("--daskstep-image", metavar="IMAGE", help="entrypoint and sidecars' image")
-    p.add_argument("--secrets-name", metavar="SECRET", help="REANA's per-user Secret")
-    p.add_argument("--workspace-claim", metavar="PVC", help="the ReadWriteMany workspace claim")
-    p.add_argument("--workspace-subpath", metavar="PATH", help="the run's folder in the claim")
-    p.add_argument("--dashboard-host", metavar="HOST", help="an Ingress for the dashboard")
 
     p = sub.add_parser("gc", help="remove the containers of runs whose daskstep run is gone")
     p.add_argument("--all", action="store_true", help="every daskstep container, live runs too")
@@ -195,6 +201,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
+    kubernetes = None
+    if args.backend == "kubernetes":
+        from daskstep.kube.options import options_from
+
+        kubernetes = options_from(args), Path(args.reana_yaml).read_text()
     run = prepare_run(
         workflow,
         backend=args.backend,
@@ -202,6 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start_timeout=args.start_timeout,
         secrets=args.secrets,
         allow_version_mismatch=args.allow_version_mismatch,
+        kubernetes=kubernetes,
     )
     return run.execute()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from daskstep.backends import ClusterBackend, get_backend
 from daskstep.credentials import Credentials, Secrets
-from daskstep.errors import InputError
+from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
 from daskstep.processes import LocalLogShipper, LocalStepLauncher
@@ -32,8 +32,11 @@ def prepare_run(
     start_timeout: float = 300.0,
     secrets: str | None = None,
     allow_version_mismatch: bool = False,
+    kubernetes: tuple[Any, str] | None = None,  # (KubeOptions, the reana.yaml's text)
 ) -> Run:
     check_inputs(workflow)
+    if backend == "kubernetes":
+        return _kubernetes_run(workflow, workspace, start_timeout, kubernetes)
     cluster = get_backend(backend) if workflow.dask is not None else None
     found = Secrets.locate(secrets, {**os.environ, **handed_over()})
     forget_secret_variables()
@@ -137,4 +140,42 @@ def _docker_launcher(
         state / "raw" / "job.log",
         default_image=workflow.dask.image,
         credentials=credentials.folder if credentials else None,
+    )
+
+
+def _kubernetes_run(
+    workflow: Workflow, workspace: Path, start_timeout: float, kubernetes: tuple[Any, str] | None
+) -> Run:
+    """The cluster and the steps run in the cluster; the credential sidecars too (in the pods,
+    from the namespace's Secret), so none starts here. The log sidecar follows the run's pods
+    into the local workspace."""
+    from daskstep.backends.kubernetes import KubernetesBackend
+    from daskstep.kube.api import KubernetesAPI
+    from daskstep.kube.objects import KubeOptions
+    from daskstep.kube.steps import KubernetesStepLauncher
+
+    if workflow.dask is None:
+        raise InputError(
+            [
+                Problem(
+                    "workflow.resources.dask",
+                    "is needed on --backend kubernetes (for now); "
+                    "add dask: with image:, or use --backend local",
+                )
+            ]
+        )
+    options, reana_yaml = kubernetes or (KubeOptions(), workflow.path.read_text())
+    api = KubernetesAPI()  # a missing configuration is bad input: before anything is made
+    forget_secret_variables()
+    workspace = prepare_workspace(workspace)
+    stage_inputs(workflow, workspace)
+    cluster = KubernetesBackend(api, options, workflow, reana_yaml)
+    say(f"run {options.run_id} in namespace {options.namespace}")
+    return Run(
+        workflow,
+        workspace,
+        backend=cluster,
+        launcher=KubernetesStepLauncher(api, cluster, workflow),
+        logs=LocalLogShipper(workspace),
+        start_timeout=start_timeout,
     )

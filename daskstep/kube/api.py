@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from daskstep.errors import InputError, Problem
+
 # kind -> (API group/version, plural): the kinds a run creates or reads
 KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "configmaps"),
@@ -48,7 +50,18 @@ class KubernetesAPI:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                try:
+                    config.load_kube_config()
+                except (config.ConfigException, OSError) as e:
+                    raise InputError(
+                        [
+                            Problem(
+                                "KUBECONFIG",
+                                f"no usable Kubernetes configuration ({e}); "
+                                "point KUBECONFIG at one, or run daskstep in a pod",
+                            )
+                        ]
+                    ) from None
             api_client = client.ApiClient()
         self.client = api_client
         self.custom = client.CustomObjectsApi(api_client)

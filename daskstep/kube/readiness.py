@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
@@ -41,6 +42,7 @@ def wait_running(
     timeout: float,
     cancel: StopSignal | None = None,
     poll: float = POLL_SECONDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """The number of ready workers once all are; ClusterError (69) or TooFewWorkers (75)."""
     cancel = cancel or StopSignal()
@@ -53,6 +55,8 @@ def wait_running(
         ready = [p for p in pods if why_not_ready(p) is None]
         scheduler_ready = any(_component(p) == "scheduler" for p in ready)
         ready_workers = sum(_component(p) == "worker" for p in ready)
+        if progress is not None:
+            progress(ready_workers, workers)
         if phase == "Running" and scheduler_ready and ready_workers >= workers:
             return ready_workers
         if time.monotonic() >= deadline:

@@ -1,0 +1,110 @@
+"""The Kubernetes backend: the run's objects (daskstep/kube/) created through the thin API
+layer, the cluster awaited as the API server sees it, and one root deleted at the end, which
+takes everything else with it (ownerReferences), whatever happened.
+
+The root is created first: the other objects need its uid for their ownerReferences. If
+`daskstep run` dies, deleting the root by hand (or `kubectl delete configmap <run>`) is all
+the cleaning there is; the workers also end by themselves once the scheduler is gone
+(`--death-timeout`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
+from daskstep.errors import ClusterError
+from daskstep.kube.api import KubeAPI
+from daskstep.kube.cluster import (
+    build_dashboard,
+    build_daskcluster,
+    build_log_reader,
+    build_network_policy,
+)
+from daskstep.kube.objects import RUN_LABEL, KubeOptions, build_root
+from daskstep.kube.readiness import wait_running
+from daskstep.spec import Workflow
+from sidecar.lifecycle import StopSignal
+
+ROOT_GONE_SECONDS = 60.0  # how long stop() waits for the garbage collector to finish
+
+
+class KubernetesBackend(ClusterBackend):
+    name = "kubernetes"
+    poll_interval = 1.0
+
+    def __init__(
+        self, api: KubeAPI, options: KubeOptions, workflow: Workflow, reana_yaml: str
+    ) -> None:
+        super().__init__()
+        self.api = api
+        self.options = options  # with the root's uid once it exists
+        self.workflow = workflow
+        self.reana_yaml = reana_yaml
+        self.root_created = False
+        self.root_gone_seconds = ROOT_GONE_SECONDS
+
+    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        root = self.api.create(build_root(self.options, self.reana_yaml))
+        self.root_created = True
+        self.options = dataclasses.replace(self.options, root_uid=root["metadata"]["uid"])
+        objects = [*build_log_reader(self.options), build_network_policy(self.options)]
+        objects.append(build_daskcluster(self.workflow, self.options))
+        if self.options.dashboard_host:
+            objects.append(build_dashboard(self.options))
+        for obj in objects:
+            self.check_cancel()
+            self.api.create(obj)
+        dashboard = (
+            f"https://{self.options.dashboard_host}/status" if self.options.dashboard_host else None
+        )
+        return ClusterHandle(self.options.scheduler_address, dashboard)
+
+    def wait_ready(
+        self,
+        workers: int,
+        timeout: float,
+        progress: Progress | None = None,
+        cancel: StopSignal | None = None,
+    ) -> int:
+        """Through the API server, not the scheduler: its ClusterIP is not reachable from
+        where `daskstep run` may run."""
+        self.cancel = cancel or self.cancel
+        return wait_running(
+            self.api, self.options, workers, timeout, self.cancel, progress=progress
+        )
+
+    def check_alive(self) -> None:
+        cluster = self.api.get("DaskCluster", self.options.namespace, self.options.cluster_name)
+        if cluster is None:
+            raise ClusterError(f"DaskCluster {self.options.cluster_name} was deleted")
+        phase = (cluster.get("status") or {}).get("phase")
+        if phase not in (None, "Running", "Pending", "Created"):
+            raise ClusterError(f"DaskCluster {self.options.cluster_name} is {phase}")
+
+    def log_sources(self, workspace: Path) -> list[str]:
+        return [f"kubernetes:{self.options.namespace}/{RUN_LABEL}={self.options.run_id}"]
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "namespace": self.options.namespace, "run": self.options.run_id}
+
+    def stop(self) -> None:
+        """Delete the root (foreground: its dependents go first) and wait a while for it."""
+        if not self.root_created:
+            return
+        namespace, root = self.options.namespace, self.options.root_name
+        self.api.delete("ConfigMap", namespace, root)
+        deadline = time.monotonic() + self.root_gone_seconds
+        while self.api.get("ConfigMap", namespace, root) is not None:
+            if time.monotonic() >= deadline:
+                print(
+                    f"daskstep: warning: the root ConfigMap {root} is still being deleted after "
+                    f"{self.root_gone_seconds:g} s; Kubernetes' garbage collector goes on",
+                    flush=True,
+                )
+                break
+            time.sleep(0.5)
+        self.root_created = False
