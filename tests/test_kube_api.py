@@ -28,6 +28,7 @@ class StandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.objects: dict[str, dict[str, Any]] = {}  # path of the object -> object
         self.requests: list[tuple[str, str, Any]] = []
+        self.authorizations: list[str | None] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -64,6 +65,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         self.server.requests.append(("GET", url.path, query))
+        self.server.authorizations.append(self.headers.get("Authorization"))
         if url.path in self.server.objects:
             self._send(200, self.server.objects[url.path])
             return
@@ -209,3 +211,66 @@ def test_a_ready_pod_has_no_reason_and_events_fill_in() -> None:
     event = {"type": "Warning", "reason": "FailedMount", "message": "MountVolume.SetUp failed"}
     line = why_not_ready(_pod({"phase": "Pending"}), [event])
     assert line == "pod ds-1-default-worker-abc: FailedMount: MountVolume.SetUp failed"
+
+
+@pytest.fixture
+def default_configuration():
+    """Loading a configuration sets the client's process-wide default: put it back."""
+    saved = k8s.Configuration.get_default_copy()
+    yield
+    k8s.Configuration.set_default(saved)
+
+
+def test_a_kubeconfig_is_used_when_not_in_a_pod(
+    stand_in, tmp_path, monkeypatch, default_configuration
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{stand_in.server_port}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "kubeconfig-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert KubernetesAPI().get("ConfigMap", "ns", "nothing") is None
+    assert [a.lower() for a in stand_in.authorizations] == ["bearer kubeconfig-token"]
+
+
+def test_in_a_pod_the_service_account_is_used_over_tls(
+    stand_in, tmp_path, monkeypatch, default_configuration
+) -> None:
+    """As a pod sees it: the API server's address in the environment, its CA and a token in
+    the service account folder; TLS is verified against that CA."""
+    import ssl
+    import subprocess
+
+    import kubernetes.config.incluster_config as incluster
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    stand_in.socket = context.wrap_socket(stand_in.socket, server_side=True)
+    token = tmp_path / "token"
+    token.write_text("service-account-token")
+    monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(stand_in.server_port))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-config"))
+    assert KubernetesAPI().list("Pod", "ns", labels="daskstep.io/run=ds-1") == []
+    assert [a.lower() for a in stand_in.authorizations] == ["bearer service-account-token"]

@@ -6,6 +6,7 @@ the official client against a local HTTP stand-in, so serialisation is real code
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 from daskstep.errors import InputError, Problem
@@ -51,7 +52,8 @@ class KubernetesAPI:
                 config.load_incluster_config()
             except config.ConfigException:
                 try:
-                    config.load_kube_config()
+                    # read now: the client reads $KUBECONFIG once, when it is imported
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
                 except (config.ConfigException, OSError) as e:
                     raise InputError(
                         [
