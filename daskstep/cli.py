@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     _kubernetes_options(p)
     p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
 
+    p = sub.add_parser("wait-step", help="wait for a step's status file; fail if the step did")
+    p.add_argument("status_file", metavar="STATUS_FILE")
+    p.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: no limit)")
+
     p = sub.add_parser("gc", help="remove the containers of runs whose daskstep run is gone")
     p.add_argument("--all", action="store_true", help="every daskstep container, live runs too")
 
@@ -234,6 +238,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_wait_step(args: argparse.Namespace) -> int:
+    from daskstep.gate import wait_step
+
+    return wait_step(Path(args.status_file), args.timeout)
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from daskstep.logview import View, show
 
@@ -305,6 +315,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
     "render": _cmd_render,
+    "wait-step": _cmd_wait_step,
     "images": _cmd_images,
     "gc": _cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,

@@ -7,6 +7,8 @@ for their newline, and exits 0.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -90,11 +92,17 @@ def build_sources(specs: list[SourceSpec]) -> list[Source]:
 
 
 class Shipper:
-    def __init__(self, store: LogStore, sources: list[Source], checkpoints: Checkpoints) -> None:
+    def __init__(
+        self,
+        store: LogStore,
+        sources: list[Source],
+        checkpoints: Checkpoints,
+        stop: StopSignal | None = None,
+    ) -> None:
         self.store = store
         self.sources = sources
         self.checkpoints = checkpoints
-        self.stop = StopSignal()
+        self.stop = stop or StopSignal()
 
     def start(self) -> None:
         saved = self.checkpoints.load()
@@ -137,7 +145,31 @@ class Shipper:
         return 0
 
 
+def take_the_store(folder: Path, stop: StopSignal, poll: float = 0.2) -> int | None:
+    """One writer per store: another log sidecar on the same workspace (the previous step's
+    pod, still draining, or `daskstep run` shipping into the same claim) goes first. The lock
+    is held until this process exits; a stop while waiting ends the wait. The fd, or None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if not told:
+                print("waiting: another log sidecar writes this store", file=sys.stderr, flush=True)
+                told = True
+        if stop.wait(poll):
+            os.close(fd)
+            return None
+
+
 def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None) -> int:
+    stop = StopSignal().install()
+    follow_run()  # started by `daskstep run`: drain and go if it dies
+    if take_the_store(Path(workspace) / ".daskstep" / "logs", stop) is None:
+        return 0
     store = LogStore(Path(workspace) / ".daskstep" / "logs")
     checkpoints = Checkpoints(
         checkpoint_file or Path(workspace) / ".daskstep" / "log-checkpoints.json"
@@ -147,7 +179,5 @@ def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None)
     except Exception as e:  # no Docker engine, no kubeconfig: one line, not a traceback
         print(f"error: --source: cannot connect: {e}", file=sys.stderr, flush=True)
         return EXIT_UNAVAILABLE
-    shipper = Shipper(store, sources, checkpoints)
-    shipper.stop.install()
-    follow_run()  # started by `daskstep run`: drain and go if it dies
+    shipper = Shipper(store, sources, checkpoints, stop)
     return shipper.run()

@@ -205,6 +205,14 @@ def test_what_the_objects_say() -> None:
     [fail_fast, _evicted] = job["spec"]["podFailurePolicy"]["rules"]
     assert fail_fast["onExitCodes"]["values"] == [69, 75, 78]
 
+    # the second Job waits for the first one's status, under this run's id in the workspace
+    status = argv[argv.index("--status-file") + 1]
+    assert status == "/workspace/.daskstep/runs/ds-0123456789/steps/01-fit-plot.json"
+    later = by_kind(objects, "Job")[1]["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in later[:2]] == ["entrypoint", "after-previous-step"]
+    assert later[1]["command"] == ["daskstep", "wait-step", status]
+    assert "after-previous-step" not in [c["name"] for c in pod["initContainers"]]
+
     [fence] = by_kind(objects, "NetworkPolicy")
     run = {"matchLabels": {"daskstep.io/run": "ds-0123456789"}}
     assert fence["spec"]["podSelector"] == run

@@ -17,8 +17,9 @@ from daskstep.kube.stepjob import build_step_job
 from daskstep.spec import Workflow
 
 HEADER = """\
-# daskstep run {run} in namespace {namespace}: apply in this order; the step Jobs of a serial
-# workflow run one after another (daskstep run --backend kubernetes does that for you).
+# daskstep run {run} in namespace {namespace}: apply in this order. Each step Job after the
+# first waits (daskstep wait-step) until the previous step succeeded, so all may be applied
+# at once; daskstep run --backend kubernetes creates them one after another.
 """
 
 NO_OWNER = """\

@@ -51,8 +51,15 @@ def step_job_name(options: KubeOptions, index: int, step: Step) -> str:
     return prefix + dns_label(step.name, 63 - len(prefix))
 
 
+def status_path(options: KubeOptions, workflow: Workflow, index: int) -> str:
+    """Where step `index` writes its status in the workspace claim: under the run's id, so a
+    reused workspace cannot show an earlier run's status."""
+    name = dns_label(workflow.steps[index].name)
+    return f"{WORKSPACE}/.daskstep/runs/{options.run_id}/steps/{index + 1:02d}-{name}.json"
+
+
 def _entrypoint_argv(workflow: Workflow, index: int, step: Step, options: KubeOptions) -> list:
-    status = f"{WORKSPACE}/.daskstep/steps/{index + 1:02d}-{dns_label(step.name)}.json"
+    status = status_path(options, workflow, index)
     argv = ["python3", PYZ, "--status-file", status, "--termination-log", TERMINATION_LOG]
     argv += ["--grace-period", f"{STEP_GRACE_SECONDS:g}", "--health-port", str(HEALTH_PORT)]
     argv += ["--workdir", WORKSPACE]
@@ -98,6 +105,17 @@ def build_step_job(
         "volumeMounts": [{"name": "daskstep-bin", "mountPath": "/install"}],
         "securityContext": {"allowPrivilegeEscalation": False},
     }
+    gate = []
+    if index > 0:  # the Jobs of a serial workflow may all be applied at once (GitOps)
+        gate.append(
+            {
+                "name": "after-previous-step",
+                "image": options.daskstep_image,
+                "command": ["daskstep", "wait-step", status_path(options, workflow, index - 1)],
+                "volumeMounts": [workspace_mount(options)],
+                "securityContext": {"allowPrivilegeEscalation": False},
+            }
+        )
     sidecars = [_log_sidecar(options)]
     for sidecar in credential_sidecars(*credentials, options):
         sidecars.append({**sidecar, "restartPolicy": "Always"})
@@ -133,7 +151,7 @@ def build_step_job(
             "serviceAccountName": options.log_reader,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": int(STEP_GRACE_SECONDS) + 5,
-            "initContainers": [install, *sidecars],
+            "initContainers": [install, *gate, *sidecars],
             "containers": [main],
             "volumes": volumes,
         },
