@@ -74,7 +74,7 @@ class KubernetesBackend(ClusterBackend):
         where `daskstep run` may run."""
         self.cancel = cancel or self.cancel
         return wait_running(
-            self.api, self.options, workers, timeout, self.cancel, progress=progress
+            self.api, self.options, workers, timeout, self.cancel, self.poll_interval, progress
         )
 
     def check_alive(self) -> None:
