@@ -169,7 +169,7 @@ def _kubernetes_run(
     forget_secret_variables()
     workspace = prepare_workspace(workspace)
     stage_inputs(workflow, workspace)
-    cluster = KubernetesBackend(api, options, workflow, reana_yaml)
+    cluster = KubernetesBackend(api, options, workflow, reana_yaml, reaper=True)
     say(f"run {options.run_id} in namespace {options.namespace}")
     return Run(
         workflow,

@@ -1,9 +1,10 @@
-"""`daskstep sidecar reaper --label daskstep.run=ID`: removes a run's containers as soon as
-the run's controller is gone, as testcontainers' reaper (Ryuk) does.
+"""`daskstep sidecar reaper --label daskstep.run=ID` (Docker) or `--kubernetes NS/ROOT`:
+removes a run's containers, or deletes its root object (which owns everything else of the
+run), as soon as the run's controller is gone, as testcontainers' reaper (Ryuk) does.
 
 The controller holds our stdin open. EOF (it exited or was killed, however), SIGTERM, or the
-kernel's parent-death signal: we remove every container with the label, and exit 0. A normal
-run removes its containers itself first, so we find none.
+kernel's parent-death signal: we remove what is the run's, and exit 0. A normal run removes it
+itself first, so we find nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="daskstep sidecar reaper", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--label", required=True, metavar="KEY=VALUE", help="containers to remove")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--label", metavar="KEY=VALUE", help="Docker containers to remove")
+    which.add_argument("--kubernetes", metavar="NS/ROOT", help="the run's root ConfigMap")
     args = parser.parse_args(argv)
+    if args.kubernetes:
+        namespace, sep, root = args.kubernetes.partition("/")
+        if not (namespace and sep and root):
+            parser.error(f"--kubernetes {args.kubernetes!r}: write NAMESPACE/ROOT, e.g. ns/ds-1")
+        return _reap_kubernetes(namespace, root)
     key, sep, value = args.label.partition("=")
     if not (key and sep and value):
         parser.error(f"--label {args.label!r}: write KEY=VALUE, e.g. daskstep.run=ds-1234")
@@ -55,6 +63,36 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # already being removed by the controller
             print(f"reaper: {row['Names']}: {e}", flush=True)
     print(f"reaper: removed {removed} container(s) of {args.label}", flush=True)
+    return 0
+
+
+def _reap_kubernetes(namespace: str, root: str) -> int:
+    """Deleting the root deletes the run: every other object has an ownerReference to it."""
+    stop = StopSignal().install()
+    follow_run()
+    try:
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        from sidecar.kubernetes import _core_api
+
+        core = _core_api()
+    except Exception as e:
+        print(f"reaper: error: no Kubernetes configuration: {e}", file=sys.stderr, flush=True)
+        return EXIT_UNAVAILABLE
+    threading.Thread(target=_read_until_eof, args=(stop,), daemon=True).start()
+    print(f"reaper: watching configmap {namespace}/{root}", flush=True)
+    while not stop.wait(3600):
+        pass
+    try:
+        body = V1DeleteOptions(propagation_policy="Foreground")
+        core.delete_namespaced_config_map(root, namespace, body=body)
+        print(f"reaper: deleted configmap {namespace}/{root} and what it owns", flush=True)
+    except ApiException as e:
+        if e.status != 404:
+            print(f"reaper: error: deleting {namespace}/{root}: {e.reason}", flush=True)
+            return 1
+        print(f"reaper: configmap {namespace}/{root} was already gone", flush=True)
     return 0
 
 

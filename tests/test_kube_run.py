@@ -238,3 +238,78 @@ def test_without_a_kubernetes_configuration_nothing_starts(tmp_path: Path) -> No
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("error: KUBECONFIG: no usable Kubernetes configuration")
     assert not (tmp_path / ".daskstep").exists()
+
+
+@pytest.mark.integration
+def test_sigkill_of_daskstep_run_has_the_reaper_delete_the_root(tmp_path: Path) -> None:
+    """The real CLI against the HTTP stand-in (it stores objects; no operator ever makes the
+    cluster Running), killed while it waits: its reaper deletes the root, with no manual step."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+    import yaml
+    from test_kube_api import StandIn
+    from test_kube_render import SPECS_DOC
+
+    server = StandIn()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    reana = tmp_path / "reana.yaml"
+    reana.write_text(yaml.safe_dump({"workflow": SPECS_DOC}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env["KUBECONFIG"] = str(kubeconfig)
+    daskstep = Path(sys.executable).parent / "daskstep"
+    argv = [str(daskstep), "run", str(reana), "--backend", "kubernetes"]
+    argv += ["--namespace", "ns", "--run-id", "ds-kill", "--start-timeout", "120"]
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cluster_path = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters/ds-kill"
+    root_path = "/api/v1/namespaces/ns/configmaps/ds-kill"
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r[:2] == ("GET", cluster_path) for r in list(server.requests)):
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            assert time.monotonic() < deadline, "daskstep run never waited for its cluster"
+            time.sleep(0.05)
+        assert root_path in server.objects  # the root, and what it owns, exist
+        run.kill()
+        run.wait()
+        t = time.monotonic()
+        while root_path in server.objects:
+            assert time.monotonic() - t < 15, "the root is still there 15 s after the SIGKILL"
+            time.sleep(0.05)
+        deleted = [r for r in server.requests if r[:2] == ("DELETE", root_path)]
+        assert deleted and deleted[0][2]["propagationPolicy"] == "Foreground"
+
+        def reapers() -> list[psutil.Process]:
+            return [
+                p for p in psutil.process_iter(["cmdline"])
+                if "ns/ds-kill" in " ".join(p.info["cmdline"] or [])
+            ]  # fmt: skip
+
+        while reapers():
+            assert time.monotonic() - t < 15, f"left running: {reapers()}"
+            time.sleep(0.05)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        server.shutdown()
+        server.server_close()

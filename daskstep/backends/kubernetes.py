@@ -3,14 +3,17 @@ layer, the cluster awaited as the API server sees it, and one root deleted at th
 takes everything else with it (ownerReferences), whatever happened.
 
 The root is created first: the other objects need its uid for their ownerReferences. If
-`daskstep run` dies, deleting the root by hand (or `kubectl delete configmap <run>`) is all
-the cleaning there is; the workers also end by themselves once the scheduler is gone
+`daskstep run` is killed, its reaper (`daskstep sidecar reaper --kubernetes`, started before
+the root) deletes the root; the workers also end by themselves once the scheduler is gone
 (`--death-timeout`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from daskstep.kube.cluster import (
 )
 from daskstep.kube.objects import RUN_LABEL, KubeOptions, build_root
 from daskstep.kube.readiness import wait_running
+from daskstep.secret_env import child_env
 from daskstep.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
@@ -37,9 +41,16 @@ class KubernetesBackend(ClusterBackend):
     poll_interval = 1.0
 
     def __init__(
-        self, api: KubeAPI, options: KubeOptions, workflow: Workflow, reana_yaml: str
+        self,
+        api: KubeAPI,
+        options: KubeOptions,
+        workflow: Workflow,
+        reana_yaml: str,
+        reaper: bool = False,
     ) -> None:
         super().__init__()
+        self.reaper = reaper  # `daskstep sidecar reaper`: deletes the root if we are killed
+        self._reaper: subprocess.Popen[bytes] | None = None
         self.api = api
         self.options = options  # with the root's uid once it exists
         self.workflow = workflow
@@ -48,6 +59,17 @@ class KubernetesBackend(ClusterBackend):
         self.root_gone_seconds = ROOT_GONE_SECONDS
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        if self.reaper:  # before the root exists: from here on, a SIGKILL cannot leak it
+            argv = [sys.executable, "-m", "daskstep", "sidecar", "reaper", "--kubernetes"]
+            argv.append(f"{self.options.namespace}/{self.options.root_name}")
+            self._reaper = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=child_env(),
+                start_new_session=True,  # a Ctrl-C to our group must not take it first
+            )
         root = self.api.create(build_root(self.options, self.reana_yaml))
         self.root_created = True
         self.options = dataclasses.replace(self.options, root_uid=root["metadata"]["uid"])
@@ -93,8 +115,19 @@ class KubernetesBackend(ClusterBackend):
 
     def stop(self) -> None:
         """Delete the root (foreground: its dependents go first) and wait a while for it."""
-        if not self.root_created:
-            return
+        if self.root_created:
+            self._delete_root()
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:  # nothing left for it: let it go
+            with contextlib.suppress(OSError):
+                reaper.stdin.close()  # type: ignore[union-attr]
+            try:
+                reaper.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                reaper.kill()
+                reaper.wait()
+
+    def _delete_root(self) -> None:
         namespace, root = self.options.namespace, self.options.root_name
         self.api.delete("ConfigMap", namespace, root)
         deadline = time.monotonic() + self.root_gone_seconds
