@@ -25,6 +25,13 @@ def _read_until_eof(stop: StopSignal) -> None:
     stop.set()
 
 
+def _until_the_controller_goes(stop: StopSignal, what: str) -> None:
+    threading.Thread(target=_read_until_eof, args=(stop,), daemon=True).start()
+    print(f"reaper: watching {what}", flush=True)
+    while not stop.wait(3600):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="daskstep sidecar reaper", description=__doc__.split("\n")[0]
@@ -51,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"reaper: error: cannot reach the Docker engine: {e}", file=sys.stderr, flush=True)
         return EXIT_UNAVAILABLE
-    threading.Thread(target=_read_until_eof, args=(stop,), daemon=True).start()
-    print(f"reaper: watching {args.label}", flush=True)
-    while not stop.wait(3600):
-        pass
+    _until_the_controller_goes(stop, args.label)
     removed = 0
     for row in client.api.containers(all=True, filters={"label": [args.label]}):
         try:
@@ -80,10 +84,7 @@ def _reap_kubernetes(namespace: str, root: str) -> int:
     except Exception as e:
         print(f"reaper: error: no Kubernetes configuration: {e}", file=sys.stderr, flush=True)
         return EXIT_UNAVAILABLE
-    threading.Thread(target=_read_until_eof, args=(stop,), daemon=True).start()
-    print(f"reaper: watching configmap {namespace}/{root}", flush=True)
-    while not stop.wait(3600):
-        pass
+    _until_the_controller_goes(stop, f"configmap {namespace}/{root}")
     try:
         body = V1DeleteOptions(propagation_policy="Foreground")
         core.delete_namespaced_config_map(root, namespace, body=body)

@@ -8,6 +8,7 @@ import json
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -213,6 +214,24 @@ def test_a_ready_pod_has_no_reason_and_events_fill_in() -> None:
     assert line == "pod ds-1-default-worker-abc: FailedMount: MountVolume.SetUp failed"
 
 
+def write_kubeconfig(path: Path, port: int, token: str) -> Path:
+    """A kubeconfig whose one context is the stand-in on loopback, with a bearer token."""
+    server = {"server": f"http://127.0.0.1:{port}"}
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
 @pytest.fixture
 def default_configuration():
     """Loading a configuration sets the client's process-wide default: put it back."""
@@ -224,21 +243,7 @@ def default_configuration():
 def test_a_kubeconfig_is_used_when_not_in_a_pod(
     stand_in, tmp_path, monkeypatch, default_configuration
 ) -> None:
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{stand_in.server_port}"}}
-                ],
-                "users": [{"name": "u", "user": {"token": "kubeconfig-token"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "config", stand_in.server_port, "kubeconfig-token")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     assert KubernetesAPI().get("ConfigMap", "ns", "nothing") is None

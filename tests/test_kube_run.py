@@ -252,26 +252,12 @@ def test_sigkill_of_daskstep_run_has_the_reaper_delete_the_root(tmp_path: Path) 
 
     import psutil
     import yaml
-    from test_kube_api import StandIn
+    from test_kube_api import StandIn, write_kubeconfig
     from test_kube_render import SPECS_DOC
 
     server = StandIn()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.server_port, "t")
     reana = tmp_path / "reana.yaml"
     reana.write_text(yaml.safe_dump({"workflow": SPECS_DOC}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}

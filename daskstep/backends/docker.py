@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -37,6 +35,7 @@ from daskstep.backends.base import (
     Progress,
     nanny_environment,
 )
+from daskstep.backends.reaper import Reaper
 from daskstep.containers import (
     COMPONENT_LABEL,
     RUN_LABEL,
@@ -49,7 +48,6 @@ from daskstep.containers import (
     user_options,
 )
 from daskstep.errors import ClusterError, TooFewWorkers
-from daskstep.secret_env import child_env
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
@@ -75,7 +73,7 @@ class DockerBackend(ClusterBackend):
         self.run_id = new_run_id()
         self.http: str | None = None  # the scheduler's HTTP base, for identity.json
         self.on_event: Event | None = None
-        self._reaper: subprocess.Popen[bytes] | None = None
+        self._reaper: Reaper | None = None
         self._events: Any = None
         self._stopping = False
         self._memory = ""
@@ -89,7 +87,8 @@ class DockerBackend(ClusterBackend):
         if self.client is None:
             self.client = docker_client()
         image = local_image(self.client, spec.image or "", "resources.dask.image")
-        self._start_reaper()
+        # before any container: whatever happens to us from here on, it removes them
+        self._reaper = Reaper("--label", f"{RUN_LABEL}={self.run_id}")
         self._memory = spec.memory
         port, http_port = free_port(self.host), free_port(self.host)
         address = f"tcp://{self.host}:{port}"
@@ -138,19 +137,6 @@ class DockerBackend(ClusterBackend):
             volumes=volumes,
             environment=environment,
             **user,
-        )
-
-    def _start_reaper(self) -> None:
-        """Before any container: whatever happens to us from here on, it removes them."""
-        argv = [sys.executable, "-m", "daskstep", "sidecar", "reaper"]
-        argv += ["--label", f"{RUN_LABEL}={self.run_id}"]
-        self._reaper = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=child_env(),
-            start_new_session=True,  # a Ctrl-C to our group must not take it first
         )
 
     # -- watching -------------------------------------------------------------------------------
@@ -245,15 +231,9 @@ class DockerBackend(ClusterBackend):
             with contextlib.suppress(Exception):
                 self._events.close()
             self._events = None
-        reaper, self._reaper = self._reaper, None
-        if reaper is not None:  # nothing left for it: let it go
-            with contextlib.suppress(OSError):
-                reaper.stdin.close()  # type: ignore[union-attr]
-            try:
-                reaper.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                reaper.kill()
-                reaper.wait()
+        if self._reaper is not None:  # nothing left for it: let it go
+            self._reaper.let_go()
+            self._reaper = None
 
     def log_sources(self, workspace: Path) -> list[str]:
         return [f"docker:{RUN_LABEL}={self.run_id}"]

@@ -10,15 +10,13 @@ the root) deletes the root; the workers also end by themselves once the schedule
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
+from daskstep.backends.reaper import Reaper
 from daskstep.errors import ClusterError
 from daskstep.kube.api import KubeAPI
 from daskstep.kube.cluster import (
@@ -29,7 +27,6 @@ from daskstep.kube.cluster import (
 )
 from daskstep.kube.objects import RUN_LABEL, KubeOptions, build_root
 from daskstep.kube.readiness import wait_running
-from daskstep.secret_env import child_env
 from daskstep.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
@@ -50,7 +47,7 @@ class KubernetesBackend(ClusterBackend):
     ) -> None:
         super().__init__()
         self.reaper = reaper  # `daskstep sidecar reaper`: deletes the root if we are killed
-        self._reaper: subprocess.Popen[bytes] | None = None
+        self._reaper: Reaper | None = None
         self.api = api
         self.options = options  # with the root's uid once it exists
         self.workflow = workflow
@@ -60,15 +57,8 @@ class KubernetesBackend(ClusterBackend):
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
         if self.reaper:  # before the root exists: from here on, a SIGKILL cannot leak it
-            argv = [sys.executable, "-m", "daskstep", "sidecar", "reaper", "--kubernetes"]
-            argv.append(f"{self.options.namespace}/{self.options.root_name}")
-            self._reaper = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=child_env(),
-                start_new_session=True,  # a Ctrl-C to our group must not take it first
+            self._reaper = Reaper(
+                "--kubernetes", f"{self.options.namespace}/{self.options.root_name}"
             )
         root = self.api.create(build_root(self.options, self.reana_yaml))
         self.root_created = True
@@ -117,15 +107,9 @@ class KubernetesBackend(ClusterBackend):
         """Delete the root (foreground: its dependents go first) and wait a while for it."""
         if self.root_created:
             self._delete_root()
-        reaper, self._reaper = self._reaper, None
-        if reaper is not None:  # nothing left for it: let it go
-            with contextlib.suppress(OSError):
-                reaper.stdin.close()  # type: ignore[union-attr]
-            try:
-                reaper.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                reaper.kill()
-                reaper.wait()
+        if self._reaper is not None:  # nothing left for it: let it go
+            self._reaper.let_go()
+            self._reaper = None
 
     def _delete_root(self) -> None:
         namespace, root = self.options.namespace, self.options.root_name
