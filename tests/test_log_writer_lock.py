@@ -44,13 +44,19 @@ def test_a_second_sidecar_waits_for_the_first_then_takes_over(tmp_path: Path) ->
 def test_a_waiting_sidecar_stops_on_sigterm(tmp_path: Path) -> None:
     raw = tmp_path / "raw.log"
     raw.write_text("x\n")
+    store = tmp_path / ".daskstep" / "logs" / "job.log"
     first = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
-    second = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
+    second = None
     try:
+        # the first holds the store once it has shipped: only then may the second start
+        wait_for(lambda: store.exists() and store.read_text() == "x\n", 30, "the first")
+        second = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
         assert second.stderr is not None and "waiting" in second.stderr.readline()
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(20)
-        second.kill()
+        if second is not None:
+            second.kill()
+            second.wait()
