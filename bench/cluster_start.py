@@ -369,6 +369,24 @@ def daskstep_available() -> str | None:
     return None
 
 
+def run_rounds(variants: list[Variant], args: argparse.Namespace, dashboard: bool) -> None:
+    """Warm-up rounds, then timed ones; in each, every variant in turn, so noise hits all."""
+    for n in range(args.warmup + args.rounds):
+        timed = n >= args.warmup
+        tag = f"round {n - args.warmup + 1}/{args.rounds}" if timed else "warm-up"
+        for v in variants:
+            s = measure(v, args.workers)
+            if timed:
+                v.samples.append(s)
+            status = s.error or (f"LEFT {len(s.leftovers)} PROCESSES" if s.leftovers else "ok")
+            shown = f"dashboard {fmt(s.dashboard):>6} s  " if dashboard else ""
+            print(
+                f"{tag:<11} {v.label:<13} ready {fmt(s.ready):>6} s  "
+                f"{shown}stop {fmt(s.stop):>6} s  {status}",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     all_variants = {
         "daskstep": Variant("daskstep", "daskstep", run_daskstep),
@@ -388,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", help="docker: the Dask image (with the dask CLI)")
     args = parser.parse_args(argv)
     if args.backend == "docker":
-        return docker_main(args)
+        import docker_start
+
+        return docker_start.main(args, sys.modules[__name__])
     keys = [k.strip() for k in args.variants.split(",") if k.strip()]
     unknown = [k for k in keys if k not in all_variants]
     if unknown or not keys or args.rounds < 1 or args.workers < 1:
@@ -412,20 +432,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not subreaper:
         print("note: no child subreaper here; orphaned processes may escape the leak check")
-    total = args.warmup + args.rounds
-    for n in range(total):
-        timed = n >= args.warmup
-        tag = f"round {n - args.warmup + 1}/{args.rounds}" if timed else "warm-up"
-        for v in variants:
-            s = measure(v, args.workers)
-            if timed:
-                v.samples.append(s)
-            status = s.error or (f"LEFT {len(s.leftovers)} PROCESSES" if s.leftovers else "ok")
-            print(
-                f"{tag:<11} {v.label:<13} ready {fmt(s.ready):>6} s  "
-                f"dashboard {fmt(s.dashboard):>6} s  stop {fmt(s.stop):>6} s  {status}",
-                flush=True,
-            )
+    run_rounds(variants, args, dashboard=True)
 
     failures = report(variants, args.workers, args.rounds, "localcluster")
     if failures:
@@ -433,33 +440,6 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILURES:")
         for line in failures:
             print(f"  {line}")
-    return 0
-
-
-def docker_main(args: argparse.Namespace) -> int:
-    import docker_start
-
-    if not args.image:
-        print("--backend docker needs --image IMAGE (daskstep images build makes one)")
-        return 2
-    if why := (daskstep_available() or docker_start.available()):
-        print(f"cannot bench the docker backend: {why}")
-        return 1
-    variants = [
-        Variant("daskstep", "daskstep", docker_start.daskstep_docker(args.image)),
-        Variant("dockerrun", "docker run", docker_start.docker_run(args.image)),
-    ]
-    for n in range(args.warmup + args.rounds):
-        for v in variants:
-            s = measure(v, args.workers)
-            if n >= args.warmup:
-                v.samples.append(s)
-            print(f"{v.label:<13} ready {fmt(s.ready):>6} s  stop {fmt(s.stop):>6} s  "
-                  f"{s.error or 'ok'}", flush=True)  # fmt: skip
-    goals = (docker_start.GOAL_READY, docker_start.GOAL_STOP)
-    failures = report(variants, args.workers, args.rounds, "dockerrun", goals)
-    for line in failures:
-        print(f"  FAILURE {line}")
     return 0
 
 

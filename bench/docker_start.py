@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 THREADS = 1
 MEMORY = "2Gi"
@@ -108,3 +109,25 @@ def available() -> str | None:
         where = os.environ.get("DOCKER_HOST", "the default socket")
         return f"no Docker engine answers at {where}"
     return None
+
+
+def main(args: Any, bench: Any) -> int:
+    """`cluster_start.py --backend docker`; `bench` is cluster_start, which calls us, for its
+    shared rounds, variants and report."""
+    if not args.image:
+        print("--backend docker needs --image IMAGE (daskstep images build makes one)")
+        return 2
+    if why := (bench.daskstep_available() or available()):
+        print(f"cannot bench the docker backend: {why}")
+        return 1
+    variants = [
+        bench.Variant("daskstep", "daskstep", daskstep_docker(args.image)),
+        bench.Variant("dockerrun", "docker run", docker_run(args.image)),
+    ]
+    bench.run_rounds(variants, args, dashboard=False)
+    failures = bench.report(
+        variants, args.workers, args.rounds, "dockerrun", (GOAL_READY, GOAL_STOP)
+    )
+    for line in failures:
+        print(f"  FAILURE {line}")
+    return 0

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -189,24 +189,40 @@ class ClusterBackend(ABC):
         address = self._address()
 
         async def wait() -> int:
-            seen = -1
             async with rpc(address, timeout=max(timeout, 1.0)) as scheduler:
-                while True:
-                    n = len((await scheduler.identity())["workers"])
-                    if n != seen and progress:
-                        progress(n, workers)
-                    seen = n
-                    if n >= workers:
-                        return n
-                    if time.monotonic() >= deadline:
-                        raise TooFewWorkers(
-                            f"only {n} of {workers} workers registered within {timeout:g} s"
-                        )
-                    self.check_alive()
-                    self.check_cancel()
-                    await asyncio.sleep(self.poll_interval)
+
+                async def count() -> int:
+                    return len((await scheduler.identity())["workers"])
+
+                return await self._count_until(count, workers, deadline, timeout, progress)
 
         return asyncio.run(wait())
+
+    async def _count_until(
+        self,
+        count: Callable[[], Awaitable[int]],
+        workers: int,
+        deadline: float,
+        timeout: float,
+        progress: Progress | None,
+    ) -> int:
+        """Ask `count` until it says `workers`, reporting each change; past the deadline,
+        TooFewWorkers. A dead cluster or a cancel ends the wait at once."""
+        seen = -1
+        while True:
+            n = await count()
+            if n != seen and progress:
+                progress(n, workers)
+            seen = n
+            if n >= workers:
+                return n
+            if time.monotonic() >= deadline:
+                raise TooFewWorkers(
+                    f"only {n} of {workers} workers registered within {timeout:g} s"
+                )
+            self.check_alive()
+            self.check_cancel()
+            await asyncio.sleep(self.poll_interval)
 
     def _address(self) -> str:
         if self.handle is None:

@@ -18,6 +18,7 @@ image (`resources.dask.image`), running that image's own `dask scheduler` / `das
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -47,7 +48,7 @@ from daskstep.containers import (
     run_labels,
     user_options,
 )
-from daskstep.errors import ClusterError, TooFewWorkers
+from daskstep.errors import ClusterError
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
@@ -166,21 +167,11 @@ class DockerBackend(ClusterBackend):
         """Through the scheduler's HTTP identity, which any distributed version serves."""
         self.cancel = cancel or self.cancel
         deadline = time.monotonic() + timeout
-        seen = -1
-        while True:
-            count = len(self.identity().get("workers", {}))
-            if count != seen and progress:
-                progress(count, workers)
-            seen = count
-            if count >= workers:
-                return count
-            if time.monotonic() >= deadline:
-                raise TooFewWorkers(
-                    f"only {count} of {workers} workers registered within {timeout:g} s"
-                )
-            self.check_alive()
-            self.check_cancel()
-            time.sleep(self.poll_interval)
+
+        async def count() -> int:
+            return len(self.identity().get("workers", {}))
+
+        return asyncio.run(self._count_until(count, workers, deadline, timeout, progress))
 
     def identity(self) -> dict[str, Any]:
         if self.http is None:

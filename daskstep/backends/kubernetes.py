@@ -19,14 +19,9 @@ from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, P
 from daskstep.backends.reaper import Reaper
 from daskstep.errors import ClusterError
 from daskstep.kube.api import KubeAPI
-from daskstep.kube.cluster import (
-    build_dashboard,
-    build_daskcluster,
-    build_log_reader,
-    build_network_policy,
-)
 from daskstep.kube.objects import RUN_LABEL, KubeOptions, build_root
 from daskstep.kube.readiness import wait_running
+from daskstep.kube.render import cluster_objects
 from daskstep.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
@@ -63,11 +58,7 @@ class KubernetesBackend(ClusterBackend):
         root = self.api.create(build_root(self.options, self.reana_yaml))
         self.root_created = True
         self.options = dataclasses.replace(self.options, root_uid=root["metadata"]["uid"])
-        objects = [*build_log_reader(self.options), build_network_policy(self.options)]
-        objects.append(build_daskcluster(self.workflow, self.options))
-        if self.options.dashboard_host:
-            objects.append(build_dashboard(self.options))
-        for obj in objects:
+        for obj in cluster_objects(self.workflow, self.options):
             self.check_cancel()
             self.api.create(obj)
         dashboard = (

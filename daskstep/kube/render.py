@@ -30,15 +30,19 @@ NO_OWNER = """\
 """
 
 
-def render(workflow: Workflow, reana_yaml: str, options: KubeOptions) -> list[dict[str, Any]]:
-    objects = [build_root(options, reana_yaml), *build_log_reader(options)]
-    objects.append(build_network_policy(options))
+def cluster_objects(workflow: Workflow, options: KubeOptions) -> list[dict[str, Any]]:
+    """What the run needs besides its root and its step Jobs, in the order they are created."""
+    objects = [*build_log_reader(options), build_network_policy(options)]
     if workflow.dask is not None:
         objects.append(build_daskcluster(workflow, options))
         if options.dashboard_host:
             objects.append(build_dashboard(options))
-    objects += [build_step_job(workflow, i, options) for i in range(len(workflow.steps))]
     return objects
+
+
+def render(workflow: Workflow, reana_yaml: str, options: KubeOptions) -> list[dict[str, Any]]:
+    steps = [build_step_job(workflow, i, options) for i in range(len(workflow.steps))]
+    return [build_root(options, reana_yaml), *cluster_objects(workflow, options), *steps]
 
 
 class _Dumper(yaml.SafeDumper):
