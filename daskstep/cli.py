@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
 
-BACKENDS = ("local", "docker", "kubernetes")  # the ones that exist; others come with their issues
+BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-version-mismatch",
         action="store_true",
         help="docker: run steps whose Dask differs from the cluster image's (the entrypoint warns)",
+    )
+    p.add_argument(
+        "--site",
+        metavar="FILE",
+        help="slurm/htcondor: the batch site's settings (partition, account, qos, walltime, "
+        "python, ...); dask-jobqueue's own config fills in the rest",
     )
     _kubernetes_options(p)
 
@@ -218,6 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         secrets=args.secrets,
         allow_version_mismatch=args.allow_version_mismatch,
         kubernetes=kubernetes,
+        site=args.site,
     )
     return run.execute()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 STEP_GRACE_SECONDS = 10.0  # between the entrypoint's TERM to the step's group and its KILL
 
@@ -27,6 +27,8 @@ class StepSpec:
     wait_files: tuple[Path, ...] = ()  # credentials the sidecars keep valid
     environment: Mapping[str, str] = field(default_factory=dict)
     versions: str = "warn"  # the entrypoint's --versions: warn, fail or off
+    compute_backend: str | None = None  # REANA's slurmcern / htcondorcern: a batch job
+    batch_options: tuple[tuple[str, str], ...] = ()
 
 
 class StepHandle(Protocol):
@@ -35,6 +37,11 @@ class StepHandle(Protocol):
 
     def signal(self, signum: int) -> None:
         """Deliver a signal to the step's entrypoint, which forwards it to the commands."""
+
+
+def placement(handle: StepHandle) -> dict[str, Any]:
+    """Where a step runs, when that is more than a process here (a batch job's id)."""
+    return dict(getattr(handle, "placement", None) or {})
 
 
 class StepLauncher(Protocol):

@@ -18,7 +18,7 @@ from pathlib import Path
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
 from daskstep.errors import Cancelled, ClusterError, DaskstepError
-from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec
+from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import WaitProgress
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
@@ -124,6 +124,7 @@ class Run:
             ready = backend.wait_ready(
                 spec.workers, self.start_timeout, progress.update, cancel=self.cancel
             )
+        self.status.cluster_details(backend.status())
         self.status.cluster_ready(ready, time.monotonic() - t)
         say(
             f"cluster ready in {time.monotonic() - t:.1f} s: {ready} workers, "
@@ -154,10 +155,16 @@ class Run:
             environment=self.credentials.environment() if self.credentials else {},
             # steps that share the workers' Python cannot differ from them (0.6 s a step)
             versions="off" if self.backend and self.backend.shares_step_environment else "warn",
+            compute_backend=step.compute_backend,
+            batch_options=step.batch_options,
         )
         say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
         self.status.step_started(index)
-        code, failure = self._follow(self.launcher.start(spec))
+        handle = self.launcher.start(spec)
+        if where := placement(handle):
+            self.status.step_placed(index, where)
+            say(f"step {step.name} is " + ", ".join(f"{k} {v}" for k, v in where.items()))
+        code, failure = self._follow(handle)
         if failure is not None:
             self.status.fail(str(failure), failure.exit_code)
         self.status.step_finished(index, code, spec.status_file, self.cancel.is_set())
@@ -197,6 +204,7 @@ class Run:
         meanwhile only sets the cancel event: teardown goes on."""
         if self.backend is not None:
             t = time.monotonic()
+            self.status.cluster_details(self.backend.status())
             self.backend.stop()
             self.status.cluster["stop_seconds"] = round(time.monotonic() - t, 3)
         if self.credentials is not None:

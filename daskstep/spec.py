@@ -40,6 +40,16 @@ from daskstep.reana import (
 )
 
 DASK_PATH = "workflow.resources.dask"
+COMPUTE_BACKENDS = ("kubernetes", "slurmcern", "htcondorcern")
+BATCH_STEP_KEYS = (
+    "slurm_partition",
+    "slurm_time",
+    "htcondor_max_runtime",
+    "htcondor_accounting_group",
+    "htcondor_request_cpus",
+    "htcondor_request_memory",
+    "htcondor_request_disk",
+)
 STEPS_PATH = "workflow.specification.steps"
 
 
@@ -66,6 +76,8 @@ class Step:
     commands: tuple[str, ...]  # with inputs.parameters expanded, as REANA's serial engine does
     kerberos: bool = False
     voms_proxy: bool = False
+    compute_backend: str | None = None  # REANA's: kubernetes, slurmcern or htcondorcern
+    batch_options: tuple[tuple[str, str], ...] = ()  # slurm_* and htcondor_* step options
 
 
 @dataclass(frozen=True)
@@ -222,7 +234,24 @@ def _step(item: Any, index: int, parameters: dict[str, str], r: Report) -> Step 
     commands = _commands(item, path, parameters, r)
     kerberos = r.boolean(item, "kerberos", f"{path}.kerberos")
     voms_proxy = r.boolean(item, "voms_proxy", f"{path}.voms_proxy")
-    return Step(name, environment, commands, kerberos, voms_proxy)
+    backend = item.get("compute_backend")
+    if backend is not None and backend not in COMPUTE_BACKENDS:
+        r.error(
+            f"{path}.compute_backend",
+            f"{show(backend)} is not one of REANA's compute backends; "
+            f"use {', '.join(COMPUTE_BACKENDS)}, or remove it to run the step with the cluster",
+        )
+        backend = None
+    options = []
+    for key in BATCH_STEP_KEYS:
+        value = item.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            r.error(f"{path}.{key}", f"expected text or a number, got {got(value)}; quote it")
+        else:
+            options.append((key, str(value)))
+    return Step(name, environment, commands, kerberos, voms_proxy, backend, tuple(options))
 
 
 def _steps(workflow: dict, parameters: dict[str, str], r: Report) -> tuple[Step, ...]:

@@ -88,9 +88,18 @@ class RunStatus:
         self.cluster.update(workers_ready=workers, start_seconds=round(seconds, 3))
         self.write()
 
+    def cluster_details(self, details: dict[str, Any]) -> None:
+        """What the backend knows of its own (a run id, batch job ids, pids)."""
+        self.cluster.update({k: v for k, v in details.items() if k not in self.cluster})
+        self.cluster.update({k: v for k, v in details.items() if isinstance(v, dict)})
+
     def step_started(self, index: int) -> None:
         self.steps[index].update(status="running", started_at=iso(time.time()))
         self._step_clock[index] = time.monotonic()
+        self.write()
+
+    def step_placed(self, index: int, where: dict[str, Any]) -> None:
+        self.steps[index].update(where)
         self.write()
 
     def step_finished(self, index: int, code: int, status_file: Path, cancelled: bool) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend, get_backend
+from daskstep.backends.batch import BatchBackend
 from daskstep.credentials import Credentials, Secrets
 from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
@@ -33,11 +34,16 @@ def prepare_run(
     secrets: str | None = None,
     allow_version_mismatch: bool = False,
     kubernetes: tuple[Any, str] | None = None,  # (KubeOptions, the reana.yaml's text)
+    site: str | None = None,  # the batch site's settings file
 ) -> Run:
     check_inputs(workflow)
     if backend == "kubernetes":
         return _kubernetes_run(workflow, workspace, start_timeout, kubernetes)
-    cluster = get_backend(backend) if workflow.dask is not None else None
+    systems = batch_systems(workflow, backend, site)
+    if backend in BATCH and workflow.dask is not None:
+        cluster: ClusterBackend | None = BatchBackend(systems[backend])
+    else:
+        cluster = get_backend(backend) if workflow.dask is not None else None
     found = Secrets.locate(secrets, {**os.environ, **handed_over()})
     forget_secret_variables()
     workspace = prepare_workspace(workspace)
@@ -55,6 +61,8 @@ def prepare_run(
         launcher: StepLauncher = LocalStepLauncher(workspace, raw / "job.log")
         if cluster is not None and cluster.name == "docker":
             launcher = _docker_launcher(cluster, workflow, workspace, credentials, images)
+        if any(step.compute_backend in COMPUTE_BACKEND for step in workflow.steps):
+            launcher = _batch_launcher(systems, launcher, cluster, workspace)
     except BaseException:
         if credentials is not None:
             credentials.stop()  # nothing started yet: this removes the private folder
@@ -75,6 +83,65 @@ def prepare_run(
         credentials=credentials,
         start_timeout=start_timeout,
     )
+
+
+BATCH = ("slurm", "htcondor")
+COMPUTE_BACKEND = {"slurmcern": "slurm", "htcondorcern": "htcondor"}  # REANA's word -> ours
+
+
+def batch_systems(workflow: Workflow, backend: str, site: str | None) -> dict[str, Any]:
+    """The batch systems the run needs (its backend's, its steps'), each reachable; else one
+    line per missing one, before anything starts."""
+    import shutil
+
+    from daskstep.batch.site import load_site
+    from daskstep.batch.systems import system_for
+
+    wanted = {backend} if backend in BATCH else set()
+    if site is not None and not wanted:
+        say(f"warning: --site is for --backend slurm or htcondor; {backend} ignores it")
+    problems = []
+    for i, step in enumerate(workflow.steps):
+        system = COMPUTE_BACKEND.get(step.compute_backend or "")
+        if system:
+            wanted.add(system)
+        elif step.compute_backend == "kubernetes" and backend != "kubernetes":
+            say(f"warning: {STEPS_PATH}[{i}].compute_backend: kubernetes: the step runs with "
+                f"the {backend} backend's steps")  # fmt: skip
+    settings = load_site(site) if wanted else None
+    systems = {}
+    for name in sorted(wanted):
+        assert settings is not None
+        system = system_for(name, settings)
+        if shutil.which(system.submit) is None:
+            field = "--backend" if name == backend else "compute_backend"
+            problems.append(
+                Problem(
+                    field,
+                    f"{name}: {system.submit} is not on PATH; run daskstep on a {name} "
+                    f"submit node, or add the {name} client commands to PATH",
+                )
+            )
+        systems[name] = system
+    if problems:
+        raise InputError(problems)
+    return systems
+
+
+def _batch_launcher(
+    systems: dict[str, Any], other: StepLauncher, cluster: ClusterBackend | None, workspace: Path
+) -> StepLauncher:
+    from daskstep.batch.steps import BatchStepLauncher
+    from daskstep.containers import new_run_id
+    from daskstep.pack import pack
+
+    state = workspace / ".daskstep"
+    state.mkdir(parents=True, exist_ok=True)
+    by_word = {word: systems[name] for word, name in COMPUTE_BACKEND.items() if name in systems}
+    run_id = getattr(cluster, "run_id", None) or new_run_id()
+    entrypoint = pack(state / "entrypoint.pyz")
+    job_log = state / "raw" / "job.log"
+    return BatchStepLauncher(by_word, other, run_id, workspace, entrypoint, job_log)
 
 
 def _checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:

@@ -1,6 +1,7 @@
-"""`daskstep sidecar reaper --label daskstep.run=ID` (Docker) or `--kubernetes NS/ROOT`:
-removes a run's containers, or deletes its root object (which owns everything else of the
-run), as soon as the run's controller is gone, as testcontainers' reaper (Ryuk) does.
+"""`daskstep sidecar reaper --label daskstep.run=ID` (Docker), `--kubernetes NS/ROOT`, or
+`--slurm RUN` / `--htcondor RUN`: removes a run's containers, deletes its root object (which
+owns everything else of the run), or cancels its batch jobs, as soon as the run's controller is
+gone, as testcontainers' reaper (Ryuk) does.
 
 The controller holds our stdin open. EOF (it exited or was killed, however), SIGTERM, or the
 kernel's parent-death signal: we remove what is the run's, and exit 0. A normal run removes it
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 
@@ -39,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--label", metavar="KEY=VALUE", help="Docker containers to remove")
     which.add_argument("--kubernetes", metavar="NS/ROOT", help="the run's root ConfigMap")
+    which.add_argument("--slurm", metavar="RUN", help="the run's Slurm jobs (named RUN)")
+    which.add_argument("--htcondor", metavar="RUN", help="the run's HTCondor jobs (DaskstepRun)")
     args = parser.parse_args(argv)
+    if args.slurm or args.htcondor:
+        return _reap_batch(args.slurm, args.htcondor)
     if args.kubernetes:
         namespace, sep, root = args.kubernetes.partition("/")
         if not (namespace and sep and root):
@@ -67,6 +73,22 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # already being removed by the controller
             print(f"reaper: {row['Names']}: {e}", flush=True)
     print(f"reaper: removed {removed} container(s) of {args.label}", flush=True)
+    return 0
+
+
+def _reap_batch(slurm: str | None, htcondor: str | None) -> int:
+    """The same commands teardown uses (daskstep/batch/systems.py), so a job of the run that
+    teardown would have cancelled is cancelled here too."""
+    stop = StopSignal().install()
+    follow_run()
+    if slurm:
+        argv, what = ["scancel", f"--name={slurm}"], f"slurm jobs named {slurm}"
+    else:
+        constraint = f'DaskstepRun == "{htcondor}"'
+        argv, what = ["condor_rm", "-constraint", constraint], f"htcondor jobs with {constraint}"
+    _until_the_controller_goes(stop, what)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    print(f"reaper: {' '.join(argv)}: exit {done.returncode} {done.stderr.strip()}", flush=True)
     return 0
 
 

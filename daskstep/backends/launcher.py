@@ -63,6 +63,7 @@ class Config:
     log_dir: str
     death_timeout: float = 30.0
     environment: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where the scheduler listens (batch workers reach it from afar)
 
 
 def _redirect_output(path: str) -> None:
@@ -115,13 +116,13 @@ def _close_on_sigterm(server: Any) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
 
 
-async def _scheduler_main(report_fd: int) -> int:
+async def _scheduler_main(report_fd: int, host: str) -> int:
     from distributed import Scheduler
 
     scheduler = Scheduler(
-        host="127.0.0.1",
+        host=host,
         port=0,
-        dashboard_address="127.0.0.1:0",
+        dashboard_address=f"{host}:0" if ":" not in host else f"[{host}]:0",
         dashboard=False,  # attached below, off the critical path
     )
     await scheduler
@@ -241,7 +242,7 @@ class Launcher:
     def start_scheduler(self) -> None:
         r, w = os.pipe()
         log = os.path.join(self.cfg.log_dir, "scheduler.log")
-        self.scheduler_pid = _fork(log, _scheduler_main, w)
+        self.scheduler_pid = _fork(log, _scheduler_main, w, self.cfg.host)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             data = f.read()

@@ -34,9 +34,10 @@ class LocalBackend(ClusterBackend):
     name = "local"
     shares_step_environment = True
 
-    def __init__(self, death_timeout: float = 30.0) -> None:
+    def __init__(self, death_timeout: float = 30.0, host: str = "127.0.0.1") -> None:
         super().__init__()
         self.death_timeout = death_timeout
+        self.host = host  # where the scheduler listens
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._seen: list[dict[str, Any]] = []
@@ -58,6 +59,7 @@ class LocalBackend(ClusterBackend):
             "log_dir": str(self._log_dir.resolve()),
             "death_timeout": self.death_timeout,
             "environment": after,
+            "host": self.host,
         }
         with open(self._launcher_log, "ab") as log:
             self._proc = subprocess.Popen(
@@ -75,7 +77,7 @@ class LocalBackend(ClusterBackend):
         threading.Thread(target=self._read_events, daemon=True, name="launcher-events").start()
         scheduler = self._next_event("scheduler", SCHEDULER_START_TIMEOUT)
         port = scheduler.get("http_port")
-        dashboard = f"http://127.0.0.1:{port}/status" if port else None
+        dashboard = f"http://{self.host}:{port}/status" if port else None
         return ClusterHandle(scheduler_address=scheduler["address"], dashboard_url=dashboard)
 
     def _read_events(self) -> None:

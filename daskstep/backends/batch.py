@@ -1,0 +1,189 @@
+"""The batch backends (Slurm, HTCondor): the scheduler runs beside the controller, forked by the
+local backend's launcher; each worker is one batch job, written and submitted by dask-jobqueue's
+own Job class (daskstep/batch/systems.py).
+
+All jobs are submitted at once, right after the scheduler listens. While the run lives, the
+queue is asked once a second about the workers' jobs: one that the batch system ended
+(`scancel`, `condor_rm`, the walltime, a node failure) is reported with its job id and the
+system's reason. Teardown cancels every job carrying the run's id and waits until the queue
+has let them go. If `daskstep run` is killed, its reaper cancels them at once; without the
+reaper, the workers end by themselves `death_timeout` seconds after the scheduler went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
+from daskstep.backends.local import LocalBackend, raw_logs
+from daskstep.backends.reaper import Reaper
+from daskstep.batch.systems import BatchSystem, JobState
+from daskstep.containers import new_run_id
+from daskstep.errors import ClusterError, TooFewWorkers
+from sidecar.lifecycle import StopSignal
+
+QUEUE_POLL_SECONDS = 1.0  # how often the queue is asked about the workers' jobs
+QUEUE_DRAIN_SECONDS = 60.0  # how long teardown waits for cancelled jobs to leave the queue
+
+
+class BatchBackend(ClusterBackend):
+    poll_interval = 0.1
+
+    def __init__(self, system: BatchSystem, run_id: str | None = None, reaper: bool = True) -> None:
+        super().__init__()
+        self.name = system.name  # type: ignore[misc]
+        self.system = system
+        self.run_id = run_id or new_run_id()
+        self.reaper = reaper
+        self._reaper: Reaper | None = None
+        site = system.site
+        self.scheduler = LocalBackend(
+            death_timeout=site.death_timeout, host=site.scheduler_host or "127.0.0.1"
+        )
+        self.jobs: dict[str, str] = {}  # worker name -> job id
+        self.ended: dict[str, JobState] = {}  # worker name -> how its job ended
+        self._next_poll = 0.0
+        self.submitted = False
+        # Workers run the site's Python; without one, they run ours (dask-jobqueue's default)
+        self.shares_step_environment = site.python is None  # type: ignore[misc]
+
+    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        if self.reaper:  # before the first job exists: from here on, a SIGKILL cannot leak it
+            self._reaper = Reaper(f"--{self.system.name}", self.run_id)
+        handle = self.scheduler.start(dataclasses.replace(spec, workers=0), workspace, self.cancel)
+        logs = raw_logs(workspace) / "workers"
+        logs.mkdir(parents=True, exist_ok=True)
+        jobs = {
+            f"worker-{i}": self.system.worker_job(
+                handle.scheduler_address,
+                f"worker-{i}",
+                self.run_id,
+                spec.threads,
+                spec.memory_bytes,
+                (logs / f"worker-{i}.log").resolve(),
+                dict(spec.environment),
+            )
+            for i in range(spec.workers)
+        }
+        self.submitted = True
+        ids = asyncio.run(_submit_all(list(jobs.values())))
+        self.jobs = dict(zip(jobs, ids, strict=True))
+        return handle
+
+    def wait_ready(
+        self,
+        workers: int,
+        timeout: float,
+        progress: Progress | None = None,
+        cancel: StopSignal | None = None,
+    ) -> int:
+        """The scheduler's count; past the deadline, the queue says why the rest wait."""
+        try:
+            return super().wait_ready(workers, timeout, progress, cancel)
+        except TooFewWorkers as e:
+            waiting = self._waiting()
+            raise TooFewWorkers(f"{e}; {waiting}" if waiting else str(e)) from None
+
+    def _waiting(self) -> str:
+        try:
+            states = self.system.states(list(self.jobs.values()))
+        except ClusterError:
+            return ""
+        names = {job_id: name for name, job_id in self.jobs.items()}
+        parts = [
+            f"{names[j]} (job {j}) is {s.state}" + (f": {s.reason}" if s.reason else "")
+            for j, s in states.items()
+            if s.state != "RUNNING"
+        ]
+        return "; ".join(parts)
+
+    def check_alive(self) -> None:
+        self.scheduler.check_alive()
+        if not self.jobs or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
+        watched = {name: j for name, j in self.jobs.items() if name not in self.ended}
+        if not watched:
+            return
+        states = self.system.states(list(watched.values()))
+        for name, job_id in watched.items():
+            state = states[job_id]
+            if state.ended:
+                self.ended[name] = state
+                self._report(name, job_id, state)
+        if len(self.ended) == len(self.jobs):
+            raise ClusterError(
+                f"every worker's {self.system.name} job ended; the last: {self._why(name)}"
+            )
+
+    def _why(self, name: str) -> str:
+        state = self.ended[name]
+        return f"{name} job {self.jobs[name]} {state.state}" + (
+            f" ({state.reason})" if state.reason else ""
+        )
+
+    def _report(self, name: str, job_id: str, state: JobState) -> None:
+        why = f"{self.system.name} says {state.state}"
+        why += f": {state.reason}" if state.reason else ""
+        if self.on_event is not None:
+            self.on_event(name, f"its {self.system.name} job {job_id} ended", why)
+        else:
+            print(f"daskstep: warning: {name}: job {job_id} ended: {why}", file=sys.stderr)
+
+    def log_sources(self, workspace: Path) -> list[str]:
+        return self.scheduler.log_sources(workspace)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **super().status(),
+            "run": self.run_id,
+            "worker_jobs": dict(self.jobs),
+            "ended_jobs": {n: dataclasses.asdict(s) for n, s in self.ended.items()},
+        }
+
+    def scheduler_info(self, timeout: float = 10.0) -> dict[str, Any]:
+        self.scheduler.handle = self.handle
+        return self.scheduler.scheduler_info(timeout)
+
+    def stop(self) -> None:
+        """Cancel every job of the run, then the scheduler; wait until the queue let them go."""
+        try:
+            if self.submitted:
+                self.system.cancel_run(self.run_id)
+        finally:
+            self.scheduler.stop()
+        if self.submitted:
+            self.submitted = False
+            self._drain_queue()
+        if self._reaper is not None:
+            self._reaper.let_go()
+            self._reaper = None
+
+    def _drain_queue(self) -> None:
+        deadline = time.monotonic() + QUEUE_DRAIN_SECONDS
+        while left := self.system.queued(self.run_id):
+            if time.monotonic() >= deadline:
+                print(
+                    f"daskstep: warning: {len(left)} {self.system.name} job(s) of run "
+                    f"{self.run_id} still leaving the queue after {QUEUE_DRAIN_SECONDS:g} s: "
+                    + ", ".join(left),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            time.sleep(0.1)
+
+
+async def _submit_all(jobs: list[Any]) -> list[str]:
+    """Submit concurrently; a refused submission is a ClusterError in the system's words."""
+    results = await asyncio.gather(*(job.start() for job in jobs), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            words = " ".join(str(result).split("stderr:")[-1].split())
+            raise ClusterError(f"a worker job was refused: {words[:400]}")
+    return [job.job_id for job in jobs]

@@ -1,0 +1,1 @@
+"""Batch systems (Slurm, HTCondor): site settings, worker and step jobs, the queue."""
