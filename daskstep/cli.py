@@ -118,8 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("status_file", metavar="STATUS_FILE")
     p.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: no limit)")
 
-    p = sub.add_parser("gc", help="remove the containers of runs whose daskstep run is gone")
-    p.add_argument("--all", action="store_true", help="every daskstep container, live runs too")
+    p = sub.add_parser("gc", help="remove what runs whose daskstep run is gone left behind")
+    p.add_argument("--all", action="store_true", help="every daskstep run's, live ones too")
+    p.add_argument(
+        "--backend",
+        choices=("docker", "slurm", "htcondor"),
+        default="docker",
+        help="whose leftovers: containers, or batch jobs (default docker)",
+    )
 
     p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
     p.add_argument("--workspace", metavar="DIR", default=".")
@@ -299,6 +305,8 @@ def _cmd_images(args: argparse.Namespace) -> int:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
+    if args.backend != "docker":
+        return _gc_batch(args.backend, args.all)
     from daskstep.containers import abandoned_runs, remove_run
     from daskstep.images import docker_client
 
@@ -308,6 +316,21 @@ def _cmd_gc(args: argparse.Namespace) -> int:
         print(f"{run_id}: removed {remove_run(client, run_id)} container(s)")
     if not runs:
         print("nothing to remove")
+    return 0
+
+
+def _gc_batch(backend: str, everything: bool) -> int:
+    from daskstep.batch.site import Site
+    from daskstep.batch.systems import system_for
+
+    system = system_for(backend, Site())
+    runs = system.abandoned_runs(everything)
+    for run_id in sorted(runs):
+        jobs = system.queued(run_id)
+        system.cancel_run(run_id)
+        print(f"{run_id}: cancelled {len(jobs)} {backend} job(s)")
+    if not runs:
+        print("nothing to cancel")
     return 0
 
 

@@ -254,11 +254,17 @@ class Credentials:
 
     @classmethod
     def for_run(
-        cls, kerberos: bool, voms_proxy: bool, secrets: Secrets, logs: Path
+        cls,
+        kerberos: bool,
+        voms_proxy: bool,
+        secrets: Secrets,
+        logs: Path,
+        shared: str | None = None,
     ) -> Credentials | None:
+        """`shared`: a folder batch nodes see too, where the private folder goes instead."""
         if not (kerberos or voms_proxy):
             return None
-        base = os.environ.get("XDG_RUNTIME_DIR")
+        base = shared or os.environ.get("XDG_RUNTIME_DIR")
         folder = Path(tempfile.mkdtemp(prefix="daskstep-credentials-", dir=base))
         try:
             return cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)

@@ -84,6 +84,12 @@ def show(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def key_name(key: Any) -> str:
+    """A user's mapping key as a field name that stays on one line."""
+    name = str(key)
+    return name if name and name.isprintable() and name.strip() == name else show(name)
+
+
 def kind(value: Any) -> str:
     """The YAML word for a value's type, for "expected X, got Y" messages."""
     if value is None:
@@ -273,7 +279,7 @@ def load_limits(path: str | Path | None = None) -> Limits:
                 values[key] = value
             else:
                 message = f"unknown limit; use one of {', '.join(KNOWN_FIELDS)}"
-                problems.append(Problem(str(key), message))
+                problems.append(Problem(key_name(key), message))
     problems += _check_values(values)
     if problems:
         raise InputError(problems, source=source)

@@ -55,6 +55,7 @@ def prepare_run(
         workflow.needs_voms_proxy,
         found,
         logs=workspace / ".daskstep" / "sidecars",
+        shared=systems[backend].site.shared_directory if backend in systems else None,
     )
     try:
         stage_inputs(workflow, workspace)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -154,3 +155,22 @@ def test_a_refused_worker_job_fails_the_start_in_slurms_words(slurm: Slurm, tmp_
     assert code == 69, err
     assert "a worker job was refused" in err and "invalid partition" in err.lower(), err
     assert "Traceback" not in err
+
+
+def test_gc_cancels_the_jobs_of_runs_whose_controller_is_gone(slurm: Slurm) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = os.uname().nodename
+    for run_id, pid in (("ds-gcdead0000", dead.pid), ("ds-gclive0000", os.getpid())):
+        slurm.run("sbatch", f"--job-name={run_id}", f"--comment=daskstep-controller={host}:{pid}",
+                  "--output=/dev/null", "--wrap", "sleep 300")  # fmt: skip
+    slurm.run("sbatch", "--job-name=someone-else", "--output=/dev/null", "--wrap", "sleep 300")
+    try:
+        gc = daskstep("gc", "--backend", "slurm", env={**os.environ, **slurm.env})
+        out, err = gc.communicate(timeout=60)
+        assert gc.returncode == 0, err
+        assert out.strip() == "ds-gcdead0000: cancelled 1 slurm job(s)"
+        wait_for(lambda: not slurm.jobs_of_run("ds-gcdead"), 15, "the dead run's job to go")
+        assert slurm.jobs_of_run("ds-gclive") and slurm.jobs("someone-else")
+    finally:
+        slurm.run("scancel", "--name=ds-gclive0000,someone-else")

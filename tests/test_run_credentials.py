@@ -23,6 +23,7 @@ from conftest import daskstep, require, wait_for, wait_gone, write_workflow
 from gridca import VO, GridCA
 from kdc import Kdc
 from leaks import LeakWatch, keytab_needles, pem_needles
+from slurm import Slurm
 from xrootd import EXPECTED_SUM, XRootD, start_gsi_xrootd, start_krb5_xrootd, xrootd_available
 
 pytestmark = pytest.mark.integration
@@ -165,6 +166,35 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     assert watch.scan_files(ws / ".daskstep") >= 12  # logs, store, index, status, sidecars
     watch.scan_output(out + err)
     assert not watch.hits, watch.hits
+
+
+@pytest.mark.slow
+def test_kerberos_on_slurm_workers_from_a_shared_folder(
+    kdc: Kdc, krb5_xrootd: XRootD, slurm: Slurm, tmp_path: Path
+) -> None:
+    """Batch workers get KRB5CCNAME pointing into the site's shared folder, which the sidecar
+    keeps valid; their tasks read over krb5."""
+    secrets, _ = kerberos_secrets(kdc, tmp_path, "batchreader")
+    ws = tmp_path / "ws"
+    reana = workflow(ws, krb5_xrootd.url(), ("kerberos",), duration=5)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "site.yaml").write_text(f"shared_directory: {shared}\n")
+    env = base_env(KRB5_CONFIG=kdc.krb5_config, KRB5CCNAME=f"FILE:{tmp_path}/no-such-cache")
+    proc = daskstep(
+        "run", str(reana), "--secrets", str(secrets), "--backend", "slurm",
+        "--site", str(tmp_path / "site.yaml"), env={**env, **slurm.env},
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    reads = json.loads((ws / "reads.json").read_text())
+    assert len({r["worker"] for r in reads}) == 2
+    assert all(r["sum"] == EXPECTED_SUM for r in reads)
+    caches = {Path(r["credentials"]["KRB5CCNAME"][0]) for r in reads}
+    assert len(caches) == 1 and caches.pop().parent.parent == shared
+    status = json.loads((ws / ".daskstep" / "status.json").read_text())
+    assert len(status["cluster"]["worker_jobs"]) == 2  # the readers were Slurm jobs
+    assert list(shared.iterdir()) == [], "the credentials folder outlived the run"
 
 
 def test_kerberos_without_the_sidecar_fails_with_an_auth_error(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
-from daskstep.limits import kind, read_yaml, show
+from daskstep.limits import key_name, kind, read_yaml, show
 
 # key: (what it is, an example) for the one-line messages
 TEXT_KEYS = {
@@ -77,7 +77,8 @@ def load_site(path: str | Path | None) -> Site:
     for key, value in document.items():
         name = str(key)
         if name not in KNOWN:
-            problems.append(Problem(name, f"unknown site setting; use one of {', '.join(KNOWN)}"))
+            message = f"unknown site setting; use one of {', '.join(KNOWN)}"
+            problems.append(Problem(key_name(key), message))
         elif value is None:
             continue
         elif name in TEXT_KEYS:
@@ -108,6 +109,11 @@ def load_site(path: str | Path | None) -> Site:
     if walltime is not None and not WALLTIME.match(walltime):
         problems.append(
             Problem("walltime", f"{show(walltime)} is not a Slurm time; {TEXT_KEYS['walltime']}")
+        )
+    shared = values.get("shared_directory")
+    if shared is not None and not Path(shared).is_dir():
+        problems.append(
+            Problem("shared_directory", f"{shared} is not a folder; create it, or give another")
         )
     if problems:
         raise InputError(problems, source=source)

@@ -1,0 +1,196 @@
+"""The batch backend's loop against a fake batch system (the queue as a dict), and the site
+file's checks: examples, and a property over arbitrary YAML documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daskstep.backends.batch import BatchBackend
+from daskstep.batch.site import KNOWN, Site, load_site
+from daskstep.batch.systems import BatchSystem, JobState
+from daskstep.errors import ClusterError, InputError
+
+
+class FakeQueue(BatchSystem):
+    name = "fakeq"
+    compute_backend = "fakecern"
+    submit = "true"
+
+    def __init__(self) -> None:
+        super().__init__(Site())
+        self.jobs: dict[str, JobState] = {}
+        self.cancelled: list[str] = []
+        self.asked = 0
+
+    def worker_job(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def submit_step(self, *args: Any) -> str:
+        raise NotImplementedError
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        self.asked += 1
+        return {j: self.jobs.get(j, JobState("GONE")) for j in job_ids}
+
+    def exit_code(self, job_id: str) -> int | None:
+        return None
+
+    def queued(self, run_id: str) -> list[str]:
+        return [j for j, s in self.jobs.items() if not s.ended]
+
+    def cancel_run(self, run_id: str) -> None:
+        self.cancelled.append(run_id)
+
+    def signal(self, job_id: str, signum: int) -> None: ...
+
+    def abandoned_runs(self, everything: bool = False) -> set[str]:
+        return set()
+
+
+class FakeScheduler:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def check_alive(self) -> None: ...
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def backend_with(queue: FakeQueue, jobs: dict[str, str]) -> tuple[BatchBackend, list[tuple]]:
+    backend = BatchBackend(queue, run_id="ds-test", reaper=False)
+    backend.scheduler = FakeScheduler()  # type: ignore[assignment]
+    backend.jobs = dict(jobs)
+    backend.submitted = True
+    events: list[tuple] = []
+    backend.on_event = lambda *event: events.append(event)
+    for job_id in jobs.values():
+        queue.jobs[job_id] = JobState("RUNNING")
+    return backend, events
+
+
+def test_an_ended_worker_job_is_reported_once_with_its_id_and_reason() -> None:
+    queue = FakeQueue()
+    backend, events = backend_with(queue, {"worker-0": "11", "worker-1": "12"})
+    backend.check_alive()
+    assert events == []
+    queue.jobs["12"] = JobState("TIMEOUT", "TimeLimit")
+    backend._next_poll = 0
+    backend.check_alive()
+    backend._next_poll = 0
+    backend.check_alive()
+    assert events == [("worker-1", "its fakeq job 12 ended", "fakeq says TIMEOUT: TimeLimit")]
+    assert backend.status()["ended_jobs"]["worker-1"]["state"] == "TIMEOUT"
+
+
+def test_the_queue_is_asked_at_most_once_a_second() -> None:
+    queue = FakeQueue()
+    backend, _ = backend_with(queue, {"worker-0": "11"})
+    for _ in range(50):
+        backend.check_alive()
+    assert queue.asked == 1
+
+
+def test_when_every_worker_job_ended_the_cluster_is_dead() -> None:
+    queue = FakeQueue()
+    backend, events = backend_with(queue, {"worker-0": "11", "worker-1": "12"})
+    queue.jobs["11"] = JobState("CANCELLED")
+    queue.jobs["12"] = JobState("NODE_FAIL", "NodeDown")
+    with pytest.raises(ClusterError, match=r"every worker's fakeq job ended.*job 12 NODE_FAIL"):
+        backend.check_alive()
+    assert len(events) == 2
+
+
+def test_stop_cancels_the_run_stops_the_scheduler_and_waits_for_the_queue() -> None:
+    queue = FakeQueue()
+    backend, _ = backend_with(queue, {"worker-0": "11"})
+    scheduler = backend.scheduler
+    original = queue.queued
+    calls = []
+
+    def queued(run_id: str) -> list[str]:
+        calls.append(run_id)
+        if len(calls) == 3:  # the job leaves the queue on the third look
+            queue.jobs["11"] = JobState("CANCELLED")
+        return original(run_id)
+
+    queue.queued = queued  # type: ignore[method-assign]
+    backend.stop()
+    backend.stop()  # idempotent
+    assert queue.cancelled == ["ds-test"]
+    assert scheduler.stopped == 2 and len(calls) == 3  # type: ignore[attr-defined]
+
+
+def test_a_pending_worker_is_named_with_the_queues_reason() -> None:
+    queue = FakeQueue()
+    backend, _ = backend_with(queue, {"worker-0": "11", "worker-1": "12"})
+    queue.jobs["12"] = JobState("PENDING", "Resources")
+    assert backend._waiting() == "worker-1 (job 12) is PENDING: Resources"
+
+
+# -- the site file -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("partition: [a]\n", "partition"),
+        ("walltime: soon\n", "walltime"),
+        ("death_timeout: 0\n", "death_timeout"),
+        ("extra_directives: --exclusive\n", "extra_directives"),
+        ("queue: short\n", "queue"),
+        ("shared_directory: /no/such/folder\n", "shared_directory"),
+        ("- partition: a\n", ""),
+    ],
+)
+def test_a_bad_site_setting_is_one_line_naming_it(tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        load_site(path)
+    (line,) = caught.value.lines()
+    assert line.startswith(f"error: {path}: {field}")
+    assert "\n" not in line and "; " in line
+
+
+def test_a_good_site_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "partition: short\naccount: atlas\nqos: normal\nwalltime: '1-02:00:00'\n"
+        "extra_directives: ['--exclusive']\nprologue: ['module load python']\ndeath_timeout: 30\n"
+    )
+    site = load_site(path)
+    assert (site.partition, site.walltime, site.death_timeout) == ("short", "1-02:00:00", 30)
+    assert site.extra_directives == ("--exclusive",) and site.prologue == ("module load python",)
+
+
+scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=20)
+keys = st.sampled_from(KNOWN) | st.text(max_size=10)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=documents)
+def test_any_site_document_is_accepted_or_refused_in_one_line_each(
+    tmp_path: Path, document: Any
+) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        site = load_site(path)
+    except InputError as e:
+        assert e.lines() and all(
+            line.startswith("error: ") and "\n" not in line for line in e.lines()
+        )
+    else:
+        assert isinstance(site, Site)
