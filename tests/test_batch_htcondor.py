@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -134,3 +135,20 @@ def test_an_htcondorcern_step_is_an_htcondor_job(pool: HTCondorPool, daskstep_bi
     assert "cluster=" in out and ".job.ad" in out  # it ran inside an HTCondor job
     assert "result 499500" in out
     assert queued(pool, status(folder)["cluster"]["run"]) == []
+
+
+def test_sigkill_of_the_controller_leaves_no_job(pool: HTCondorPool, daskstep_bin: Path) -> None:
+    folder = workspace(pool, "killed")
+    reana = write_workflow(folder, [("wait", ["sleep 120"])], workers=2, memory="512Mi")
+    proc = as_user(pool, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"], folder)
+    try:
+        wait_for(lambda: _step_running(folder), 120, "the step to start")
+        run_id = status(folder)["cluster"]["run"]
+        assert len(queued(pool, run_id)) == 2
+        proc.send_signal(signal.SIGKILL)  # setpriv and env exec: this is daskstep itself
+        killed = time.monotonic()
+        wait_for(lambda: not queued(pool, run_id), 60 + 10, "no job of the run")
+        print(f"queue empty {time.monotonic() - killed:.1f} s after SIGKILL")
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -57,10 +58,15 @@ def test_two_steps_on_three_slurm_workers(slurm: Slurm, tmp_path: Path) -> None:
     assert sorted(jobs) == ["worker-0", "worker-1", "worker-2"]
     assert all(job_id.isdigit() for job_id in jobs.values())
     assert slurm.jobs_of_run(run_id) == [], "jobs of the run left in the queue"
+    # each job asked Slurm for the worker's memory and threads, and its worker has them
+    job = slurm.run("scontrol", "-o", "show", "job", jobs["worker-2"])
+    assert f"JobName={run_id} " in job and "MinMemoryNode=512M" in job and "NumCPUs=1 " in job
+    assert "Comment=daskstep-controller=" in job
     # each worker's job output is that worker's log in the store
     logs = daskstep("logs", "--workspace", str(tmp_path), "--worker", "worker-2")
     text, _ = logs.communicate(timeout=30)
     assert "Start worker at" in text
+    assert re.search(r"Threads: +1\n", text) and re.search(r"Memory: +512.00 MiB\n", text)
 
 
 def test_a_slurmcern_step_is_a_slurm_job_and_its_exit_code_is_the_runs(
