@@ -3,6 +3,7 @@ file's checks: examples, and a property over arbitrary YAML documents."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,26 @@ def test_any_site_document_is_accepted_or_refused_in_one_line_each(
         )
     else:
         assert isinstance(site, Site)
+
+
+def test_a_queue_that_does_not_answer_is_a_hiccup_then_a_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    queue = FakeQueue()
+    backend, events = backend_with(queue, {"worker-0": "11"})
+    answers = iter([ClusterError("squeue: Socket timed out")] * 3)
+
+    def states(job_ids: list[str]) -> dict[str, JobState]:
+        raise next(answers)
+
+    queue.states = states  # type: ignore[method-assign]
+    backend.queue.patience = 0.2
+    backend.check_alive()  # the first failure: a warning, the run goes on
+    backend._next_poll = 0
+    backend.check_alive()
+    assert capsys.readouterr().err.count("Socket timed out; asking again") == 1
+    time.sleep(0.3)
+    backend._next_poll = 0
+    with pytest.raises(ClusterError, match=r"Socket timed out \(for 0.2 s\)"):
+        backend.check_alive()
+    assert events == []

@@ -22,7 +22,7 @@ from typing import Any
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
 from daskstep.backends.local import LocalBackend, raw_logs
 from daskstep.backends.reaper import Reaper
-from daskstep.batch.systems import BatchSystem, JobState
+from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.containers import new_run_id
 from daskstep.errors import ClusterError, TooFewWorkers
 from sidecar.lifecycle import StopSignal
@@ -48,6 +48,7 @@ class BatchBackend(ClusterBackend):
         self.jobs: dict[str, str] = {}  # worker name -> job id
         self.ended: dict[str, JobState] = {}  # worker name -> how its job ended
         self._next_poll = 0.0
+        self.queue = QueueWatch(system)
         self.submitted = False
         # Workers run the site's Python; without one, they run ours (dask-jobqueue's default)
         self.shares_step_environment = site.python is None  # type: ignore[misc]
@@ -110,7 +111,9 @@ class BatchBackend(ClusterBackend):
         watched = {name: j for name, j in self.jobs.items() if name not in self.ended}
         if not watched:
             return
-        states = self.system.states(list(watched.values()))
+        states = self.queue.states(list(watched.values()))
+        if states is None:
+            return
         for name, job_id in watched.items():
             state = states[job_id]
             if state.ended:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daskstep.batch.systems import BatchSystem
+from daskstep.batch.systems import BatchSystem, QueueWatch
 from daskstep.parts import StepLauncher, StepSpec, entrypoint_options
 
 QUEUE_POLL_SECONDS = 0.5
@@ -35,6 +35,7 @@ class BatchStep:
         self._copy = threading.Thread(target=self._tee, args=(job_log,), daemon=True)
         self._copy.start()
         self._next_poll = 0.0
+        self.queue = QueueWatch(system)
 
     def _tee(self, job_log: Path) -> None:
         """The job's output file, as it grows, into the job log and onto the terminal."""
@@ -60,9 +61,9 @@ class BatchStep:
         while True:
             if time.monotonic() >= self._next_poll:
                 self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
-                state = self.system.states([self.job_id])[self.job_id]
-                if state.ended:
-                    return self._finish(state.state)
+                states = self.queue.states([self.job_id])
+                if states is not None and states[self.job_id].ended:
+                    return self._finish(states[self.job_id].state)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None

@@ -9,11 +9,12 @@ the reaper and `daskstep gc` find them all, whoever submitted them.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
 import subprocess
+import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,8 +244,29 @@ class Slurm(BatchSystem):
         return abandoned(marks, everything)
 
 
-def run_async(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+class QueueWatch:
+    """The queue asked about job ids, where a batch controller that does not answer for a
+    moment (slurmctld busy, a schedd restarting) is a hiccup, not the end of the run: only
+    after `patience` seconds of failures is it a ClusterError."""
+
+    def __init__(self, system: BatchSystem, patience: float = 120.0) -> None:
+        self.system = system
+        self.patience = patience
+        self.failing_since: float | None = None
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState] | None:
+        try:
+            states = self.system.states(job_ids)
+        except ClusterError as e:
+            now = time.monotonic()
+            if self.failing_since is None:
+                self.failing_since = now
+                print(f"daskstep: warning: {e}; asking again", file=sys.stderr, flush=True)
+            elif now - self.failing_since > self.patience:
+                raise ClusterError(f"{e} (for {self.patience:g} s)") from None
+            return None
+        self.failing_since = None
+        return states
 
 
 SYSTEMS: dict[str, type[BatchSystem]] = {"slurm": Slurm}
