@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/workload.py
 	$(BIN)/python bench/entrypoint_overhead.py
 	$(BIN)/python bench/log_throughput.py
+	$(BIN)/python bench/batch_start.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

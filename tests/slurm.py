@@ -74,6 +74,7 @@ def slurm_available() -> tuple[bool, str]:
 class Slurm:
     base: Path
     conf: Path
+    started: float = 0.0  # time.time() when it started
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,7 +132,7 @@ def _start(base: Path) -> Slurm:
         ],
         check=True,
     )
-    slurm = Slurm(base, conf)
+    slurm = Slurm(base, conf, time.time())
     env = {**os.environ, **slurm.env}
     subprocess.run(["slurmctld", "-c"], env=env, check=True)
     subprocess.run(["slurmd", "-N", "localhost"], env=env, check=True)
@@ -145,10 +146,14 @@ def _start(base: Path) -> Slurm:
 
 
 def _stop(slurm: Slurm) -> None:
-    """Cancel what is queued, stop the daemons, and wait until they are gone (a zombie counts
-    as gone: the daemons daemonized away from us)."""
+    """Cancel what is queued and wait until the queue and the job step daemons are gone (a
+    slurmstepd whose slurmd is gone stays forever), stop the daemons, and wait until they are
+    gone too (a zombie counts as gone: the daemons daemonized away from us)."""
     with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
         slurm.run("scancel", "--full", "--user", "root")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (slurm.jobs() or _stepds(slurm.started)):
+            time.sleep(0.1)
     pids = slurm.pids()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -156,9 +161,20 @@ def _stop(slurm: Slurm) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
-    for pid in pids:
+    for pid in [*pids, *(p.pid for p in _stepds(slurm.started))]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _stepds(since: float) -> list[psutil.Process]:
+    """The job step daemons started since `since` (ours: the tests' Slurm is the only one)."""
+    found = []
+    for p in psutil.process_iter(["name", "create_time"]):
+        if p.info["name"] == "slurmstepd" and p.info["create_time"] >= since - 1:
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ class BatchBackend(ClusterBackend):
         self.scheduler = LocalBackend(
             death_timeout=site.death_timeout, host=site.scheduler_host or "127.0.0.1"
         )
+        self.scheduler_file: Path | None = None
         self.jobs: dict[str, str] = {}  # worker name -> job id
         self.ended: dict[str, JobState] = {}  # worker name -> how its job ended
         self._next_poll = 0.0
@@ -54,14 +56,20 @@ class BatchBackend(ClusterBackend):
         self.shares_step_environment = site.python is None  # type: ignore[misc]
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        """The worker jobs go in while the scheduler process starts (0.3 s): they find it
+        through the scheduler file, written in the shared workspace once it listens."""
         if self.reaper:  # before the first job exists: from here on, a SIGKILL cannot leak it
             self._reaper = Reaper(f"--{self.system.name}", self.run_id)
-        handle = self.scheduler.start(dataclasses.replace(spec, workers=0), workspace, self.cancel)
+        self.scheduler_file = (workspace / ".daskstep" / "scheduler.json").resolve()
+        self.scheduler_file.unlink(missing_ok=True)  # a dead run's would mislead the workers
+        self.scheduler.scheduler_file = self.scheduler_file
+        self.scheduler.cancel = self.cancel
+        self.scheduler.launch(dataclasses.replace(spec, workers=0), workspace)
         logs = raw_logs(workspace) / "workers"
         logs.mkdir(parents=True, exist_ok=True)
         jobs = {
             f"worker-{i}": self.system.worker_job(
-                handle.scheduler_address,
+                f"--scheduler-file {shlex.quote(str(self.scheduler_file))}",
                 f"worker-{i}",
                 self.run_id,
                 spec.threads,
@@ -74,7 +82,7 @@ class BatchBackend(ClusterBackend):
         self.submitted = True
         ids = asyncio.run(_submit_all(list(jobs.values())))
         self.jobs = dict(zip(jobs, ids, strict=True))
-        return handle
+        return self.scheduler.await_scheduler()
 
     def wait_ready(
         self,
@@ -163,6 +171,8 @@ class BatchBackend(ClusterBackend):
         if self.submitted:
             self.submitted = False
             self._drain_queue()
+        if self.scheduler_file is not None:
+            self.scheduler_file.unlink(missing_ok=True)
         if self._reaper is not None:
             self._reaper.let_go()
             self._reaper = None
@@ -179,7 +189,7 @@ class BatchBackend(ClusterBackend):
                     flush=True,
                 )
                 return
-            time.sleep(0.1)
+            time.sleep(0.02)  # squeue answers in a few ms; jobs leave within ~0.1 s
 
 
 async def _submit_all(jobs: list[Any]) -> list[str]:

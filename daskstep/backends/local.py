@@ -34,10 +34,18 @@ class LocalBackend(ClusterBackend):
     name = "local"
     shares_step_environment = True
 
-    def __init__(self, death_timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        death_timeout: float = 30.0,
+        host: str = "127.0.0.1",
+        scheduler_file: Path | None = None,
+    ) -> None:
         super().__init__()
         self.death_timeout = death_timeout
         self.host = host  # where the scheduler listens
+        self.scheduler_file = scheduler_file  # written once it listens (batch workers wait)
+        self._eof = threading.Event()  # the launcher's stdout closed: it has exited
+        self._reader: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._seen: list[dict[str, Any]] = []
@@ -45,6 +53,12 @@ class LocalBackend(ClusterBackend):
         self._launcher_log: Path | None = None
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+        self.launch(spec, workspace)
+        return self.await_scheduler()
+
+    def launch(self, spec: ClusterSpec, workspace: Path) -> None:
+        """Start the launcher without waiting for it: a batch backend submits its worker jobs
+        meanwhile (they wait for the scheduler file)."""
         state = workspace / ".daskstep"
         self._log_dir = raw_logs(workspace)
         (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
@@ -60,6 +74,7 @@ class LocalBackend(ClusterBackend):
             "death_timeout": self.death_timeout,
             "environment": after,
             "host": self.host,
+            "scheduler_file": str(self.scheduler_file) if self.scheduler_file else None,
         }
         with open(self._launcher_log, "ab") as log:
             self._proc = subprocess.Popen(
@@ -74,7 +89,12 @@ class LocalBackend(ClusterBackend):
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(config).encode() + b"\n")
         self._proc.stdin.flush()
-        threading.Thread(target=self._read_events, daemon=True, name="launcher-events").start()
+        self._reader = threading.Thread(
+            target=self._read_events, daemon=True, name="launcher-events"
+        )
+        self._reader.start()
+
+    def await_scheduler(self) -> ClusterHandle:
         scheduler = self._next_event("scheduler", SCHEDULER_START_TIMEOUT)
         port = scheduler.get("http_port")
         dashboard = f"http://{self.host}:{port}/status" if port else None
@@ -87,6 +107,7 @@ class LocalBackend(ClusterBackend):
             with contextlib.suppress(ValueError):
                 self._events.put(json.loads(line))
         self._events.put({"event": "eof"})
+        self._eof.set()
 
     def _next_event(self, wanted: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -144,6 +165,9 @@ class LocalBackend(ClusterBackend):
                 with contextlib.suppress(OSError, ValueError):
                     proc.stdin.write(b"stop\n")
                     proc.stdin.close()
+            # Its stdout closes as it exits: waking on that beats wait()'s 50 ms polling.
+            if self._reader is not None:
+                self._eof.wait(15)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=15)
         finally:

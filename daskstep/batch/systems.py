@@ -81,7 +81,8 @@ class BatchSystem(ABC):
         self, scheduler: str, name: str, run_id: str, threads: int, memory: int, log: Path,
         environment: dict[str, str],
     ) -> Any:  # fmt: skip
-        """dask-jobqueue's Job for one worker; `await job.start()` submits it."""
+        """dask-jobqueue's Job for one worker; `await job.start()` submits it. `scheduler` is
+        the worker's argument for it: an address, or `--scheduler-file PATH`."""
 
     @abstractmethod
     def submit_step(
