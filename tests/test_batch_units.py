@@ -218,3 +218,21 @@ def test_a_queue_that_does_not_answer_is_a_hiccup_then_a_failure(
     with pytest.raises(ClusterError, match=r"Socket timed out \(for 0.2 s\)"):
         backend.check_alive()
     assert events == []
+
+
+def test_the_scheduler_host_comes_from_the_site_then_dask_jobqueue_then_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import dask.config
+
+    from daskstep.backends.batch import scheduler_host
+
+    queue = FakeQueue()
+    queue.site = Site(scheduler_host="10.1.2.3")
+    assert scheduler_host(queue) == "10.1.2.3"
+    queue.site = Site()
+    with dask.config.set({"jobqueue.fakeq.scheduler-options": {"host": "10.9.9.9"}}):
+        assert scheduler_host(queue) == "10.9.9.9"
+    assert capsys.readouterr().err == ""
+    assert scheduler_host(queue) == "127.0.0.1"
+    assert "set scheduler_host in --site" in capsys.readouterr().err

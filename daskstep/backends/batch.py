@@ -43,9 +43,7 @@ class BatchBackend(ClusterBackend):
         self.reaper = reaper
         self._reaper: Reaper | None = None
         site = system.site
-        self.scheduler = LocalBackend(
-            death_timeout=site.death_timeout, host=site.scheduler_host or "127.0.0.1"
-        )
+        self.scheduler = LocalBackend(death_timeout=site.death_timeout, host=scheduler_host(system))
         self.scheduler_file: Path | None = None
         self.jobs: dict[str, str] = {}  # worker name -> job id
         self.ended: dict[str, JobState] = {}  # worker name -> how its job ended
@@ -190,6 +188,24 @@ class BatchBackend(ClusterBackend):
                 )
                 return
             time.sleep(0.02)  # squeue answers in a few ms; jobs leave within ~0.1 s
+
+
+def scheduler_host(system: BatchSystem) -> str:
+    """The site's choice, else dask-jobqueue's (`scheduler-options: {host: ...}`), else
+    loopback, which only worker jobs on this very node can reach: said once, at the start."""
+    import dask.config
+
+    configured = dask.config.get(f"jobqueue.{system.name}.scheduler-options", {}) or {}
+    host = system.site.scheduler_host or configured.get("host")
+    if host:
+        return str(host)
+    print(
+        "daskstep: note: the scheduler listens on 127.0.0.1, which only worker jobs on this "
+        "node reach; set scheduler_host in --site for a farm of several nodes",
+        file=sys.stderr,
+        flush=True,
+    )
+    return "127.0.0.1"
 
 
 async def _submit_all(jobs: list[Any]) -> list[str]:
