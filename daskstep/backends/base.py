@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -136,6 +137,14 @@ class ClusterBackend(ABC):
 
     @abstractmethod
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle: ...
+
+    def report(self, component: str, what: str, why: str) -> None:
+        """Something happened to the cluster: to the run's watcher (terminal, job log and
+        status.json), or at least to stderr."""
+        if self.on_event is not None:
+            self.on_event(component, what, why)
+        else:
+            print(f"daskstep: warning: {component}: {what}: {why}", file=sys.stderr, flush=True)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():

@@ -139,10 +139,7 @@ class BatchBackend(ClusterBackend):
     def _report(self, name: str, job_id: str, state: JobState) -> None:
         why = f"{self.system.name} says {state.state}"
         why += f": {state.reason}" if state.reason else ""
-        if self.on_event is not None:
-            self.on_event(name, f"its {self.system.name} job {job_id} ended", why)
-        else:
-            print(f"daskstep: warning: {name}: job {job_id} ended: {why}", file=sys.stderr)
+        self.report(name, f"its {self.system.name} job {job_id} ended", why)
 
     def log_sources(self, workspace: Path) -> list[str]:
         return self.scheduler.log_sources(workspace)

@@ -316,7 +316,13 @@ class Launcher:
                         f"{self.terminate_fraction:.0%} of its {self.cfg.memory_limit}-byte limit; "
                         "restarting it\n"
                     )
-                emit("worker-memory-exceeded", name=state.name, rss=rss)
+                emit(
+                    "worker-memory-exceeded",
+                    name=state.name,
+                    rss=rss,
+                    limit=self.cfg.memory_limit,
+                    fraction=self.terminate_fraction,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(state.pid, signal.SIGKILL)
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -18,11 +19,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dask.utils import format_bytes
+
 from daskstep.backends import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
 from daskstep.errors import ClusterError
 
 SCHEDULER_START_TIMEOUT = 60.0
+
+
+def exit_words(code: int) -> str:
+    """A process's end in words: `exited with code 3`, `was killed by SIGKILL`."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def raw_logs(workspace: Path) -> Path:
@@ -49,6 +60,8 @@ class LocalBackend(ClusterBackend):
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._seen: list[dict[str, Any]] = []
+        self._reported = 0  # how many of _seen were looked at for news
+        self._memory_kills: dict[str, dict[str, Any]] = {}
         self._log_dir: Path | None = None
         self._launcher_log: Path | None = None
 
@@ -137,7 +150,11 @@ class LocalBackend(ClusterBackend):
     def _failure(self) -> str:
         self._drain()
         for event in self._seen:
-            if event["event"] in ("error", "worker-given-up", "scheduler-exited"):
+            if event["event"] == "scheduler-exited":
+                return (
+                    f"the scheduler {exit_words(event['code'])}; see {self._log_dir}/scheduler.log"
+                )
+            if event["event"] in ("error", "worker-given-up"):
                 return event.get("message") or json.dumps(event)
         tail = ""
         if self._launcher_log and self._launcher_log.exists():
@@ -149,11 +166,37 @@ class LocalBackend(ClusterBackend):
         if self._proc is None or self._proc.poll() is not None:
             raise ClusterError(f"the local cluster stopped: {self._failure()}")
         self._drain()
+        self._report_new()
         for event in self._seen:
             if event["event"] == "worker-given-up":
                 raise ClusterError(
                     f"worker {event['name']} keeps crashing; see "
                     f"{self._log_dir}/workers/{event['name']}.log"
+                )
+
+    def _report_new(self) -> None:
+        """What happened to the workers since the last look: a worker lost (and restarted), or
+        killed for memory. A worker the scheduler closed (exit 0, `Client.restart()`) is not
+        news. Once the scheduler is gone, the rest is teardown."""
+        for event in self._seen[self._reported :]:
+            self._reported += 1
+            kind, name = event["event"], event.get("name", "")
+            if kind in ("scheduler-exited", "stopped"):
+                self._reported = len(self._seen)
+                return
+            if kind == "worker-memory-exceeded":
+                self._memory_kills[name] = event
+            elif kind == "worker-exited" and name in self._memory_kills:
+                seen = self._memory_kills.pop(name)
+                self.report(
+                    f"worker {name}",
+                    "killed for memory (OOM)",
+                    f"it used {format_bytes(seen['rss'])}, past {seen['fraction']:.0%} of its "
+                    f"{format_bytes(seen['limit'])} limit; restarting it",
+                )
+            elif kind == "worker-exited" and event["code"] != 0:
+                self.report(
+                    f"worker {name}", "lost", f"it {exit_words(event['code'])}; restarting it"
                 )
 
     def stop(self) -> None:

@@ -1,0 +1,103 @@
+"""What happens to the local cluster during a step is seen within seconds: a worker killed by a
+task, a worker killed for memory, and the scheduler lost, each as one event in status.json, one
+line in the job log and on the terminal; losing the scheduler fails the run at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, descendants, wait_gone, write_workflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ONCE = """\
+import os, sys, time
+from distributed import Client
+
+def task(marker, allocate):
+    if not os.path.exists(marker):
+        open(marker, "w").write(str(time.time()))
+        if allocate:
+            hog = bytearray(allocate)
+            for i in range(0, allocate, 4096):
+                hog[i] = 1
+            time.sleep(30)
+        os.kill(os.getpid(), 9)
+    return os.getpid()
+
+client = Client(os.environ["DASK_SCHEDULER_URI"])
+future = client.submit(task, os.path.abspath("marker"), int(sys.argv[1]), pure=False)
+print("result", future.result())
+time.sleep(3)  # the step outlives the report
+"""
+
+
+def status(folder: Path) -> dict:
+    return json.loads((folder / ".daskstep" / "status.json").read_text())
+
+
+def seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def run(folder: Path, allocate: int, memory: str = "1Gi") -> tuple[int, str, str]:
+    (folder / "once.py").write_text(ONCE)
+    reana = write_workflow(folder, [("work", [f"python once.py {allocate}"])], memory=memory)
+    proc = daskstep("run", str(reana))
+    out, err = proc.communicate(timeout=180)
+    return proc.returncode, out, err
+
+
+def test_a_task_that_kills_its_worker_is_reported_naming_it(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, 0)
+    assert code == 0, err
+    assert "result" in out  # the task ran again on a restarted or other worker
+    (event,) = status(tmp_path)["events"]
+    assert event["component"].startswith("worker worker-") and event["what"] == "lost"
+    assert event["why"] == "it was killed by SIGKILL; restarting it"
+    killed = float((tmp_path / "marker").read_text())
+    assert seconds(event["time"]) - killed < 5, "reported too late"
+    line = f"warning: {event['component']}: lost: it was killed by SIGKILL; restarting it"
+    assert line in err
+    assert line in (tmp_path / ".daskstep" / "raw" / "job.log").read_text()
+
+
+def test_a_task_that_allocates_past_the_limit_is_reported_as_an_oom_kill(tmp_path: Path) -> None:
+    code, _, err = run(tmp_path, 600 * 2**20, memory="512Mi")
+    assert code == 0, err
+    (event,) = status(tmp_path)["events"]
+    assert event["what"] == "killed for memory (OOM)", event
+    assert "past 95% of its 512.00 MiB limit; restarting it" in event["why"]
+    assert f"{event['component']}: killed for memory (OOM)" in err
+    killed = float((tmp_path / "marker").read_text())
+    assert seconds(event["time"]) - killed < 5, "reported too late"
+
+
+def test_losing_the_scheduler_fails_the_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    kill = (
+        'python -c "import os, signal; from distributed import Client; '
+        "c = Client(os.environ['DASK_SCHEDULER_URI']); pid = c.run_on_scheduler(os.getpid); "
+        "open('killed', 'w').write(str(__import__('time').time())); os.kill(pid, signal.SIGKILL)\""
+    )
+    reana = write_workflow(tmp_path, [("work", [kill, "sleep 60"]), ("next", ["echo next"])])
+    proc = daskstep("run", str(reana))
+    started = time.monotonic()
+    pids: set[int] = set()
+    while proc.poll() is None and time.monotonic() - started < 120:
+        pids |= descendants(proc.pid)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    ended = time.time()
+    assert proc.returncode == 69, err
+    assert ended - float((tmp_path / "killed").read_text()) < 10, "the run went on too long"
+    doc = status(tmp_path)
+    assert "the scheduler was killed by SIGKILL" in doc["message"], doc["message"]
+    assert doc["steps"][0]["status"] in ("failed", "cancelled") and doc["steps"][1]["status"] == (
+        "skipped"
+    )
+    assert "error: the local cluster stopped: the scheduler was killed by SIGKILL" in err
+    assert not wait_gone(pids, 5), "processes of the run left running"
