@@ -22,6 +22,7 @@ from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, place
 from daskstep.progress import WaitProgress
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
+from daskstep.watch import SchedulerWatch
 from sidecar.lifecycle import StopSignal
 
 POLL_SECONDS = 0.1  # how soon a cancel reaches a running step
@@ -56,6 +57,7 @@ class Run:
         self.state = workspace / ".daskstep"
         self.raw = self.state / "raw"  # what processes write; the log shipper fills the store
         self.status = RunStatus(self.state / "status.json", workflow, backend)
+        self.watch: SchedulerWatch | None = None
 
     def execute(self) -> int:
         self.cancel.install((signal.SIGINT, signal.SIGTERM))
@@ -132,6 +134,9 @@ class Run:
         )
         if handle.dashboard_url:
             say(f"dashboard: {handle.dashboard_url}")
+        if backend.scheduler_reachable:
+            ask = lambda: backend.scheduler_info(timeout=2.0)  # noqa: E731
+            self.watch = SchedulerWatch(ask, spec.workers, self._cluster_event)
         return handle.scheduler_address
 
     def _cluster_event(self, component: str, what: str, why: str) -> None:
@@ -191,6 +196,8 @@ class Run:
                 next_check = time.monotonic() + ALIVE_CHECK_SECONDS
                 try:
                     self.backend.check_alive()
+                    if self.watch is not None:
+                        self.watch.poll()
                 except ClusterError as e:
                     failure = e
                     say(f"error: {e}; stopping the step")

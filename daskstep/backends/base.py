@@ -115,6 +115,8 @@ class ClusterBackend(ABC):
     # True when steps run in the very Python environment of the workers, so that comparing
     # their versions (about 0.6 s a step) cannot find anything.
     shares_step_environment: ClassVar[bool] = False
+    # False when daskstep run cannot reach the scheduler (a ClusterIP inside Kubernetes)
+    scheduler_reachable: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.handle: ClusterHandle | None = None

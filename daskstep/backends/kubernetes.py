@@ -31,6 +31,7 @@ ROOT_GONE_SECONDS = 60.0  # how long stop() waits for the garbage collector to f
 class KubernetesBackend(ClusterBackend):
     name = "kubernetes"
     poll_interval = 1.0
+    scheduler_reachable = False
 
     def __init__(
         self,
