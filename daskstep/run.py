@@ -135,8 +135,7 @@ class Run:
         if handle.dashboard_url:
             say(f"dashboard: {handle.dashboard_url}")
         if backend.scheduler_reachable:
-            ask = lambda: backend.scheduler_info(timeout=2.0)  # noqa: E731
-            self.watch = SchedulerWatch(ask, spec.workers, self._cluster_event)
+            self.watch = SchedulerWatch(backend.identity, spec.workers, self._cluster_event)
         return handle.scheduler_address
 
     def _cluster_event(self, component: str, what: str, why: str) -> None:

@@ -49,6 +49,8 @@ class SchedulerWatch:
         self.look(identity)
 
     def look(self, identity: dict[str, Any]) -> None:
+        if "workers" not in identity:  # no answer (the Docker backend's HTTP identity)
+            return
         workers = list((identity.get("workers") or {}).values())
         paused = {str(w.get("name")): w for w in workers if w.get("status") == "paused"}
         for name in sorted(set(paused) - self.paused):

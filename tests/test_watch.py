@@ -84,3 +84,11 @@ def test_poll_asks_at_most_once_a_second_and_survives_a_silent_scheduler() -> No
     clock.now += 1.0
     w.poll()
     assert len(asked) == 2
+
+
+def test_no_answer_is_not_zero_workers() -> None:
+    w, events, clock = watch(wanted=2, grace=1)
+    w.look({})
+    clock.now += 5
+    w.look({})
+    assert events == [] and w.short_since is None

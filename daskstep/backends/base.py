@@ -185,6 +185,10 @@ class ClusterBackend(ABC):
 
         return asyncio.run(ask())
 
+    def identity(self) -> dict[str, Any]:
+        """The scheduler's identity, for watching it (a backend may ask another way)."""
+        return self.scheduler_info(timeout=2.0)
+
     def wait_ready(
         self,
         workers: int,
