@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from daskstep.backends.procutil import controller_alive, controller_mark
 from daskstep.parts import StepSpec, entrypoint_options
 from sidecar.docker_logs import COMPONENT_LABEL, RUN_LABEL, WORKER_LABEL
 
@@ -29,9 +30,8 @@ def new_run_id() -> str:
 
 
 def run_labels(run_id: str, component: str, **more: str) -> dict[str, str]:
-    host = os.uname().nodename
     labels = {RUN_LABEL: run_id, COMPONENT_LABEL: component}
-    labels[CONTROLLER_LABEL] = f"{host}:{os.getpid()}"
+    labels[CONTROLLER_LABEL] = controller_mark()
     return {**labels, **more}
 
 
@@ -73,24 +73,11 @@ def remove_run(client: Any, run_id: str) -> int:
 def abandoned_runs(client: Any, everything: bool = False) -> set[str]:
     """The runs whose controller on this host is gone (or every run)."""
     runs = set()
-    host = os.uname().nodename
     for row in listed(client, RUN_LABEL):
         labels = row.get("Labels") or {}
-        owner_host, _, pid = labels.get(CONTROLLER_LABEL, ":").rpartition(":")
-        alive = owner_host == host and pid.isdigit() and _alive(int(pid))
-        if everything or not alive:
+        if everything or not controller_alive(labels.get(CONTROLLER_LABEL, "")):
             runs.add(labels[RUN_LABEL])
     return runs
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DockerStep:

@@ -14,7 +14,8 @@ import signal as signals
 from pathlib import Path
 from typing import Any
 
-from daskstep.batch.systems import BatchSystem, JobState, abandoned, controller_mark, run_command
+from daskstep.backends.procutil import controller_mark
+from daskstep.batch.systems import BatchSystem, JobState, abandoned, run_command
 from daskstep.errors import ClusterError
 
 STATUS = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring",

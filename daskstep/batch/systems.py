@@ -9,7 +9,6 @@ the reaper and `daskstep gc` find them all, whoever submitted them.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any, ClassVar
 
 import dask.config
 
+from daskstep.backends.procutil import controller_alive, controller_mark
 from daskstep.batch.site import Site
 from daskstep.errors import ClusterError
 from daskstep.secret_env import child_env
@@ -50,10 +50,6 @@ ENDED = {
 
 
 COMMENT = "daskstep-controller="  # a Slurm job's comment: no spaces (#SBATCH lines split there)
-
-
-def controller_mark() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}"
 
 
 def run_command(argv: list[str], what: str) -> str:
@@ -130,26 +126,9 @@ class BatchSystem(ABC):
         return list(dask.config.get(f"jobqueue.{self.name}.job-extra-directives", []) or [])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def abandoned(marks: dict[str, str], everything: bool) -> set[str]:
     """run id -> controller mark: the runs whose controller on this host is gone."""
-    host = os.uname().nodename
-    runs = set()
-    for run_id, mark in marks.items():
-        owner, _, pid = mark.rpartition(":")
-        alive = owner == host and pid.isdigit() and _alive(int(pid))
-        if everything or not alive:
-            runs.add(run_id)
-    return runs
+    return {run for run, mark in marks.items() if everything or not controller_alive(mark)}
 
 
 class Slurm(BatchSystem):
