@@ -143,19 +143,34 @@ class DockerBackend(ClusterBackend):
     # -- watching -------------------------------------------------------------------------------
     def _watch_events(self) -> None:
         self._events = self.client.events(
-            filters={"label": f"{RUN_LABEL}={self.run_id}", "event": ["oom"]}, decode=True
+            filters={"label": f"{RUN_LABEL}={self.run_id}", "event": ["oom", "die"]}, decode=True
         )
         threading.Thread(target=self._read_events, daemon=True, name="docker-events").start()
 
     def _read_events(self) -> None:
+        """The engine's word on the run's containers: an OOM kill, or a container that died
+        (exit 0 is `Client.restart()`, not news; the die after an OOM kill was said already).
+        The restart policy brings workers back."""
+        oom_killed: set[str] = set()
         with contextlib.suppress(Exception):  # the stream closes when we stop
             for event in self._events:
-                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
                 component = attributes.get(COMPONENT_LABEL, "container")
                 name = attributes.get(WORKER_LABEL, attributes.get("name", "?"))
-                why = f"killed for memory by the engine (OOMKilled; limit {self._memory})"
-                if self.on_event is not None and not self._stopping:
-                    self.on_event(f"{component} {name}", "out of memory", why)
+                if self._stopping:
+                    return
+                if event.get("status", event.get("Action")) == "oom":
+                    oom_killed.add(actor.get("ID", ""))
+                    why = f"killed for memory by the engine (OOMKilled; limit {self._memory})"
+                    self.report(f"{component} {name}", "out of memory", why)
+                    continue
+                code = attributes.get("exitCode", "?")
+                if actor.get("ID", "") in oom_killed:
+                    oom_killed.discard(actor.get("ID", ""))
+                elif code != "0":
+                    restart = "; the engine restarts it" if component == "worker" else ""
+                    self.report(f"{component} {name}", "lost", f"it exited with {code}{restart}")
 
     def wait_ready(
         self,
