@@ -146,8 +146,8 @@ def daskstep_variant(reaper: bool) -> Callable[[int, Path], Times]:
     def run(workers: int, tmp: Path) -> Times:
         from daskstep.backends.base import ClusterSpec
         from daskstep.backends.batch import BatchBackend
+        from daskstep.batch import system_for
         from daskstep.batch.site import Site
-        from daskstep.batch.systems import system_for
 
         site = Site(death_timeout=DEATH_TIMEOUT)
         backend = BatchBackend(system_for("slurm", site), reaper=reaper)

@@ -320,8 +320,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _gc_batch(backend: str, everything: bool) -> int:
+    from daskstep.batch import system_for
     from daskstep.batch.site import Site
-    from daskstep.batch.systems import system_for
 
     system = system_for(backend, Site())
     runs = system.abandoned_runs(everything)

@@ -95,8 +95,8 @@ def batch_systems(workflow: Workflow, backend: str, site: str | None) -> dict[st
     line per missing one, before anything starts."""
     import shutil
 
+    from daskstep.batch import system_for
     from daskstep.batch.site import load_site
-    from daskstep.batch.systems import system_for
 
     wanted = {backend} if backend in BATCH else set()
     if site is not None and not wanted:

@@ -247,14 +247,3 @@ class QueueWatch:
             return None
         self.failing_since = None
         return states
-
-
-SYSTEMS: dict[str, type[BatchSystem]] = {"slurm": Slurm}
-
-
-def system_for(name: str, site: Site) -> BatchSystem:
-    if name == "htcondor":
-        from daskstep.batch.htcondor import HTCondor
-
-        return HTCondor(site)
-    return SYSTEMS[name](site)
