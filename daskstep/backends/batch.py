@@ -152,10 +152,6 @@ class BatchBackend(ClusterBackend):
             "ended_jobs": {n: dataclasses.asdict(s) for n, s in self.ended.items()},
         }
 
-    def scheduler_info(self, timeout: float = 10.0) -> dict[str, Any]:
-        self.scheduler.handle = self.handle
-        return self.scheduler.scheduler_info(timeout)
-
     def stop(self) -> None:
         """Cancel every job of the run, then the scheduler; wait until the queue let them go."""
         try:

@@ -118,7 +118,7 @@ class BatchSystem(ABC):
             "memory": f"{memory}B",
             "processes": 1,
             "death_timeout": self.site.death_timeout,
-            "python": self.site.python or dask.config.get(f"jobqueue.{self.name}.python"),
+            "python": self.site.python,  # None: the Job class reads jobqueue.<name>.python
             "job_script_prologue": ["exec 2>&1", *prologue],  # one log file per worker
         }
 
