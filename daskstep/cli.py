@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         help="slurm/htcondor: the batch site's settings (partition, account, qos, walltime, "
         "python, ...); dask-jobqueue's own config fills in the rest",
     )
+    p.add_argument(
+        "--tls",
+        choices=("on", "off"),
+        default="on",
+        help="the run's own CA and certificates: the scheduler takes only the run's processes "
+        "(default on; off: plain TCP, anyone who reaches the port can submit code)",
+    )
     _kubernetes_options(p)
 
     p = sub.add_parser(
@@ -231,6 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         allow_version_mismatch=args.allow_version_mismatch,
         kubernetes=kubernetes,
         site=args.site,
+        tls=args.tls == "on",
     )
     return run.execute()
 

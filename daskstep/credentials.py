@@ -28,6 +28,7 @@ from pathlib import Path
 
 from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
 from daskstep.secret_env import child_env
+from daskstep.tls import RunTLS
 from sidecar.lifecycle import StopSignal
 
 SECRETS_ENV = "DASKSTEP_SECRETS"
@@ -251,6 +252,7 @@ class Credentials:
         self.folder = folder
         self.logs = logs
         self.stopping = False
+        self.tls: RunTLS | None = None  # the run's CA and certificates, in folder/tls
 
     @classmethod
     def for_run(
@@ -260,14 +262,19 @@ class Credentials:
         secrets: Secrets,
         logs: Path,
         shared: str | None = None,
+        tls: str | None = None,
     ) -> Credentials | None:
-        """`shared`: a folder batch nodes see too, where the private folder goes instead."""
-        if not (kerberos or voms_proxy):
+        """`shared`: a folder batch nodes see too, where the private folder goes instead.
+        `tls`: the run id, to make the run's TLS files; None for plain TCP."""
+        if not (kerberos or voms_proxy or tls):
             return None
         base = shared or os.environ.get("XDG_RUNTIME_DIR")
         folder = Path(tempfile.mkdtemp(prefix="daskstep-credentials-", dir=base))
         try:
-            return cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)
+            credentials = cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)
+            if tls:
+                credentials.tls = RunTLS.create(folder / "tls", tls)
+            return credentials
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -282,6 +289,14 @@ class Credentials:
 
     def files(self) -> list[Path]:
         return [s.path for s in self.sidecars]
+
+    def step_environment(self) -> dict[str, str]:
+        """The steps' share: the credentials' variables, and the folder of the run's client
+        certificate, which the entrypoint exports as Dask's TLS variables."""
+        env = self.environment()
+        if self.tls is not None:
+            env["DASKSTEP_TLS_DIR"] = str(self.tls.folder)
+        return env
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,14 @@ class TooFewWorkers(ClusterError):
     exit_code = 75
 
 
+class SchedulerLost(ClusterError):
+    """The scheduler was up and then died (its process, container or pod is gone): every
+    task and result of the run went with it, so the run fails at once with a code of its own."""
+
+    exit_code = 71
+    reason = "SchedulerLost"
+
+
 class Cancelled(DaskstepError):
     """A cancel (SIGINT, SIGTERM) seen by a wait. Never raised from a signal handler: the
     handler only sets the cancel event, and the waits that observe it raise this."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
-from daskstep.errors import Cancelled, ClusterError, DaskstepError
+from daskstep.errors import Cancelled, ClusterError, DaskstepError, SchedulerLost
 from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import WaitProgress
 from daskstep.spec import Step, Workflow
@@ -71,7 +71,7 @@ class Run:
         self.status.begin()
         try:
             self._start_logs()
-            if self.credentials is not None:
+            if self.credentials is not None and self.credentials.variables():
                 self._start_credentials(self.credentials)
             scheduler = self._start_cluster(self.backend) if self.backend is not None else None
             for index, step in enumerate(self.workflow.steps):
@@ -80,7 +80,10 @@ class Run:
         except Cancelled:
             pass
         except DaskstepError as e:
-            self.status.fail(str(e), e.exit_code)
+            self.status.fail(str(e), e.exit_code, getattr(e, "reason", None))
+            if isinstance(e, SchedulerLost):  # one event too, like the workers' losses
+                self.status.event("scheduler", "lost", str(e))
+                self._job_log(f"daskstep: error: {e}")
             say(f"error: {e}")
         finally:
             self._teardown()
@@ -142,9 +145,12 @@ class Run:
         """From a backend's watcher: on the terminal, in the job log and in status.json."""
         line = f"warning: {component}: {what}: {why}"
         say(line)
-        with open(self.raw / "job.log", "ab") as job_log:
-            job_log.write(f"daskstep: {line}\n".encode())
+        self._job_log(f"daskstep: {line}")
         self.status.event(component, what, why)
+
+    def _job_log(self, line: str) -> None:
+        with open(self.raw / "job.log", "ab") as job_log:
+            job_log.write(f"{line}\n".encode())
 
     def _run_step(self, index: int, step: Step, scheduler: str | None) -> int:
         self._check_cancel()
@@ -156,7 +162,7 @@ class Run:
             scheduler=scheduler,
             image=step.environment,
             wait_files=tuple(self.credentials.files()) if self.credentials else (),
-            environment=self.credentials.environment() if self.credentials else {},
+            environment=self.credentials.step_environment() if self.credentials else {},
             # steps that share the workers' Python cannot differ from them (0.6 s a step)
             versions="off" if self.backend and self.backend.shares_step_environment else "warn",
             compute_backend=step.compute_backend,

@@ -40,6 +40,7 @@ class RunStatus:
         self._step_clock: dict[int, float] = {}
         self.workflow_path = str(workflow.path)
         self.finished: float | None = None
+        self.reason = ""
 
     def document(self) -> dict[str, Any]:
         end = self.finished or time.time()
@@ -59,6 +60,8 @@ class RunStatus:
             doc["events"] = self.events
         if self.message:
             doc["message"] = self.message
+        if self.reason:
+            doc["reason"] = self.reason
         return doc
 
     def write(self) -> None:
@@ -124,9 +127,11 @@ class RunStatus:
             self.state = "failed"
         self.write()
 
-    def fail(self, message: str, code: int) -> None:
+    def fail(self, message: str, code: int, reason: str | None = None) -> None:
         self.state, self.message = "failed", message
         self.exit_code = self.exit_code or code
+        if reason and not self.reason:
+            self.reason = reason  # e.g. SchedulerLost: what a platform can act on
 
     def cancel(self, signum: int) -> None:
         self.state = "cancelled"

@@ -35,10 +35,11 @@ def prepare_run(
     allow_version_mismatch: bool = False,
     kubernetes: tuple[Any, str] | None = None,  # (KubeOptions, the reana.yaml's text)
     site: str | None = None,  # the batch site's settings file
+    tls: bool = True,
 ) -> Run:
     check_inputs(workflow)
     if backend == "kubernetes":
-        return _kubernetes_run(workflow, workspace, start_timeout, kubernetes)
+        return _kubernetes_run(workflow, workspace, start_timeout, kubernetes, tls)
     systems = batch_systems(workflow, backend, site)
     if backend in BATCH and workflow.dask is not None:
         cluster: ClusterBackend | None = BatchBackend(systems[backend])
@@ -56,7 +57,10 @@ def prepare_run(
         found,
         logs=workspace / ".daskstep" / "sidecars",
         shared=systems[backend].site.shared_directory if backend in systems else None,
+        tls=_run_id(cluster) if tls and cluster is not None else None,
     )
+    if cluster is not None and credentials is not None:
+        cluster.tls = credentials.tls
     try:
         stage_inputs(workflow, workspace)
         launcher: StepLauncher = LocalStepLauncher(workspace, raw / "job.log")
@@ -88,6 +92,12 @@ def prepare_run(
 
 BATCH = ("slurm", "htcondor")
 COMPUTE_BACKEND = {"slurmcern": "slurm", "htcondorcern": "htcondor"}  # REANA's word -> ours
+
+
+def _run_id(cluster: ClusterBackend) -> str:
+    from daskstep.containers import new_run_id
+
+    return getattr(cluster, "run_id", None) or new_run_id()
 
 
 def batch_systems(workflow: Workflow, backend: str, site: str | None) -> dict[str, Any]:
@@ -212,7 +222,11 @@ def _docker_launcher(
 
 
 def _kubernetes_run(
-    workflow: Workflow, workspace: Path, start_timeout: float, kubernetes: tuple[Any, str] | None
+    workflow: Workflow,
+    workspace: Path,
+    start_timeout: float,
+    kubernetes: tuple[Any, str] | None,
+    tls: bool = True,
 ) -> Run:
     """The cluster and the steps run in the cluster; the credential sidecars too (in the pods,
     from the namespace's Secret), so none starts here. The log sidecar follows the run's pods

@@ -15,7 +15,7 @@ from entrypoint.core import Entrypointer, EntrypointError, Readiness, Status, Us
 from entrypoint.reporter import FileReporter
 from entrypoint.runner import ProcessRunner
 from entrypoint.versions import VersionCheck
-from entrypoint.waiter import SchedulerWaiter
+from entrypoint.waiter import SchedulerWaiter, export_tls
 
 TYPE_CHECKING = False  # not `typing`: importing it costs more than this module
 
@@ -63,6 +63,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=env.get("DASKSTEP_SCHEDULER")
         or env.get("DASK_SCHEDULER_URI")
         or env.get("DASK_SCHEDULER_ADDRESS"),
+    )
+    p.add_argument(
+        "--tls-dir",
+        default=env.get("DASKSTEP_TLS_DIR"),
+        help="the run's TLS folder (ca.pem, client.pem, client-key.pem): exported as the "
+        "DASK_DISTRIBUTED__COMM__TLS__* variables for the step",
     )
     p.add_argument("--wait-timeout", type=float, default=_env_float("DASKSTEP_WAIT_TIMEOUT", 300.0))
     p.add_argument("--wait-workers", type=int, default=int(env.get("DASKSTEP_WAIT_WORKERS", 0)))
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         status_file = args.status_file
         commands = [["sh", "-c", c] for c in args.shell] or [args.command]
+        if args.tls_dir:
+            export_tls(args.tls_dir)
         health = None
         if args.health_port is not None:
             from entrypoint.health import Health

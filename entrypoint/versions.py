@@ -58,12 +58,14 @@ def collect(uri: str, timeout: float) -> list[Mismatch] | None:
     try:  # distributed first: without it, asyncio would be a slow import for nothing
         from distributed.core import rpc
         from distributed.versions import get_versions
+
+        from entrypoint.waiter import connection_args
     except Exception:
         return None
     import asyncio
 
     async def ask():
-        scheduler = rpc(uri, timeout=timeout)
+        scheduler = rpc(uri, timeout=timeout, connection_args=connection_args(uri))
         try:
             theirs = await scheduler.versions(packages=[])
             workers = await scheduler.broadcast(

@@ -40,11 +40,27 @@ class WaitFileMissing(EntrypointError):
     exit_code = 69
 
 
+TLS_PREFIX = "DASK_DISTRIBUTED__COMM__TLS__"
+TLS_FILES = {"CA_FILE": "ca.pem", "CLIENT__CERT": "client.pem", "CLIENT__KEY": "client-key.pem"}
+
+
+def export_tls(folder: str) -> None:
+    """The run's client certificate from `folder`, as the variables `Client(uri)` and our own
+    probes read (dask reads them at import, so before anything imports it)."""
+    for variable, name in TLS_FILES.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise UsageError(f"--tls-dir {folder}: {name} is missing; give the run's TLS folder")
+        os.environ[TLS_PREFIX + variable] = path
+    os.environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+
+
 def normalise_uri(uri: str) -> str:
-    """REANA passes `host:port`; Dask wants a scheme."""
+    """REANA passes `host:port`; Dask wants a scheme (tls:// once the run's TLS is exported)."""
     uri = uri.strip()
     if "://" not in uri:
-        uri = "tcp://" + uri
+        tls = os.environ.get("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "").lower() == "true"
+        uri = ("tls://" if tls else "tcp://") + uri
     host_port(uri)  # validates
     return uri
 
@@ -62,7 +78,7 @@ def _tls_context():  # -> ssl.SSLContext; ssl is imported only when a tls:// sch
     import ssl
 
     env = os.environ
-    prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+    prefix = TLS_PREFIX
     context = ssl.create_default_context(cafile=env.get(prefix + "CA_FILE"))
     context.check_hostname = False  # Dask checks certificates, not host names
     cert = env.get(prefix + "CLIENT__CERT")
@@ -88,6 +104,23 @@ def dask_handshake(uri: str, timeout: float) -> bytes:
         return data
 
 
+def connection_args(uri: str) -> dict:
+    """distributed's client side of the run's TLS, from the variables; {} for tcp://. Built
+    here, not from dask's config, which may have been read before the variables were set."""
+    if not uri.startswith("tls://"):
+        return {}
+    from distributed.security import Security
+
+    env = os.environ
+    security = Security(
+        tls_ca_file=env.get(TLS_PREFIX + "CA_FILE"),
+        tls_client_cert=env.get(TLS_PREFIX + "CLIENT__CERT"),
+        tls_client_key=env.get(TLS_PREFIX + "CLIENT__KEY"),
+        require_encryption=True,
+    )
+    return security.get_connection_args("client")
+
+
 def _workers_via_distributed(uri: str, timeout: float) -> int | None:
     try:  # distributed first: without it, asyncio would be a slow import for nothing
         from distributed.core import rpc
@@ -96,7 +129,7 @@ def _workers_via_distributed(uri: str, timeout: float) -> int | None:
     import asyncio
 
     async def ask() -> int:
-        scheduler = rpc(uri, timeout=timeout)
+        scheduler = rpc(uri, timeout=timeout, connection_args=connection_args(uri))
         try:
             return len((await scheduler.identity())["workers"])
         finally:

@@ -115,6 +115,9 @@ class FakeCredentials:
     def environment(self) -> dict[str, str]:
         return {"KRB5CCNAME": "FILE:/private/krb5cc"}
 
+    def step_environment(self) -> dict[str, str]:
+        return {**self.environment(), "DASKSTEP_TLS_DIR": "/private/tls"}
+
     def files(self) -> list[Path]:
         return [Path("/private/krb5cc")]
 
@@ -187,7 +190,10 @@ def test_steps_run_in_order_then_teardown_in_reverse(tmp_path: Path) -> None:
     step = launcher.started[0]
     assert step.scheduler == "tcp://fake-scheduler:8786" and step.commands == ("run one",)
     assert step.wait_files == (Path("/private/krb5cc"),) and step.versions == "warn"
-    assert step.environment == {"KRB5CCNAME": "FILE:/private/krb5cc"}
+    assert step.environment == {
+        "KRB5CCNAME": "FILE:/private/krb5cc",
+        "DASKSTEP_TLS_DIR": "/private/tls",
+    }
     assert run.logs.sources == [f"job={tmp_path}/.daskstep/raw/job.log*"]
     doc = status(tmp_path)
     assert doc["status"] == "finished" and doc["exit_code"] == 0

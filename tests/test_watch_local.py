@@ -94,10 +94,15 @@ def test_losing_the_scheduler_fails_the_run_at_once_and_leaves_nothing(tmp_path:
         time.sleep(0.05)
     _, err = proc.communicate(timeout=60)
     ended = time.time()
-    assert proc.returncode == 69, err
+    assert proc.returncode == 71, err  # SchedulerLost, not 69's "failed to start"
     assert ended - float((tmp_path / "killed").read_text()) < 10, "the run went on too long"
     doc = status(tmp_path)
     assert "the scheduler was killed by SIGKILL" in doc["message"], doc["message"]
+    assert doc["reason"] == "SchedulerLost" and doc["exit_code"] == 71
+    (event,) = [e for e in doc["events"] if e["component"] == "scheduler"]
+    assert event["what"] == "lost" and "killed by SIGKILL" in event["why"]
+    job_log = (tmp_path / ".daskstep" / "logs" / "job.log").read_text()
+    assert "error: the local cluster stopped: the scheduler was killed by SIGKILL" in job_log
     assert doc["steps"][0]["status"] in ("failed", "cancelled") and doc["steps"][1]["status"] == (
         "skipped"
     )

@@ -123,6 +123,20 @@ class ClusterBackend(ABC):
         self.cancel: StopSignal | None = None
         # (component, what, why) of what happens to the cluster while it runs, e.g. an OOM kill
         self.on_event: Callable[[str, str, str], None] | None = None
+        # the run's TLS files (daskstep.tls.RunTLS), or None for plain TCP
+        self.tls: Any = None
+
+    def connection_args(self) -> dict[str, Any]:
+        """How daskstep itself talks to the scheduler: as a client of the run's CA, with TLS."""
+        if self.tls is None:
+            return {}
+        return self.tls.security().get_connection_args("client")
+
+    def _rpc(self, timeout: float) -> Any:
+        """An rpc to the scheduler (`async with`), with the run's certificates when TLS is on."""
+        from distributed.core import rpc
+
+        return rpc(self._address(), timeout=timeout, connection_args=self.connection_args())
 
     def start(
         self, spec: ClusterSpec, workspace: Path, cancel: StopSignal | None = None
@@ -177,10 +191,9 @@ class ClusterBackend(ABC):
 
     def scheduler_info(self, timeout: float = 10.0) -> dict[str, Any]:
         """The scheduler's own view (its `identity`): workers with their memory and threads."""
-        from distributed.core import rpc
 
         async def ask() -> dict[str, Any]:
-            async with rpc(self._address(), timeout=timeout) as scheduler:
+            async with self._rpc(timeout) as scheduler:
                 return await scheduler.identity()
 
         return asyncio.run(ask())
@@ -188,6 +201,31 @@ class ClusterBackend(ABC):
     def identity(self) -> dict[str, Any]:
         """The scheduler's identity, for watching it (a backend may ask another way)."""
         return self.scheduler_info(timeout=2.0)
+
+    def task_counts(self, timeout: float = 2.0) -> dict[str, int]:
+        """How many tasks the scheduler holds in each state (processing, memory, erred,
+        waiting, released), summed over its task prefixes; for the progress of a step."""
+
+        async def ask() -> dict[str, dict[str, int]]:
+            async with self._rpc(timeout) as scheduler:
+                return await scheduler.get_task_prefix_states()
+
+        totals: dict[str, int] = {}
+        for states in asyncio.run(ask()).values():
+            for state, n in states.items():
+                totals[state] = totals.get(state, 0) + int(n)
+        return totals
+
+    def task_stream(self, start: float | None = None, timeout: float = 10.0) -> list[dict]:
+        """The scheduler's task stream since `start` (seconds since the epoch): what ran where
+        and when, for the report. The first call installs the scheduler's recorder, so call it
+        once the cluster is up; a backend whose scheduler cannot be asked returns []."""
+
+        async def ask() -> list[dict]:
+            async with self._rpc(timeout) as scheduler:
+                return await scheduler.get_task_stream(start=start)
+
+        return asyncio.run(ask())
 
     def wait_ready(
         self,
@@ -198,13 +236,10 @@ class ClusterBackend(ABC):
     ) -> int:
         """Block until `workers` workers are registered with the scheduler."""
         self.cancel = cancel or self.cancel
-        from distributed.core import rpc
-
         deadline = time.monotonic() + timeout
-        address = self._address()
 
         async def wait() -> int:
-            async with rpc(address, timeout=max(timeout, 1.0)) as scheduler:
+            async with self._rpc(max(timeout, 1.0)) as scheduler:
 
                 async def count() -> int:
                     return len((await scheduler.identity())["workers"])

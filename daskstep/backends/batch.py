@@ -62,6 +62,7 @@ class BatchBackend(ClusterBackend):
         self.scheduler_file.unlink(missing_ok=True)  # a dead run's would mislead the workers
         self.scheduler.scheduler_file = self.scheduler_file
         self.scheduler.cancel = self.cancel
+        self.scheduler.tls = self.tls
         self.scheduler.launch(dataclasses.replace(spec, workers=0), workspace)
         logs = raw_logs(workspace) / "workers"
         logs.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,7 @@ class BatchBackend(ClusterBackend):
                 spec.memory_bytes,
                 (logs / f"worker-{i}.log").resolve(),
                 dict(spec.environment),
+                self.tls.security("cluster") if self.tls else None,
             )
             for i in range(spec.workers)
         }

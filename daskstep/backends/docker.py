@@ -48,7 +48,7 @@ from daskstep.containers import (
     run_labels,
     user_options,
 )
-from daskstep.errors import ClusterError
+from daskstep.errors import ClusterError, SchedulerLost
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
@@ -78,6 +78,7 @@ class DockerBackend(ClusterBackend):
         self._events: Any = None
         self._stopping = False
         self._memory = ""
+        self._answered = False
 
     # -- start ----------------------------------------------------------------------------------
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
@@ -92,19 +93,21 @@ class DockerBackend(ClusterBackend):
         self._reaper = Reaper("--label", f"{RUN_LABEL}={self.run_id}")
         self._memory = spec.memory
         port, http_port = free_port(self.host), free_port(self.host)
-        address = f"tcp://{self.host}:{port}"
+        address = f"{'tls' if self.tls else 'tcp'}://{self.host}:{port}"
         self.http = f"http://{self.host}:{http_port}"
         self._watch_events()
         common = self._container_options(spec, workspace)
         before, after = nanny_environment(spec.environment)
         nanny_env = {**before, **after}
-        scheduler = ["dask", "scheduler", "--host", self.host, "--port", str(port)]
+        tls = self.tls.cli_options() if self.tls else []  # its folder is mounted where it is
+        scheduler = ["dask", "scheduler", "--host", self.host, "--port", str(port), *tls]
+        scheduler += ["--protocol", "tls"] if self.tls else []
         scheduler += ["--dashboard-address", f"{self.host}:{http_port}"]
         runs = [(scheduler, {"name": f"{self.run_id}-scheduler",
                              "labels": run_labels(self.run_id, "scheduler")})]  # fmt: skip
         for i in range(spec.workers):
             name = f"worker-{i}"
-            worker = ["dask", "worker", address, "--name", name, "--host", self.host]
+            worker = ["dask", "worker", address, "--name", name, "--host", self.host, *tls]
             worker += ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
             worker += ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"]
             worker += ["--no-nanny"]  # the engine is the nanny: see the module doc
@@ -194,22 +197,29 @@ class DockerBackend(ClusterBackend):
         url = f"{self.http}/json/identity.json"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                return json.loads(response.read())
+                identity = json.loads(response.read())
         except (OSError, ValueError):  # not answering yet
             return {}
+        self._answered = True  # from now on, a scheduler gone is a scheduler lost
+        return identity
 
     def check_alive(self) -> None:
         if self.client is None:
             raise ClusterError("the cluster is not started")
         found = listed(self.client, f"{RUN_LABEL}={self.run_id}", f"{COMPONENT_LABEL}=scheduler")
         if not found:
-            raise ClusterError("the scheduler container is gone")
+            raise self._lost("the scheduler container is gone")
         if found[0].get("State") not in ("created", "running"):
             last = "no output"
             with contextlib.suppress(Exception):
                 tail = self.client.api.logs(found[0]["Id"], tail=1)
                 last = tail.decode(errors="replace").strip() or last
-            raise ClusterError(f"the scheduler container {found[0].get('State')}: {last}")
+            raise self._lost(f"the scheduler container {found[0].get('State')}: {last}")
+
+    def _lost(self, message: str) -> ClusterError:
+        """Once it answered, a scheduler gone is lost (71); before, the cluster failed to
+        start (69)."""
+        return SchedulerLost(message) if self._answered else ClusterError(message)
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -65,6 +65,26 @@ class Config:
     environment: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"  # where the scheduler listens (batch workers reach it from afar)
     scheduler_file: str | None = None  # written once it listens: batch workers wait for it
+    tls: dict[str, str] | None = None  # ca_file, cert, key: the cluster's side of the run's TLS
+
+
+def _security(tls: dict[str, str] | None) -> Any:
+    """The cluster's side of the run's TLS (scheduler and workers both), or None for TCP."""
+    if not tls:
+        return None
+    from distributed.security import Security
+
+    ca, cert, key = tls["ca_file"], tls["cert"], tls["key"]
+    return Security(
+        tls_ca_file=ca,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        require_encryption=True,
+    )
 
 
 def _redirect_output(path: str) -> None:
@@ -117,11 +137,15 @@ def _close_on_sigterm(server: Any) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
 
 
-async def _scheduler_main(report_fd: int, host: str, scheduler_file: str | None) -> int:
+async def _scheduler_main(report_fd: int, cfg: Config) -> int:
     from distributed import Scheduler
 
+    host = cfg.host
+    security = _security(cfg.tls)
     scheduler = Scheduler(
-        scheduler_file=scheduler_file,
+        scheduler_file=cfg.scheduler_file,
+        security=security,
+        protocol="tls" if security else None,
         host=host,
         port=0,
         dashboard_address=f"{host}:0" if ":" not in host else f"[{host}]:0",
@@ -202,6 +226,7 @@ async def _worker_main(address: str, name: str, cfg: Config, local_directory: st
         nthreads=cfg.threads,
         memory_limit=cfg.memory_limit,
         death_timeout=cfg.death_timeout,
+        security=_security(cfg.tls),
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         local_directory=local_directory,
@@ -246,7 +271,7 @@ class Launcher:
     def start_scheduler(self) -> None:
         r, w = os.pipe()
         log = os.path.join(self.cfg.log_dir, "scheduler.log")
-        self.scheduler_pid = _fork(log, _scheduler_main, w, self.cfg.host, self.cfg.scheduler_file)
+        self.scheduler_pid = _fork(log, _scheduler_main, w, self.cfg)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             data = f.read()

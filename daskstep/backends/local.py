@@ -23,7 +23,7 @@ from dask.utils import format_bytes
 
 from daskstep.backends import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
-from daskstep.errors import ClusterError
+from daskstep.errors import ClusterError, SchedulerLost
 
 SCHEDULER_START_TIMEOUT = 60.0
 
@@ -88,7 +88,14 @@ class LocalBackend(ClusterBackend):
             "environment": after,
             "host": self.host,
             "scheduler_file": str(self.scheduler_file) if self.scheduler_file else None,
+            "tls": None,
         }
+        if self.tls is not None:
+            config["tls"] = {
+                "ca_file": str(self.tls.ca),
+                "cert": str(self.tls.cluster_cert),
+                "key": str(self.tls.cluster_key),
+            }
         with open(self._launcher_log, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "daskstep.backends.launcher"],
@@ -111,7 +118,9 @@ class LocalBackend(ClusterBackend):
         scheduler = self._next_event("scheduler", SCHEDULER_START_TIMEOUT)
         port = scheduler.get("http_port")
         dashboard = f"http://{self.host}:{port}/status" if port else None
-        return ClusterHandle(scheduler_address=scheduler["address"], dashboard_url=dashboard)
+        # set here too: a batch backend's scheduler is up from now on, so its death is a loss
+        self.handle = ClusterHandle(scheduler_address=scheduler["address"], dashboard_url=dashboard)
+        return self.handle
 
     def _read_events(self) -> None:
         proc = self._proc
@@ -164,7 +173,8 @@ class LocalBackend(ClusterBackend):
 
     def check_alive(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
-            raise ClusterError(f"the local cluster stopped: {self._failure()}")
+            lost = SchedulerLost if self.handle is not None else ClusterError
+            raise lost(f"the local cluster stopped: {self._failure()}")
         self._drain()
         self._report_new()
         for event in self._seen:

@@ -50,7 +50,7 @@ class HTCondor(BatchSystem):
             directives[key.strip()] = value.strip()
         return directives
 
-    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment):  # type: ignore[no-untyped-def]
+    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
         from dask_jobqueue.htcondor import HTCondorJob
 
         extra = dict(self._extra_dict())
@@ -61,7 +61,7 @@ class HTCondor(BatchSystem):
             scheduler=scheduler,
             disk=f"{self.site.disk}MiB",
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment),
+            **self._common(threads, memory, name, environment, security),
         )
 
     def _extra_dict(self) -> dict[str, Any]:

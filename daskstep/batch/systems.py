@@ -75,10 +75,11 @@ class BatchSystem(ABC):
     @abstractmethod
     def worker_job(
         self, scheduler: str, name: str, run_id: str, threads: int, memory: int, log: Path,
-        environment: dict[str, str],
+        environment: dict[str, str], security: Any = None,
     ) -> Any:  # fmt: skip
         """dask-jobqueue's Job for one worker; `await job.start()` submits it. `scheduler` is
-        the worker's argument for it: an address, or `--scheduler-file PATH`."""
+        the worker's argument for it: an address, or `--scheduler-file PATH`. `security`: the
+        cluster's side of the run's TLS, its files where the batch nodes see them."""
 
     @abstractmethod
     def submit_step(
@@ -108,7 +109,14 @@ class BatchSystem(ABC):
     def abandoned_runs(self, everything: bool = False) -> set[str]:
         """Runs whose controller on this host is gone (or every run)."""
 
-    def _common(self, threads: int, memory: int, name: str, environment: dict[str, str]) -> dict:
+    def _common(
+        self,
+        threads: int,
+        memory: int,
+        name: str,
+        environment: dict[str, str],
+        security: Any = None,
+    ) -> dict:
         prologue = list(dask.config.get(f"jobqueue.{self.name}.job-script-prologue", []) or [])
         prologue += list(self.site.prologue)
         prologue += [f"export {k}={shlex.quote(v)}" for k, v in environment.items()]
@@ -120,6 +128,7 @@ class BatchSystem(ABC):
             "death_timeout": self.site.death_timeout,
             "python": self.site.python,  # None: the Job class reads jobqueue.<name>.python
             "job_script_prologue": ["exec 2>&1", *prologue],  # one log file per worker
+            "security": security,  # the run's TLS: the Job adds --tls-* to the worker
         }
 
     def _extra(self) -> list[Any]:
@@ -136,7 +145,7 @@ class Slurm(BatchSystem):
     compute_backend = "slurmcern"
     submit = "sbatch"
 
-    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment):  # type: ignore[no-untyped-def]
+    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
         from dask_jobqueue.slurm import SLURMJob
 
         extra = [*self._extra(), *self.site.extra_directives]
@@ -151,7 +160,7 @@ class Slurm(BatchSystem):
             account=self.site.account,
             walltime=self.site.walltime,
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment),
+            **self._common(threads, memory, name, environment, security),
         )
 
     def submit_step(self, argv, name, run_id, output, workdir, options):  # type: ignore[no-untyped-def]

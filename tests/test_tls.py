@@ -1,0 +1,140 @@
+"""Per-run TLS: the run's own CA and certificates, a scheduler that takes only the run's own
+processes, and steps whose unchanged `Client(os.environ["DASK_SCHEDULER_URI"])` still works."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, script, write_workflow
+
+from daskstep.tls import RunTLS, client_environment
+from entrypoint.waiter import TLS_FILES, TLS_PREFIX
+
+# What a step sees and what it can do: the run's client works; a plain TCP client and a TLS
+# client of another CA are refused. One JSON line, so the test reads what the step saw.
+PROBE = script(
+    """
+    import json, os
+    from distributed import Client
+    from distributed.security import Security
+
+    uri = os.environ["DASK_SCHEDULER_URI"]
+    seen = {"uri": uri, "tls": {k: v for k, v in os.environ.items() if "__TLS__" in k}}
+    with Client(uri, timeout=20) as client:
+        seen["sum"] = client.submit(sum, [1, 2, 3]).result()
+
+    def refused(address, **kwargs):
+        try:
+            with Client(address, timeout=3, **kwargs):
+                return False
+        except Exception as e:
+            return type(e).__name__
+
+    plain = "tcp://" + uri.split("://", 1)[1]
+    seen["plain"] = refused(plain, security=Security())
+    if uri.startswith("tls://"):
+        seen["stranger"] = refused(uri, security=Security.temporary())
+    print("PROBE " + json.dumps(seen), flush=True)
+    """
+)
+
+
+def probe(out: str) -> dict:
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("PROBE ")]
+    return json.loads(line[len("PROBE ") :])
+
+
+def test_the_run_ca_signs_both_certificates_and_keys_are_private(tmp_path: Path) -> None:
+    tls = RunTLS.create(tmp_path / "tls", "ds-test")
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == sorted(tls.files())
+    assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
+    for key in (tls.cluster_key, tls.client_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert "PRIVATE" not in tls.ca.read_text()  # the CA's key is thrown away, not kept
+    for role in ("cluster", "client"):  # each verifies against the run's CA, as TLS will
+        cert, key = tls.pair(role)
+        context = ssl.create_default_context(cafile=str(tls.ca))
+        context.load_cert_chain(str(cert), str(key))
+        out = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(tls.ca), str(cert)],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0 and ": OK" in out.stdout, out
+
+
+def test_two_runs_do_not_trust_each_other(tmp_path: Path) -> None:
+    one = RunTLS.create(tmp_path / "one", "a")
+    two = RunTLS.create(tmp_path / "two", "b")
+    out = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(one.ca), str(two.client_cert)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+
+
+def test_the_entrypoint_exports_what_daskstep_means(tmp_path: Path) -> None:
+    """The entrypoint cannot import daskstep; the two lists of variables must agree."""
+    tls = RunTLS.create(tmp_path / "tls", "x")
+    ours = client_environment(tls.folder)
+    assert {TLS_PREFIX + k: str(tls.folder / v) for k, v in TLS_FILES.items()}.items() <= (
+        ours.items()
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "entrypoint", "--tls-dir", str(tls.folder), "--", "env"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    given = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert {k: given.get(k) for k in ours} == ours
+
+
+def test_a_tls_dir_without_the_files_is_a_usage_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "entrypoint", "--tls-dir", str(tmp_path), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 64
+    assert "ca.pem is missing" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_the_scheduler_takes_only_the_runs_own_clients(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    reana = write_workflow(tmp_path, [("probe", ["python probe.py"])])
+    proc = daskstep("run", str(reana))
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    seen = probe(out)
+    assert seen["uri"].startswith("tls://") and seen["sum"] == 6
+    assert seen["plain"] and seen["stranger"], seen  # both refused
+    assert set(seen["tls"]) >= {TLS_PREFIX + k for k in TLS_FILES}
+    assert "scheduler tls://" in err
+    folder = Path(seen["tls"][TLS_PREFIX + "CA_FILE"]).parent
+    assert not folder.exists(), "the run's TLS files outlived it"
+
+
+@pytest.mark.integration
+def test_tls_off_is_plain_tcp(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    reana = write_workflow(tmp_path, [("probe", ["python probe.py"])])
+    proc = daskstep("run", str(reana), "--tls", "off")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    seen = probe(out)
+    assert seen["uri"].startswith("tcp://") and seen["sum"] == 6 and seen["tls"] == {}
+    assert seen["plain"] is False  # anyone who reaches the port is let in: why TLS is default
