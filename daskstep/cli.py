@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
     _kubernetes_options(p)
     p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
+    p.add_argument(
+        "--tls",
+        choices=("on", "off"),
+        default="on",
+        help="the run's CA and certificates as a Secret (default on; its keys are in the output)",
+    )
 
     p = sub.add_parser("wait-step", help="wait for a step's status file; fail if the step did")
     p.add_argument("status_file", metavar="STATUS_FILE")
@@ -253,7 +260,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     workflow, warnings = load_workflow(args.reana_yaml, limits)
     for w in warnings:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
-    options = options_from(args)
+    options = dataclasses.replace(options_from(args), tls=args.tls == "on")
     reana_yaml = Path(args.reana_yaml).read_text()
     sys.stdout.write(dump(render(workflow, reana_yaml, options), options))
     return 0

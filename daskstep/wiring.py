@@ -5,6 +5,7 @@ then each backend gets its step launcher and the run gets its parts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -247,6 +248,7 @@ def _kubernetes_run(
             ]
         )
     options, reana_yaml = kubernetes or (KubeOptions(), workflow.path.read_text())
+    options = dataclasses.replace(options, tls=tls)
     api = KubernetesAPI()  # a missing configuration is bad input: before anything is made
     forget_secret_variables()
     workspace = prepare_workspace(workspace)

@@ -121,6 +121,7 @@ def test_every_rendered_object_goes_to_its_own_path_and_comes_back(stand_in, api
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/roles",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/rolebindings",
         "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
+        "/api/v1/namespaces/ns/secrets",
         "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters",
         "/apis/batch/v1/namespaces/ns/jobs",
         "/apis/batch/v1/namespaces/ns/jobs",

@@ -10,6 +10,7 @@ cluster against the schemas a real API server would enforce.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_what_the_objects_say() -> None:
     assert step["image"] == "python:3.11"
     argv = step["command"]
     assert argv[:2] == ["python3", "/daskstep/bin/entrypoint.pyz"]
-    scheduler_uri = "tcp://ds-0123456789-scheduler.analysis.svc.cluster.local:8786"
+    scheduler_uri = "tls://ds-0123456789-scheduler.analysis.svc.cluster.local:8786"
     assert argv[argv.index("--scheduler") + 1] == scheduler_uri
     assert argv[argv.index("--termination-log") + 1] == step["terminationMessagePath"]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--shell"] == ["a", "b"]
@@ -227,7 +228,41 @@ def test_secrets_are_referenced_never_inline() -> None:
                 if variable["name"] in ("CERN_USER", "CERN_KEYTAB", "VONAME"):
                     assert "value" not in variable
                     assert variable["valueFrom"]["secretKeyRef"]["name"] == "reana-secretsstore"
-    assert "kind: Secret\n" not in text and "VOMSPROXY_PASS:" not in text
+    assert "VOMSPROXY_PASS:" not in text
+    secrets = [o for o in render(SPECS["both"], "", OPTIONS) if o["kind"] == "Secret"]
+    assert [s["metadata"]["name"] for s in secrets] == ["ds-0123456789-tls"]  # the run's own
+
+
+def test_the_runs_tls_travels_as_a_secret_its_root_owns() -> None:
+    import base64
+
+    objects = render(SPECS["both"], "", OPTIONS)
+    [secret] = by_kind(objects, "Secret")
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID
+    files = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert sorted(files) == ["ca.pem", "client-key.pem", "client.pem", "cluster-key.pem",
+                             "cluster.pem"]  # fmt: skip
+    assert b"PRIVATE KEY" not in files["ca.pem"]  # the CA's key was never kept
+    assert objects.index(secret) < objects.index(by_kind(objects, "DaskCluster")[0])
+    [cluster] = by_kind(objects, "DaskCluster")
+    scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["args"][scheduler["args"].index("--protocol") + 1] == "tls"
+    assert scheduler["args"][scheduler["args"].index("--tls-key") + 1] == (
+        "/daskstep/tls/cluster-key.pem"
+    )
+    worker = cluster["spec"]["worker"]["spec"]["containers"][0]
+    assert "--tls-cert" in worker["args"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["DASK_SCHEDULER_ADDRESS"].startswith("tls://")  # not the operator's tcp://
+    [step] = by_kind(objects, "Job")[0]["spec"]["template"]["spec"]["containers"]
+    assert step["command"][step["command"].index("--tls-dir") + 1] == "/daskstep/tls"
+    pods = [cluster["spec"]["scheduler"]["spec"], cluster["spec"]["worker"]["spec"]]
+    pods += [job["spec"]["template"]["spec"] for job in by_kind(objects, "Job")]
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["daskstep-tls"]["secret"]["secretName"] == "ds-0123456789-tls"
+    plain = render(SPECS["both"], "", dataclasses.replace(OPTIONS, tls=False))
+    assert not by_kind(plain, "Secret") and "--tls-dir" not in str(plain)
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -277,6 +312,7 @@ def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
         "Role",
         "RoleBinding",
         "NetworkPolicy",
+        "Secret",
         "DaskCluster",
         "Ingress",
         "Job",
@@ -347,7 +383,8 @@ def test_every_rendered_command_line_parses_with_the_real_parsers() -> None:
             argv = [re.sub(r"\$\((\w+)\)", r"\1", a) for a in container.get("command", [])]
             if argv[:2] == ["python3", "/daskstep/bin/entrypoint.pyz"]:
                 args = parse_entrypoint(argv[2:])
-                assert args.health_port == 8080 and args.scheduler.startswith("tcp://")
+                assert args.health_port == 8080 and args.scheduler.startswith("tls://")
+                assert args.tls_dir == "/daskstep/tls"
             elif argv[:3] == ["daskstep", "sidecar", "kerberos"]:
                 kerberos_parser().parse_args(argv[3:])
             elif argv[:3] == ["daskstep", "sidecar", "voms"]:

@@ -73,10 +73,35 @@ class FakeKubeServer:
             ("worker", f"{name}-default-worker-{i}")
             for i in range(cluster["spec"]["worker"]["replicas"])
         ]
-        for component, pod in pods:
+        for component, dask_name in pods:
             labels = {"dask.org/cluster-name": name, "dask.org/component": component}
-            status = ready if self.runs else pull
-            self._own(cluster, "Pod", pod, {"metadata": {"labels": labels}, "status": status})
+            spec = copy.deepcopy(cluster["spec"][component]["spec"])
+            if component == "worker":  # as the operator's Deployment: a Dask name, a pod name
+                spec["containers"][0].setdefault("env", []).append(
+                    {"name": "DASK_WORKER_NAME", "value": dask_name}
+                )
+            status = copy.deepcopy(ready if self.runs else pull)
+            if self.runs:
+                status["containerStatuses"] = [
+                    {"name": c["name"], "ready": True, "restartCount": 0, "state": {"running": {}}}
+                    for c in spec["containers"]
+                ]
+            pod = f"{dask_name}-5f7c9" if component == "worker" else dask_name
+            body = {"metadata": {"labels": labels}, "spec": spec, "status": status}
+            self._own(cluster, "Pod", pod, body)
+
+    def restart_container(self, pod: str, reason: str = "OOMKilled", code: int = 137) -> None:
+        """As the kubelet: the pod's first container ended (OOM kill, crash) and runs again."""
+        status = self.objects[("Pod", pod)]["status"]["containerStatuses"][0]
+        status["restartCount"] += 1
+        terminated = {"exitCode": code, "reason": reason, "containerID": f"c-{self.uids}"}
+        self.uids += 1
+        status["lastState"] = {"terminated": terminated}
+
+    def evict(self, pod: str, message: str = "The node was low on resource: memory.") -> None:
+        """As the kubelet evicting a pod: Failed, with the reason Evicted."""
+        status = self.objects[("Pod", pod)]["status"]
+        status.update(phase="Failed", reason="Evicted", message=message)
 
     def _job_controller(self, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]
@@ -164,6 +189,7 @@ def test_the_happy_path_creates_in_order_runs_each_step_and_deletes_the_root(tmp
         "create Role ds-1-logs",
         "create RoleBinding ds-1-logs",
         "create NetworkPolicy ds-1-fence",
+        "create Secret ds-1-tls",
         "create DaskCluster ds-1",
         "create Job ds-1-1-fit-plot",
         "create Job ds-1-2-step-2",

@@ -14,6 +14,7 @@ from daskstep.errors import InputError, Problem
 # kind -> (API group/version, plural): the kinds a run creates or reads
 KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "configmaps"),
+    "Secret": ("v1", "secrets"),  # the run's TLS
     "ServiceAccount": ("v1", "serviceaccounts"),
     "Pod": ("v1", "pods"),
     "Event": ("v1", "events"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from daskstep.errors import DaskstepError
+from daskstep.kube import tls
 from daskstep.kube.credentials import (
     CREDENTIALS_MOUNT,
     credential_environment,
@@ -69,6 +70,8 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
     memory, cpu = quantity(dask.memory_bytes), str(dask.single_worker_threads)
     worker_command = ["dask", "worker", "--nthreads", cpu, "--memory-limit", str(dask.memory_bytes)]
     worker_command += ["--death-timeout", str(WORKER_DEATH_TIMEOUT)]
+    if options.tls:
+        worker_command += tls.cluster_args()
     cluster = make_cluster_spec(
         name=options.cluster_name,
         image=dask.image,
@@ -86,6 +89,10 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
     scheduler["metadata"] = {"labels": labels(options, "scheduler")}
     [container] = scheduler["spec"]["containers"]
     container["args"] = ["dask", "scheduler", "--host", "0.0.0.0"]
+    if options.tls:
+        container["args"] += ["--protocol", "tls", *tls.cluster_args()]
+        container["volumeMounts"] = [tls.MOUNT]
+        scheduler["spec"]["volumes"] = [tls.tls_volume(options)]
     container["args"] += [
         "--port",
         str(SCHEDULER_PORT),
@@ -103,6 +110,11 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
     credentials = workflow.needs_kerberos, workflow.needs_voms_proxy
     container["env"] = credential_environment(*credentials)
     container["volumeMounts"] = [workspace_mount(options)]
+    if options.tls:  # the operator's own default says tcp://
+        container["env"].append(
+            {"name": "DASK_SCHEDULER_ADDRESS", "value": options.scheduler_address}
+        )
+        container["volumeMounts"].append(tls.MOUNT)
     container["workingDir"] = WORKSPACE
     container["readinessProbe"] = {
         "httpGet": {"port": "http-dashboard", "path": "/health"},
@@ -110,6 +122,8 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
     }
     assert container["ports"][0]["containerPort"] == WORKER_DASHBOARD_PORT
     pod["volumes"] = [workspace_volume(options)]
+    if options.tls:
+        pod["volumes"].append(tls.tls_volume(options))
     pod["enableServiceLinks"] = False
     sidecars = credential_sidecars(*credentials, options)
     if sidecars:

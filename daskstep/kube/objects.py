@@ -67,6 +67,7 @@ class KubeOptions:
     scheduler_memory: str = "2Gi"
     scheduler_cpu: str = "1"
     extra_labels: dict[str, str] = field(default_factory=dict)
+    tls: bool = True  # the run's own CA and certificates, as a Secret the root owns
 
     @property
     def cluster_name(self) -> str:
@@ -80,7 +81,7 @@ class KubeOptions:
     @property
     def scheduler_address(self) -> str:
         host = f"{self.scheduler_service}.{self.namespace}.svc.cluster.local"
-        return f"tcp://{host}:{SCHEDULER_PORT}"
+        return f"{'tls' if self.tls else 'tcp'}://{host}:{SCHEDULER_PORT}"
 
     @property
     def root_name(self) -> str:

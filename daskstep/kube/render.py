@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from daskstep.kube import tls
 from daskstep.kube.cluster import (
     build_dashboard,
     build_daskcluster,
@@ -30,10 +31,16 @@ NO_OWNER = """\
 """
 
 
-def cluster_objects(workflow: Workflow, options: KubeOptions) -> list[dict[str, Any]]:
-    """What the run needs besides its root and its step Jobs, in the order they are created."""
+def cluster_objects(
+    workflow: Workflow, options: KubeOptions, tls_files: dict[str, bytes] | None = None
+) -> list[dict[str, Any]]:
+    """What the run needs besides its root and its step Jobs, in the order they are created.
+    `tls_files`: the run's CA and certificates; without them, new ones are made."""
     objects = [*build_log_reader(options), build_network_policy(options)]
     if workflow.dask is not None:
+        if options.tls:
+            files = tls_files or tls.make_files(options.run_id)
+            objects.append(tls.build_tls_secret(options, files))
         objects.append(build_daskcluster(workflow, options))
         if options.dashboard_host:
             objects.append(build_dashboard(options))

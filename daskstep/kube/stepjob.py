@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daskstep.kube import tls
 from daskstep.kube.cluster import workspace_mount, workspace_volume
 from daskstep.kube.credentials import (
     CREDENTIALS_MOUNT,
@@ -65,6 +66,8 @@ def _entrypoint_argv(workflow: Workflow, index: int, step: Step, options: KubeOp
     argv += ["--workdir", WORKSPACE]
     if workflow.dask is not None:
         argv += ["--scheduler", options.scheduler_address]
+        if options.tls:
+            argv += ["--tls-dir", tls.TLS_DIR]
         argv += ["--wait-workers", str(workflow.dask.number_of_workers)]
     if step.kerberos or workflow.needs_kerberos:
         argv += ["--wait-file", KRB5_CACHE]
@@ -127,6 +130,9 @@ def build_step_job(
     if len(sidecars) > 1:
         mounts.append(CREDENTIALS_MOUNT)
         volumes += credential_volumes(options)
+    if options.tls and workflow.dask is not None:
+        mounts.append(tls.MOUNT)
+        volumes.append(tls.tls_volume(options))
     health = {"httpGet": {"port": "health", "path": "/healthz"}, "periodSeconds": 10}
     main = {
         "name": "step",
