@@ -17,9 +17,10 @@ from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
 from daskstep.backends.reaper import Reaper
-from daskstep.errors import ClusterError
+from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.kube.api import KubeAPI
-from daskstep.kube.objects import RUN_LABEL, KubeOptions, build_root
+from daskstep.kube.objects import DASK_CLUSTER_LABEL, RUN_LABEL, KubeOptions, build_root
+from daskstep.kube.podwatch import PodWatch
 from daskstep.kube.readiness import wait_running
 from daskstep.kube.render import cluster_objects
 from daskstep.spec import Workflow
@@ -50,6 +51,8 @@ class KubernetesBackend(ClusterBackend):
         self.reana_yaml = reana_yaml
         self.root_created = False
         self.root_gone_seconds = ROOT_GONE_SECONDS
+        self._pods = PodWatch()  # what check_alive said about the pods
+        self._scheduler_lost: str | None = None
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
         if self.reaper:  # before the root exists: from here on, a SIGKILL cannot leak it
@@ -88,6 +91,25 @@ class KubernetesBackend(ClusterBackend):
         phase = (cluster.get("status") or {}).get("phase")
         if phase not in (None, "Running", "Pending", "Created"):
             raise ClusterError(f"DaskCluster {self.options.cluster_name} is {phase}")
+        self._watch_pods()
+
+    def _watch_pods(self) -> None:
+        """What happened to the cluster's pods since the last look (run.py looks once a
+        second mid-step), each said once: a worker restarted or gone is an event; a scheduler
+        restarted or gone took the run's tasks and results with it, and fails the run."""
+        if self._scheduler_lost is None:
+            selector = f"{DASK_CLUSTER_LABEL}={self.options.cluster_name}"
+            try:
+                pods = self.api.list("Pod", self.options.namespace, labels=selector)
+            except Exception:  # a missed look is no dead cluster; the next comes in 1 s
+                return
+            for event in self._pods.look(pods):
+                if event.scheduler:
+                    self._scheduler_lost = self._scheduler_lost or event.message()
+                else:
+                    self.report(event.component, event.what, event.why)
+        if self._scheduler_lost is not None:
+            raise SchedulerLost(self._scheduler_lost)
 
     def log_sources(self, workspace: Path) -> list[str]:
         return [f"kubernetes:{self.options.namespace}/{RUN_LABEL}={self.options.run_id}"]
