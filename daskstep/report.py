@@ -1,0 +1,201 @@
+"""The post-mortem report: `.daskstep/report.html` (interactive, bokeh, readable from the file
+with no server) and `.daskstep/report.png` (one matplotlib figure), written after every run so
+that where the time and memory went outlives the cluster.
+
+Only the standard library is imported here: `daskstep run` holds a `RunRecorder` for the whole
+run, and bokeh and matplotlib are imported only once the report is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
+
+
+@dataclass
+class WorkerSeries:
+    """One worker's samples, by name: a restarted worker (a new address) continues its line."""
+
+    name: str
+    times: list[float] = field(default_factory=list)
+    memory: list[float] = field(default_factory=list)  # the process' memory (RSS), bytes
+    cpu: list[float] = field(default_factory=list)  # percent of one core
+    managed: list[float] = field(default_factory=list)  # what Dask holds in memory, bytes
+    spilled: list[float] = field(default_factory=list)  # what it spilled to disk, bytes
+    memory_limit: float | None = None
+    nthreads: int | None = None
+
+    def add(self, t: float, memory: float, cpu: float, managed: float, spilled: float) -> None:
+        for column, value in zip(
+            (self.times, self.memory, self.cpu, self.managed, self.spilled),
+            (t, memory, cpu, managed, spilled),
+            strict=True,
+        ):
+            column.append(value)
+
+    def thin(self) -> None:
+        for column in (self.times, self.memory, self.cpu, self.managed, self.spilled):
+            del column[1::2]
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _spilled(metrics: dict[str, Any]) -> float:
+    spilled = metrics.get("spilled_bytes", metrics.get("spilled_nbytes"))
+    if isinstance(spilled, dict):  # {"memory": ..., "disk": ...}: what went to disk
+        return _number(spilled.get("disk"))
+    return _number(spilled)
+
+
+class RunRecorder:
+    """Samples the workers' memory and CPU from the scheduler's identity while the run lives."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.series: dict[str, WorkerSeries] = {}
+        self.names: dict[str, str] = {}  # worker address -> name, every address ever seen
+        self._lock = threading.Lock()  # sampled by the watcher thread, read by the report
+        self._stride = 1  # keep one sample in `_stride` once thinned
+        self._count = 0
+
+    def sample(self, identity: dict) -> None:
+        """One look at the workers (about once a second); an identity without workers (a
+        backend that cannot ask the scheduler) records nothing."""
+        workers = identity.get("workers") if isinstance(identity, dict) else None
+        if not isinstance(workers, dict):
+            return
+        t = self.clock()
+        with self._lock:
+            index, self._count = self._count, self._count + 1
+            for address, worker in workers.items():
+                name = str(worker.get("name", address)) if isinstance(worker, dict) else address
+                self.names[str(address)] = name
+            if index % self._stride:  # thinned: the kept ones are the multiples of the stride
+                return
+            present: set[str] = set()
+            for address, worker in workers.items():
+                if not isinstance(worker, dict):
+                    continue
+                name = self.names[str(address)]
+                present.add(name)
+                metrics = worker.get("metrics")
+                metrics = metrics if isinstance(metrics, dict) else {}
+                series = self.series.setdefault(name, WorkerSeries(name))
+                limit = _number(worker.get("memory_limit"))
+                series.memory_limit = limit if limit > 0 else None  # 0: no limit; nan: unknown
+                series.nthreads = worker.get("nthreads", series.nthreads)
+                series.add(
+                    t,
+                    _number(metrics.get("memory")),
+                    _number(metrics.get("cpu")),
+                    _number(metrics.get("managed_bytes", metrics.get("managed_in_memory"))),
+                    _spilled(metrics),
+                )
+            for name, series in self.series.items():  # gone: a gap in its line, not a slope
+                if name not in present and series.memory and not math.isnan(series.memory[-1]):
+                    series.add(t, math.nan, math.nan, math.nan, math.nan)
+            if any(len(s.times) > MAX_POINTS for s in self.series.values()):
+                for series in self.series.values():
+                    series.thin()
+                self._stride *= 2
+
+    def snapshot(self) -> tuple[dict[str, str], list[WorkerSeries]]:
+        """A copy for the report, taken under the lock (the watcher may still be sampling)."""
+        with self._lock:
+            copies = [
+                WorkerSeries(
+                    s.name,
+                    list(s.times),
+                    list(s.memory),
+                    list(s.cpu),
+                    list(s.managed),
+                    list(s.spilled),
+                    s.memory_limit,
+                    s.nthreads,
+                )
+                for s in self.series.values()
+            ]
+            return dict(self.names), copies
+
+
+def write_report(
+    state_dir: Path,
+    status: dict,
+    task_stream: list[dict],
+    recorder: RunRecorder | None,
+) -> tuple[Path, Path]:
+    """Writes state_dir/report.html and state_dir/report.png; returns their paths.
+
+    Both files are attempted even when one fails (a broken figure must not cost the other);
+    then the first failure is raised, for the caller to turn into one warning line."""
+    from daskstep.report_data import build
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    html_path, png_path = state_dir / "report.html", state_dir / "report.png"
+    try:
+        names, series = recorder.snapshot() if recorder is not None else ({}, [])
+        data = build(status or {}, task_stream or [], names, series)
+    except Exception as exc:
+        for path in (html_path, png_path):
+            with contextlib.suppress(Exception):
+                _write_fallback(path, exc)  # not last run's report, as if it were this one's
+        raise
+    failures: list[BaseException] = []
+    for path, writer in ((html_path, _write_html), (png_path, _write_png)):
+        try:
+            with warnings.catch_warnings():  # a figure's layout advice is no news for the run
+                warnings.simplefilter("ignore")
+                writer(data, path)
+        except Exception as exc:
+            failures.append(exc)
+            with contextlib.suppress(Exception):
+                _write_fallback(path, exc)
+    if failures:
+        raise failures[0]
+    return html_path, png_path
+
+
+def _write_html(data: Any, path: Path) -> None:
+    from daskstep.report_html import render_html
+
+    _atomic_write(path, render_html(data).encode())
+
+
+def _write_png(data: Any, path: Path) -> None:
+    from daskstep.report_png import render_png
+
+    _atomic_write(path, render_png(data))
+
+
+def _write_fallback(path: Path, exc: BaseException) -> None:
+    """A file that says why, where the report would be: better than last run's report."""
+    if path.suffix == ".html":
+        import html
+
+        text = "<!DOCTYPE html><title>daskstep report</title><p>The report could not be drawn: "
+        text += f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>\n"
+        _atomic_write(path, text.encode())
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(content)
+    temporary.replace(path)
