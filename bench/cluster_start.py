@@ -2,7 +2,9 @@
 
 Three ways to get the same 127.0.0.1 cluster (N workers, 1 thread, 2 GiB each, dashboard on):
 
-- daskstep       daskstep's local backend: start() + wait_ready(), then stop()
+- daskstep       daskstep's local backend as `daskstep run` starts it: with the run's own TLS
+                 (its CA and certificates made inside the timed start), start() + wait_ready()
+- daskstep tcp   the same with `--tls off`: what TLS costs is the difference
 - LocalCluster   distributed.LocalCluster(processes=True) + Client.wait_for_workers(), the anchor
 - dask CLI       `dask scheduler` + N x `dask worker`, each in its own process group
 
@@ -10,7 +12,9 @@ They run round-robin in this one process tree, so machine noise hits all of them
 only counts when no process of the cluster is left: this process becomes a child subreaper, so
 even orphans that lost their parent are found. Timings are medians; ratios are to LocalCluster.
 Besides "ready" (all workers registered), "dashboard" (the /status page answers) is timed too, so
-a backend cannot look fast by putting the dashboard off until after "ready".
+a backend cannot look fast by putting the dashboard off until after "ready". "compute" is what a
+step pays once the cluster is up: a new Client connects and gathers 300 tiny tasks (with TLS,
+every comm is encrypted).
 
     python bench/cluster_start.py [--rounds 5] [--workers 4] [--variants daskstep,localcluster,cli]
 """
@@ -45,13 +49,15 @@ POLL = 0.05  # the same polling interval as daskstep's own wait_ready
 GOAL_READY = 0.6
 GOAL_STOP = 1.0
 
-Timings = tuple[float, float, float]  # ready, dashboard answering, stop (seconds)
+Timings = tuple[float, float, float, float]  # ready, dashboard, compute, stop (seconds)
+TASKS = 300
 
 
 @dataclass
 class Sample:
     ready: float | None = None
     dashboard: float | None = None
+    compute: float | None = None
     stop: float | None = None
     error: str | None = None
     leftovers: list[str] = field(default_factory=list)
@@ -126,23 +132,42 @@ def wait_dashboard(url: str | None, t0: float) -> float:
         time.sleep(POLL)
 
 
-def run_daskstep(workers: int, tmp: Path) -> Timings:
+def compute_through(address: str, security: object = None) -> float:
+    """A step's view: connect, then gather many tiny tasks (round trips, not CPU)."""
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    with Client(address, security=security, timeout=READY_TIMEOUT) as client:
+        client.gather(client.map(abs, range(TASKS)))
+    return time.perf_counter() - t0
+
+
+def run_daskstep(workers: int, tmp: Path, tls: bool = True) -> Timings:
     from daskstep.backends import get_backend
     from daskstep.backends.base import ClusterSpec
+    from daskstep.tls import RunTLS
 
     spec = ClusterSpec(workers=workers, threads=THREADS, memory=MEMORY)
     backend = get_backend("local")
     try:
         t0 = time.perf_counter()
+        if tls:
+            backend.tls = RunTLS.create(tmp / "tls", "bench")
         handle = backend.start(spec, workspace=tmp)
         backend.wait_ready(workers, timeout=READY_TIMEOUT)
         ready = time.perf_counter() - t0
         dashboard = wait_dashboard(handle.dashboard_url, t0)
+        security = backend.tls.security() if backend.tls else None
+        compute = compute_through(handle.scheduler_address, security)
     finally:
         t1 = time.perf_counter()
         backend.stop()
         stop = time.perf_counter() - t1
-    return ready, dashboard, stop
+    return ready, dashboard, compute, stop
+
+
+def run_daskstep_tcp(workers: int, tmp: Path) -> Timings:
+    return run_daskstep(workers, tmp, tls=False)
 
 
 def run_localcluster(workers: int, tmp: Path) -> Timings:
@@ -164,13 +189,14 @@ def run_localcluster(workers: int, tmp: Path) -> Timings:
         client.wait_for_workers(workers, timeout=READY_TIMEOUT)
         ready = time.perf_counter() - t0
         dashboard = wait_dashboard(cluster.dashboard_link, t0)
+        compute = compute_through(cluster.scheduler_address)
     finally:
         t1 = time.perf_counter()
         if client is not None:
             client.close()
         cluster.close()
         stop = time.perf_counter() - t1
-    return ready, dashboard, stop
+    return ready, dashboard, compute, stop
 
 
 def dask_cli() -> list[str]:
@@ -253,11 +279,12 @@ def run_cli(workers: int, tmp: Path) -> Timings:
             url = asyncio.run(wait_registered(sched_file, workers, deadline))
             ready = time.perf_counter() - t0
             dashboard = wait_dashboard(url, t0)
+            compute = compute_through(json.loads(sched_file.read_text())["address"])
         finally:
             t1 = time.perf_counter()
             stop_groups(procs)
             stop = time.perf_counter() - t1
-    return ready, dashboard, stop
+    return ready, dashboard, compute, stop
 
 
 # --- measuring and reporting ----------------------------------------------------------------
@@ -269,7 +296,7 @@ def measure(variant: Variant, workers: int) -> Sample:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{variant.key}-"))
     sample = Sample()
     try:
-        sample.ready, sample.dashboard, sample.stop = variant.run(workers, tmp)
+        sample.ready, sample.dashboard, sample.compute, sample.stop = variant.run(workers, tmp)
     except Exception as exc:
         sample.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     left = leftovers_since(baseline)  # right after stop() returned: it promised all is gone
@@ -289,7 +316,7 @@ def stats(values: list[float]) -> tuple[float | None, float | None, float | None
     return statistics.median(values), min(values), max(values)
 
 
-METRICS = ("ready", "dashboard", "stop")
+METRICS = ("ready", "dashboard", "compute", "stop")
 
 
 def report(
@@ -330,7 +357,7 @@ def report(
     top = " " * 17 + "".join(f"  {m + ' (s)':^17}" for m in METRICS) + f"   vs {anchor_label}"
     block = "  " + " ".join(f"{h:>5}" for h in ("med", "min", "max"))
     head = f"{'variant':<13}{'ok':>4}" + block * len(METRICS)
-    head += "   " + "".join(f"{m[:5]:>7}" for m in ("ready", "dash", "stop"))
+    head += "   " + "".join(f"{m[:5]:>7}" for m in ("ready", "dash", "comp", "stop"))
     print(top)
     print(head)
     print("-" * len(head))
@@ -352,6 +379,14 @@ def report(
         s = ds["stop"][0] / anchor["stop"][0]
         verdict = "met" if r <= goals[0] and s <= goals[1] else "NOT met"
         print(f"daskstep: ready {r:.2f}x, stop {s:.2f}x -> goal {verdict}")
+    tcp = summary.get("daskstep-tcp")
+    if ds and tcp:  # what the run's TLS costs, against the same backend on plain TCP
+        costs = [
+            f"{m} {ds[m][0] / tcp[m][0]:.2f}x ({(ds[m][0] - tcp[m][0]) * 1000:+.0f} ms)"
+            for m in ("ready", "compute")
+            if ds[m][0] and tcp[m][0]
+        ]
+        print("TLS cost (daskstep / daskstep tcp): " + ", ".join(costs))
     return failures
 
 
@@ -390,6 +425,7 @@ def run_rounds(variants: list[Variant], args: argparse.Namespace, dashboard: boo
 def main(argv: list[str] | None = None) -> int:
     all_variants = {
         "daskstep": Variant("daskstep", "daskstep", run_daskstep),
+        "daskstep-tcp": Variant("daskstep-tcp", "daskstep tcp", run_daskstep_tcp),
         "localcluster": Variant("localcluster", "LocalCluster", run_localcluster),
         "cli": Variant("cli", "dask CLI", run_cli),
     }
@@ -399,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (cold caches)")
     parser.add_argument(
         "--variants",
-        default="daskstep,localcluster,cli",
+        default="daskstep,daskstep-tcp,localcluster,cli",
         help=f"comma-separated, from: {','.join(all_variants)} (local backend)",
     )
     parser.add_argument("--backend", choices=("local", "docker"), default="local")

@@ -29,7 +29,7 @@ POLL = 0.05
 GOAL_READY = 0.8
 GOAL_STOP = 1.0
 
-Timings = tuple[float, float | None, float]
+Timings = tuple[float, float | None, float | None, float]  # ready, dashboard, compute, stop
 
 
 def _free_port() -> int:
@@ -63,7 +63,7 @@ def daskstep_docker(image: str) -> Callable[[int, Path], Timings]:
             backend.stop()
             backend.release()
             stop = time.perf_counter() - t1
-        return ready, None, stop
+        return ready, None, None, stop
 
     return run
 
@@ -97,7 +97,7 @@ def docker_run(image: str) -> Callable[[int, Path], Timings]:
                 subprocess.run(["docker", "stop", *ids], capture_output=True)
                 subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
             stop = time.perf_counter() - t1
-        return ready, None, stop
+        return ready, None, None, stop
 
     return run
 

@@ -10,16 +10,18 @@ A signal only sets the cancel event (no exception leaves a handler); the waits o
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import sys
 import time
 from pathlib import Path
 
+from daskstep import progress
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
 from daskstep.errors import Cancelled, ClusterError, DaskstepError, SchedulerLost
 from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, placement
-from daskstep.progress import WaitProgress
+from daskstep.progress import StepProgress, WaitProgress
+from daskstep.report import RunRecorder, write_report
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 from daskstep.watch import SchedulerWatch
@@ -30,7 +32,8 @@ ALIVE_CHECK_SECONDS = 1.0  # how often the cluster is asked whether it still liv
 
 
 def say(message: str) -> None:
-    print(f"daskstep: {message}", file=sys.stderr, flush=True)
+    """One line on stderr; above the live progress line when one is up, not through it."""
+    progress.say(message)
 
 
 class Run:
@@ -58,6 +61,9 @@ class Run:
         self.raw = self.state / "raw"  # what processes write; the log shipper fills the store
         self.status = RunStatus(self.state / "status.json", workflow, backend)
         self.watch: SchedulerWatch | None = None
+        self.recorder = RunRecorder()  # the workers' memory and CPU, for the report
+        self.task_stream: list[dict] = []
+        self.cluster_failed = False  # then its scheduler is not asked again on the way out
 
     def execute(self) -> int:
         self.cancel.install((signal.SIGINT, signal.SIGTERM))
@@ -81,12 +87,14 @@ class Run:
             pass
         except DaskstepError as e:
             self.status.fail(str(e), e.exit_code, getattr(e, "reason", None))
+            self.cluster_failed = isinstance(e, ClusterError)
             if isinstance(e, SchedulerLost):  # one event too, like the workers' losses
                 self.status.event("scheduler", "lost", str(e))
                 self._job_log(f"daskstep: error: {e}")
             say(f"error: {e}")
         finally:
             self._teardown()
+        self._write_report()
         self._report_outputs()
         return self.status.exit_code
 
@@ -138,8 +146,27 @@ class Run:
         if handle.dashboard_url:
             say(f"dashboard: {handle.dashboard_url}")
         if backend.scheduler_reachable:
-            self.watch = SchedulerWatch(backend.identity, spec.workers, self._cluster_event)
+            self.watch = SchedulerWatch(self._identity, spec.workers, self._cluster_event)
+            self._ask_task_stream()  # installs the scheduler's recorder of what ran where
         return handle.scheduler_address
+
+    def _identity(self) -> dict:
+        """The scheduler's identity for the watch, sampled for the report on the way."""
+        assert self.backend is not None
+        identity = self.backend.identity()
+        self.recorder.sample(identity)
+        return identity
+
+    def _ask_task_stream(self) -> None:
+        """What ran where and when, for the report; a scheduler that cannot say (another
+        distributed version in a container) leaves the report without a task stream."""
+        assert self.backend is not None
+        with contextlib.suppress(Exception):  # a run shorter than the watch's period too
+            self._identity()  # a sample, which names the workers
+        try:
+            self.task_stream = self.backend.task_stream(start=self.status.started)
+        except Exception as e:
+            say(f"warning: no task stream for the report: {type(e).__name__}: {e}")
 
     def _cluster_event(self, component: str, what: str, why: str) -> None:
         """From a backend's watcher: on the terminal, in the job log and in status.json."""
@@ -170,11 +197,14 @@ class Run:
         )
         say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
         self.status.step_started(index)
-        handle = self.launcher.start(spec)
-        if where := placement(handle):
-            self.status.step_placed(index, where)
-            say(f"step {step.name} is " + ", ".join(f"{k} {v}" for k, v in where.items()))
-        code, failure = self._follow(handle)
+        backend = self.backend
+        counts = backend.task_counts if backend and backend.scheduler_reachable else None
+        with StepProgress(step.name, index, len(self.workflow.steps), counts) as tasks:
+            handle = self.launcher.start(spec)
+            if where := placement(handle):
+                self.status.step_placed(index, where)
+                say(f"step {step.name} is " + ", ".join(f"{k} {v}" for k, v in where.items()))
+            code, failure = self._follow(handle, tasks)
         if failure is not None:
             self.status.fail(str(failure), failure.exit_code)
         self.status.step_finished(index, code, spec.status_file, self.cancel.is_set())
@@ -184,9 +214,12 @@ class Run:
         self._check_cancel()
         return code
 
-    def _follow(self, handle: StepHandle) -> tuple[int, ClusterError | None]:
+    def _follow(
+        self, handle: StepHandle, tasks: StepProgress | None = None
+    ) -> tuple[int, ClusterError | None]:
         """Wait for the step. A cancel is passed on (a second signal kills it); a cluster that
-        dies meanwhile stops it, instead of leaving it to hang on a scheduler that is gone."""
+        dies meanwhile stops it, instead of leaving it to hang on a scheduler that is gone. The
+        step's tasks are asked for beside (in a thread of their own: never a failure)."""
         forwarded = 0  # signals passed on to the step: the cancel's, then KILL
         failure: ClusterError | None = None
         next_check = time.monotonic() + ALIVE_CHECK_SECONDS
@@ -207,6 +240,8 @@ class Run:
                     failure = e
                     say(f"error: {e}; stopping the step")
                     handle.signal(signal.SIGTERM)
+                if tasks is not None:
+                    tasks.poll()  # never raises: a count that fails is no failure of the step
         return code, failure
 
     # -- teardown, whatever happened -------------------------------------------------------------
@@ -215,6 +250,8 @@ class Run:
         cluster's stopped containers are removed only after it), and the final status. A signal
         meanwhile only sets the cancel event: teardown goes on."""
         if self.backend is not None:
+            if self.watch is not None and not self.cluster_failed:  # what ran, before it goes
+                self._ask_task_stream()
             t = time.monotonic()
             self.status.cluster_details(self.backend.status())
             self.backend.stop()
@@ -229,6 +266,17 @@ class Run:
             self.status.cancel(signum)
             say(f"cancelled by {signal.Signals(signum).name}; the cluster is stopped")
         self.status.finish()
+
+    def _write_report(self) -> None:
+        """After every run, failed ones too; a report that cannot be drawn is one warning,
+        never the run's failure."""
+        try:
+            html, _ = write_report(
+                self.state, self.status.document(), self.task_stream, self.recorder
+            )
+            say(f"report: {html}")
+        except Exception as e:
+            say(f"warning: the report could not be written: {type(e).__name__}: {e}")
 
     def _report_outputs(self) -> None:
         if self.status.exit_code != 0:

@@ -288,3 +288,57 @@ def test_workers_and_steps_read_the_ticket_through_a_read_only_mount(
     assert all(" 0504 " in ln and ln.endswith("read-only") for ln in reads), reads  # ccache v4
     assert "step reads" in out and "/krb5cc 0504" in out
     assert containers(docker_engine) == []
+
+
+def test_tls_takes_only_the_runs_own_clients_on_the_old_image(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    """distributed 2023.3.2's `Client(uri)` in the step's image works unchanged; a plain
+    client and a TLS client without the run's certificate are refused."""
+    from test_tls import PROBE, probe
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    spec = workflow(
+        tmp_path, old_image, [("probe", old_image, ["python3 probe.py"])], number_of_workers=1
+    )
+    run = daskstep("run", str(spec), "--backend", "docker")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    seen = probe(out)
+    assert seen["uri"].startswith("tls://") and seen["sum"] == 6
+    assert seen["plain"] and seen["no_cert"], seen
+    assert "lost" not in err  # a step's own end is no cluster event
+
+
+KILL_SCHEDULER = script(
+    """
+    import os, signal, time
+    from distributed import Client
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    open("killed", "w").write(str(time.time()))
+    try:
+        client.run_on_scheduler(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    except Exception:
+        pass
+    time.sleep(120)
+    """
+)
+
+
+def test_losing_the_scheduler_container_fails_the_run_at_once(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "kill.py").write_text(KILL_SCHEDULER)
+    steps = [("kill", old_image, ["python3 kill.py"]), ("next", old_image, ["echo next"])]
+    spec = workflow(tmp_path, old_image, steps, number_of_workers=1)
+    run = daskstep("run", str(spec), "--backend", "docker")
+    _, err = run.communicate(timeout=300)
+    ended = time.time()
+    assert run.returncode == 71, err
+    assert ended - float((tmp_path / "killed").read_text()) < 15, "the run went on too long"
+    doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
+    assert doc["reason"] == "SchedulerLost" and "the scheduler container exited" in doc["message"]
+    assert [s["status"] for s in doc["steps"]][1] == "skipped"
+    assert any(e["component"] == "scheduler" and e["what"] == "lost" for e in doc["events"])
+    assert containers(docker_engine) == [], "containers of the run left"

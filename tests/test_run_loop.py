@@ -22,6 +22,7 @@ from sidecar.lifecycle import StopSignal
 
 class FakeBackend(ClusterBackend):
     name = "fake"
+    scheduler_reachable = False  # no scheduler to watch, count or ask for its task stream
 
     def __init__(self, events: list[str], *, cancel_in_start: bool = False, dies_at: int = 0):
         super().__init__()

@@ -125,6 +125,7 @@ class ClusterBackend(ABC):
         self.on_event: Callable[[str, str, str], None] | None = None
         # the run's TLS files (daskstep.tls.RunTLS), or None for plain TCP
         self.tls: Any = None
+        self._own_counts: bool | None = None  # whether the scheduler has daskstep's counts op
 
     def connection_args(self) -> dict[str, Any]:
         """How daskstep itself talks to the scheduler: as a client of the run's CA, with TLS."""
@@ -203,8 +204,24 @@ class ClusterBackend(ABC):
         return self.scheduler_info(timeout=2.0)
 
     def task_counts(self, timeout: float = 2.0) -> dict[str, int]:
-        """How many tasks the scheduler holds in each state (processing, memory, erred,
-        waiting, released), summed over its task prefixes; for the progress of a step."""
+        """How many tasks the scheduler holds in each state, for the progress of a step. A
+        scheduler daskstep started itself also says `queued` and `done` (its own op); another
+        gives `get_task_prefix_states` (processing, memory, erred, waiting, released)."""
+        from daskstep.backends.inside import TASK_COUNTS_OP
+
+        async def ours() -> dict[str, int]:
+            async with self._rpc(timeout) as scheduler:
+                return await getattr(scheduler, TASK_COUNTS_OP)()
+
+        if self._own_counts is not False:
+            try:
+                counts = asyncio.run(ours())
+                self._own_counts = True
+                return counts
+            except Exception:
+                if self._own_counts:  # it answered before: this is a failure, not an old one
+                    raise
+                self._own_counts = False
 
         async def ask() -> dict[str, dict[str, int]]:
             async with self._rpc(timeout) as scheduler:

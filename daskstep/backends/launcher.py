@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from daskstep.backends import procutil
+from daskstep.backends.inside import TASK_COUNTS_OP, security_of, task_counts
 
 QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting is crash-looping
 MAX_QUICK_EXITS = 5
@@ -66,25 +67,6 @@ class Config:
     host: str = "127.0.0.1"  # where the scheduler listens (batch workers reach it from afar)
     scheduler_file: str | None = None  # written once it listens: batch workers wait for it
     tls: dict[str, str] | None = None  # ca_file, cert, key: the cluster's side of the run's TLS
-
-
-def _security(tls: dict[str, str] | None) -> Any:
-    """The cluster's side of the run's TLS (scheduler and workers both), or None for TCP."""
-    if not tls:
-        return None
-    from distributed.security import Security
-
-    ca, cert, key = tls["ca_file"], tls["cert"], tls["key"]
-    return Security(
-        tls_ca_file=ca,
-        tls_scheduler_cert=cert,
-        tls_scheduler_key=key,
-        tls_worker_cert=cert,
-        tls_worker_key=key,
-        tls_client_cert=cert,
-        tls_client_key=key,
-        require_encryption=True,
-    )
 
 
 def _redirect_output(path: str) -> None:
@@ -141,7 +123,7 @@ async def _scheduler_main(report_fd: int, cfg: Config) -> int:
     from distributed import Scheduler
 
     host = cfg.host
-    security = _security(cfg.tls)
+    security = security_of(cfg.tls)
     scheduler = Scheduler(
         scheduler_file=cfg.scheduler_file,
         security=security,
@@ -151,6 +133,7 @@ async def _scheduler_main(report_fd: int, cfg: Config) -> int:
         dashboard_address=f"{host}:0" if ":" not in host else f"[{host}]:0",
         dashboard=False,  # attached below, off the critical path
     )
+    scheduler.handlers[TASK_COUNTS_OP] = lambda: task_counts(scheduler)
     await scheduler
     _close_on_sigterm(scheduler)
     port = scheduler.http_server.port if scheduler.http_server else None
@@ -226,7 +209,7 @@ async def _worker_main(address: str, name: str, cfg: Config, local_directory: st
         nthreads=cfg.threads,
         memory_limit=cfg.memory_limit,
         death_timeout=cfg.death_timeout,
-        security=_security(cfg.tls),
+        security=security_of(cfg.tls),
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         local_directory=local_directory,

@@ -1,0 +1,43 @@
+"""What runs inside the schedulers and workers daskstep starts itself (the local launcher's,
+and the batch backend's scheduler): their side of the run's TLS, and an op of our own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def security_of(tls: dict[str, str] | None) -> Any:
+    """The cluster's side of the run's TLS (scheduler and workers both), or None for TCP."""
+    if not tls:
+        return None
+    from distributed.security import Security
+
+    ca, cert, key = tls["ca_file"], tls["cert"], tls["key"]
+    return Security(
+        tls_ca_file=ca,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        require_encryption=True,
+    )
+
+
+TASK_COUNTS_OP = "daskstep_task_counts"
+
+
+def task_counts(scheduler: Any) -> dict[str, int]:
+    """Every state's count over the task prefixes (queued included, which the scheduler's
+    `get_task_prefix_states` leaves out: most of a large map waits there), and `done`, the
+    running total of tasks that reached memory. An op of our own, not `run_function`, which
+    would log a line in the scheduler's log every second."""
+    totals: dict[str, int] = {}
+    done = 0
+    for prefix in scheduler.task_prefixes.values():
+        for state, n in prefix.states.items():
+            totals[state] = totals.get(state, 0) + n
+        done += prefix.state_counts.get("memory", 0)
+    totals["done"] = done
+    return totals
