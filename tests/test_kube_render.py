@@ -306,6 +306,7 @@ def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     objects = [o for o in yaml.safe_load_all(out.stdout) if o]
     assert "--root-uid" in out.stdout  # the comment saying how to get owner references
+    assert "its private keys" in out.stdout  # the comment saying the output is a secret
     assert [o["kind"] for o in objects] == [
         "ConfigMap",
         "ServiceAccount",

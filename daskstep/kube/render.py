@@ -59,8 +59,17 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+TLS_NOTE = """\
+# The Secret {secret} holds this run's own CA certificate and its private keys (made for this
+# run only, valid 30 days): treat this output as a secret, e.g. do not commit it. --tls off
+# leaves it out, and the scheduler then takes anyone who reaches it.
+"""
+
+
 def dump(objects: list[dict[str, Any]], options: KubeOptions) -> str:
     text = HEADER.format(run=options.run_id, namespace=options.namespace)
+    if any(o.get("kind") == "Secret" for o in objects):
+        text += TLS_NOTE.format(secret=tls.secret_name(options))
     if not options.root_uid:
         text += NO_OWNER.format(
             run=options.run_id, namespace=options.namespace, root=options.root_name
