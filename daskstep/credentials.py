@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daskstep.backends.reaper import Reaper
 from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
 from daskstep.secret_env import child_env
 from daskstep.tls import RunTLS
@@ -253,6 +254,7 @@ class Credentials:
         self.logs = logs
         self.stopping = False
         self.tls: RunTLS | None = None  # the run's CA and certificates, in folder/tls
+        self.reaper: Reaper | None = None  # removes the folder if we are killed
 
     @classmethod
     def for_run(
@@ -270,13 +272,16 @@ class Credentials:
             return None
         base = shared or os.environ.get("XDG_RUNTIME_DIR")
         folder = Path(tempfile.mkdtemp(prefix="daskstep-credentials-", dir=base))
+        reaper = Reaper("--folder", str(folder))  # before any key is in it
         try:
             credentials = cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)
+            credentials.reaper = reaper
             if tls:
                 credentials.tls = RunTLS.create(folder / "tls", tls)
             return credentials
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
+            reaper.let_go()
             raise
 
     def environment(self) -> dict[str, str]:
@@ -386,3 +391,5 @@ class Credentials:
                 sidecar.proc.kill()
                 sidecar.proc.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.reaper is not None:
+            self.reaper.let_go()

@@ -1,7 +1,8 @@
-"""`daskstep sidecar reaper --label daskstep.run=ID` (Docker), `--kubernetes NS/ROOT`, or
-`--slurm RUN` / `--htcondor RUN`: removes a run's containers, deletes its root object (which
-owns everything else of the run), or cancels its batch jobs, as soon as the run's controller is
-gone, as testcontainers' reaper (Ryuk) does.
+"""`daskstep sidecar reaper --label daskstep.run=ID` (Docker), `--kubernetes NS/ROOT`,
+`--slurm RUN` / `--htcondor RUN`, or `--folder PATH`: removes a run's containers, deletes its
+root object (which owns everything else of the run), cancels its batch jobs, or removes its
+private folder (TLS keys, credentials), as soon as the run's controller is gone, as
+testcontainers' reaper (Ryuk) does.
 
 The controller holds our stdin open. EOF (it exited or was killed, however), SIGTERM, or the
 kernel's parent-death signal: we remove what is the run's, and exit 0. A normal run removes it
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--kubernetes", metavar="NS/ROOT", help="the run's root ConfigMap")
     which.add_argument("--slurm", metavar="RUN", help="the run's Slurm jobs (named RUN)")
     which.add_argument("--htcondor", metavar="RUN", help="the run's HTCondor jobs (DaskstepRun)")
+    which.add_argument("--folder", metavar="PATH", help="the run's private folder (its keys)")
     args = parser.parse_args(argv)
+    if args.folder:
+        return _reap_folder(args.folder)
     if args.slurm or args.htcondor:
         return _reap_batch(args.slurm, args.htcondor)
     if args.kubernetes:
@@ -73,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # already being removed by the controller
             print(f"reaper: {row['Names']}: {e}", flush=True)
     print(f"reaper: removed {removed} container(s) of {args.label}", flush=True)
+    return 0
+
+
+def _reap_folder(path: str) -> int:
+    """The run's TLS keys and credentials must not outlive it, even when it is SIGKILLed."""
+    import shutil
+
+    stop = StopSignal().install()
+    follow_run()
+    _until_the_controller_goes(stop, path)
+    shutil.rmtree(path, ignore_errors=True)
+    print(f"reaper: removed {path}", flush=True)
     return 0
 
 

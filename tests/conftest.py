@@ -127,15 +127,24 @@ def script(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
 
 
+# Every process this session starts inherits the mark, so that the leak check below judges only
+# this session's processes: another pytest session on the machine has runs of its own alive.
+SESSION = "DASKSTEP_TEST_SESSION"
+os.environ[SESSION] = f"{os.getpid()}-{time.time()}"
+
+
 def _our_processes() -> set[int]:
-    """Processes that only daskstep starts: launchers, step entrypoints and sidecars."""
+    """Processes that only daskstep starts (launchers, step entrypoints and sidecars), started
+    by this test session."""
     found = set()
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         ours = ("daskstep.backends.launcher", "-m entrypoint", ".pyz", "daskstep sidecar")
         ours += ("-m sidecar.",)
         if any(mark in cmd for mark in ours):
-            found.add(p.pid)
+            with contextlib.suppress(psutil.Error):
+                if p.environ().get(SESSION) == os.environ[SESSION]:
+                    found.add(p.pid)
     return found
 
 

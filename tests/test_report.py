@@ -4,13 +4,16 @@ LocalCluster."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -340,6 +343,16 @@ def test_recording_imports_no_plotting_and_daskstep_run_no_matplotlib() -> None:
     assert json.loads(out.stdout) == [[], []]
 
 
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def real_cluster_run(workspace: Path) -> tuple[dict, list[dict], RunRecorder, float]:
     """A few hundred tasks (20 ms each, so their bars are wide) on a LocalCluster of two worker
     processes, sampled and recorded as `daskstep run` does; returns its status document, task
@@ -354,6 +367,7 @@ def real_cluster_run(workspace: Path) -> tuple[dict, list[dict], RunRecorder, fl
     started = time.time()
     recorder = RunRecorder()
     with (
+        environment_kept(),  # a Nanny leaves its pre-spawn variables in our environment
         LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None,
                      scheduler_port=0, host="127.0.0.1") as cluster,
         Client(cluster) as client,

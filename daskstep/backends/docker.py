@@ -165,8 +165,9 @@ class DockerBackend(ClusterBackend):
                     return
                 if event.get("status", event.get("Action")) == "oom":
                     oom_killed.add(actor.get("ID", ""))
-                    why = f"killed for memory by the engine (OOMKilled; limit {self._memory})"
-                    self.report(f"{component} {name}", "out of memory", why)
+                    restart = "; the engine restarts it" if component == "worker" else ""
+                    why = f"the engine killed it at its memory limit of {self._memory} (OOMKilled)"
+                    self.report(f"{component} {name}", "killed for memory (OOM)", why + restart)
                     continue
                 code = attributes.get("exitCode", "?")
                 if component not in ("scheduler", "worker"):  # a step's end is the step's

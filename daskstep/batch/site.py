@@ -113,7 +113,9 @@ def load_site(path: str | Path | None) -> Site:
     shared = values.get("shared_directory")
     if shared is not None and not Path(shared).is_dir():
         problems.append(
-            Problem("shared_directory", f"{shared} is not a folder; create it, or give another")
+            Problem(
+                "shared_directory", f"{show(shared)} is not a folder; create it, or give another"
+            )
         )
     if problems:
         raise InputError(problems, source=source)
