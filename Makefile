@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf build/demo
-	$(BIN)/daskstep run examples/dask-bag/reana.yaml --workspace build/demo
+	$(BIN)/daskstep run examples/dask-bag/reana.yaml --workspace build/demo --test
 	@echo "The histogram is at build/demo/histogram.png"
 
 lint: $(STAMP)

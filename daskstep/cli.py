@@ -111,7 +111,25 @@ def _parser() -> argparse.ArgumentParser:
         help="the run's own CA and certificates: the scheduler takes only the run's processes "
         "(default on; off: plain TCP, anyone who reaches the port can submit code)",
     )
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="then run the reana.yaml's tests.files (Gherkin) against the run (daskstep test)",
+    )
+    p.add_argument("--junit", metavar="FILE", help="with --test: default .daskstep/tests.xml")
     _kubernetes_options(p)
+
+    p = sub.add_parser("test", help="run the reana.yaml's workflow tests against the last run")
+    p.add_argument(
+        "reana_yaml",
+        metavar="REANA_YAML",
+        nargs="?",
+        help="default: WORKSPACE/reana.yaml, else the one the last run names",
+    )
+    p.add_argument("--workspace", metavar="DIR", help="default: REANA_YAML's folder, else .")
+    p.add_argument("--junit", metavar="FILE", help="the JUnit XML (default .daskstep/tests.xml)")
+    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
+    p.add_argument("--steps", action="store_true", help="list the steps feature files may use")
 
     p = sub.add_parser(
         "render", help="print a run's Kubernetes objects as YAML (no cluster needed)"
@@ -143,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
     p.add_argument("--workspace", metavar="DIR", default=".")
-    p.add_argument("--component", choices=("job", "scheduler", "worker"))
+    p.add_argument("--component", choices=("job", "scheduler", "worker", "engine"))
     p.add_argument("--worker", metavar="NAME", help="one worker's log (implies --component worker)")
     p.add_argument("--follow", "-f", action="store_true", help="show new lines until the run ends")
     p.add_argument("--since", metavar="SEQ", type=int, default=0, help="lines after this number")
@@ -157,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         action="append",
         required=True,
-        help="what to ship (repeatable): COMPONENT=GLOB for job, scheduler or worker files; "
+        help="what to ship (repeatable): COMPONENT=GLOB for job, scheduler, worker or engine "
+        "files; "
         "docker:LABEL=VALUE[,LABEL=VALUE...] for the containers with those labels (their "
         "daskstep.component label names the stream); kubernetes:NAMESPACE/SELECTOR for the "
         "pods a label selector matches (the operator's dask.org/component label names the "
@@ -231,6 +250,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
+    features = None
+    if args.test:  # a mistake in a feature file is bad input: found before anything starts
+        from daskstep.workflow_tests import load_features
+
+        features = load_features(workflow)
     kubernetes = None
     if args.backend == "kubernetes":
         from daskstep.kube.options import options_from
@@ -247,7 +271,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         site=args.site,
         tls=args.tls == "on",
     )
-    return run.execute()
+    return _tested(run.execute(), features, workflow, workspace, args.junit)
+
+
+def _tested(
+    code: int, features: list | None, workflow: object, workspace: Path, junit: str | None
+) -> int:
+    """`run --test`: the tests after the workflow; a failed workflow keeps its own exit code,
+    a cancelled one is not tested."""
+    if features is None or code in (130, 143):
+        return code
+    from daskstep.workflow_tests import check_run
+
+    tested = check_run(features, workflow, workspace, Path(junit) if junit else None)
+    return code or tested
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from daskstep.limits import load_limits
+    from daskstep.spec import load_workflow
+    from daskstep.workflow_tests import check_run, find_reana_yaml, load_features
+    from daskstep.workflow_tests.steps import listing
+
+    if args.steps:
+        print("\n".join(listing()))
+        return 0
+    if args.workspace:
+        workspace = Path(args.workspace)
+    else:
+        workspace = Path(args.reana_yaml).parent if args.reana_yaml else Path(".")
+    reana_yaml = args.reana_yaml or find_reana_yaml(workspace)
+    workflow, warnings = load_workflow(reana_yaml, load_limits(args.limits))
+    for w in warnings:
+        print(f"warning: {reana_yaml}: {w}", file=sys.stderr)
+    features = load_features(workflow)
+    return check_run(features, workflow, workspace, Path(args.junit) if args.junit else None)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -260,6 +318,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     workflow, warnings = load_workflow(args.reana_yaml, limits)
     for w in warnings:
         print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    if workflow.type != "serial":  # the engine runs on the local backend only, for now
+        message = f"kubernetes cannot run {workflow.type} workflows yet; use daskstep run"
+        raise InputError([Problem("--backend", message)], source=args.reana_yaml)
     options = dataclasses.replace(options_from(args), tls=args.tls == "on")
     reana_yaml = Path(args.reana_yaml).read_text()
     sys.stdout.write(dump(render(workflow, reana_yaml, options), options))
@@ -359,6 +420,7 @@ def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
 COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
+    "test": _cmd_test,
     "render": _cmd_render,
     "wait-step": _cmd_wait_step,
     "images": _cmd_images,

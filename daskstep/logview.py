@@ -48,6 +48,8 @@ class View:
             found[self.root / "job.log"] = "job"
         if self.component in (None, "scheduler"):
             found[self.root / "scheduler.log"] = "scheduler"
+        if self.component in (None, "engine") and (self.root / "engine.log").exists():
+            found[self.root / "engine.log"] = "engine"  # a cwl or snakemake workflow's engine
         if self.component in (None, "worker"):
             for path in sorted((self.root / "workers").glob("*.log")):
                 if self.worker in (None, path.stem):

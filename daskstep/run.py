@@ -83,6 +83,8 @@ class Run:
             for index, step in enumerate(self.workflow.steps):
                 if self._run_step(index, step, scheduler) != 0:
                     break
+            if self.workflow.type != "serial":
+                self._run_engine(scheduler)
         except Cancelled:
             pass
         except DaskstepError as e:
@@ -105,6 +107,8 @@ class Run:
     # -- the parts, in order ---------------------------------------------------------------------
     def _start_logs(self) -> None:
         sources = [f"job={self.raw / 'job.log*'}"]
+        if self.workflow.type != "serial":  # cwltool's or snakemake's own output
+            sources.append(f"engine={self.raw / 'engine.log*'}")
         if self.backend is not None:
             sources += self.backend.log_sources(self.workspace)
         self.logs.start(sources)
@@ -195,7 +199,9 @@ class Run:
             compute_backend=step.compute_backend,
             batch_options=step.batch_options,
         )
-        say(f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started")
+        started = f"step {step.name} ({index + 1}/{len(self.workflow.steps)}) started"
+        say(started)
+        self._job_log(f"daskstep: {started}")  # where the step's lines begin (daskstep test)
         self.status.step_started(index)
         backend = self.backend
         counts = backend.task_counts if backend and backend.scheduler_reachable else None
@@ -208,11 +214,46 @@ class Run:
         if failure is not None:
             self.status.fail(str(failure), failure.exit_code)
         self.status.step_finished(index, code, spec.status_file, self.cancel.is_set())
-        say(f"step {step.name} " + ("finished" if code == 0 else f"failed with exit code {code}"))
+        outcome = "finished" if code == 0 else f"failed with exit code {code}"
+        ended = f"step {step.name} {outcome}"
+        say(ended)
+        self._job_log(f"daskstep: {ended}")  # and where they end
         if failure is not None:
             raise failure
         self._check_cancel()
         return code
+
+    def _run_engine(self, scheduler: str | None) -> None:
+        """A cwl or snakemake workflow: the engine is one step, its output the engine log; the
+        tools it starts run under the entrypoint and become status.json's steps as they run
+        (daskstep/engines/steps.py), the first failing one's exit code the run's."""
+        from daskstep.engines.steps import EngineStep
+
+        self._check_cancel()
+        engine = EngineStep(self.workflow, self.workspace, self.status, say)
+        versions = "off" if self.backend and self.backend.shares_step_environment else "warn"
+        credentials = self.credentials.step_environment() if self.credentials else {}
+        spec = StepSpec(
+            index=0,
+            name=engine.name,
+            commands=engine.commands(),
+            status_file=engine.status_file,
+            scheduler=scheduler,
+            wait_files=tuple(self.credentials.files()) if self.credentials else (),
+            environment={**credentials, **engine.environment(versions)},
+            versions=versions,
+        )
+        say(f"{engine.name} started: {self.workflow.file}")
+        backend = self.backend
+        counts = backend.task_counts if backend and backend.scheduler_reachable else None
+        with StepProgress(engine.name, 0, 1, counts) as tasks:
+            handle = engine.follow(self.launcher.start(spec))
+            code, failure = self._follow(handle, tasks)
+        engine.finished(code, self.cancel.is_set())
+        say(f"{engine.name} " + ("finished" if code == 0 else f"failed with exit code {code}"))
+        if failure is not None:
+            raise failure
+        self._check_cancel()
 
     def _follow(
         self, handle: StepHandle, tasks: StepProgress | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
-from daskstep.findings import Report, got
+from daskstep.findings import Report, _leaves_workspace, got
 from daskstep.limits import (
     MEMORY_HINT,
     MEMORY_PATTERN,
@@ -51,6 +51,7 @@ BATCH_STEP_KEYS = (
     "htcondor_request_disk",
 )
 STEPS_PATH = "workflow.specification.steps"
+ENGINE_TYPES = {"cwl": "its .cwl file", "snakemake": "its Snakefile"}  # type -> what file is
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class Workflow:
     input_directories: tuple[str, ...]
     output_files: tuple[str, ...]
     output_directories: tuple[str, ...]
+    test_files: tuple[str, ...] = ()  # tests.files: the Gherkin feature files of `daskstep test`
+    type: str = "serial"  # or cwl, snakemake: an engine runs `file` (daskstep/engines/)
+    file: str | None = None  # REANA's workflow.file, relative to the reana.yaml
+    parameters: tuple[tuple[str, Any], ...] = ()  # inputs.parameters as written, for an engine
 
     @property
     def needs_kerberos(self) -> bool:
@@ -288,19 +293,60 @@ def _steps(workflow: dict, parameters: dict[str, str], r: Report) -> tuple[Step,
     return tuple(step for _, step in steps)
 
 
-def _check_type(workflow: dict, r: Report) -> bool:
-    """Whether the steps should be checked as serial ones."""
+def _check_type(workflow: dict, r: Report) -> str:
+    """The engine: serial (its steps are checked here), cwl or snakemake (they run a file)."""
     if "type" not in workflow:
-        r.error("workflow.type", "missing; add type: serial")
-        return True
+        r.error("workflow.type", "missing; add type: serial (or cwl, snakemake with file:)")
+        return "serial"
     value = workflow["type"]
-    if value == "serial":
-        return True
+    if not isinstance(value, str):  # a list or a mapping cannot be looked up by name
+        r.error(
+            "workflow.type",
+            f"expected serial, cwl or snakemake, got {got(value)}; write type: serial",
+        )
+        return "unknown"
+    if value == "serial" or value in ENGINE_TYPES:
+        return value
     if value in OTHER_ENGINES:
-        r.error("workflow.type", f"{value} is not supported; daskstep runs serial workflows only")
-        return False
-    r.error("workflow.type", f"expected serial, got {got(value)}; write type: serial")
-    return True
+        r.error(
+            "workflow.type",
+            f"{value} is not supported; daskstep runs serial, cwl and snakemake workflows",
+        )
+        return "unsupported"
+    r.error(
+        "workflow.type",
+        f"expected serial, cwl or snakemake, got {got(value)}; write type: serial",
+    )
+    return "unknown"  # its steps or file would only add errors the type explains
+
+
+def _engine_file(workflow: dict, kind: str, r: Report) -> str | None:
+    """REANA's workflow.file for a cwl or snakemake workflow: a path inside the workspace."""
+    what = ENGINE_TYPES[kind]
+    if "specification" in workflow:
+        r.warn(
+            "workflow.specification",
+            f"is read for serial workflows only; a {kind} workflow runs workflow.file",
+        )
+    if "file" not in workflow:
+        r.error(
+            "workflow.file",
+            f"missing; a {kind} workflow needs file: with the path of {what}, "
+            "relative to the reana.yaml",
+        )
+        return None
+    value = workflow["file"]
+    if not isinstance(value, str) or not value.strip():
+        r.error("workflow.file", f"expected a path, got {got(value)}; write file: <{what}>")
+    elif _leaves_workspace(value):
+        r.error(
+            "workflow.file",
+            f"{show(value)} is outside the workspace; give a path relative to the "
+            "workflow's folder, without a leading / or ..",
+        )
+    else:
+        return value
+    return None
 
 
 def _parameters(inputs: dict | None, r: Report) -> dict[str, str]:
@@ -320,6 +366,10 @@ def _document(document: dict, limits: Limits, path: Path, r: Report) -> Workflow
         r.mapping(inputs, "options", "inputs.options", "options: with one name: value per line")
     if outputs is not None:
         r.unknown_keys(outputs, OUTPUTS_KEYS, "outputs")
+    tests = r.mapping(document, "tests", "tests", "tests: with files: [tests/x.feature]")
+    if tests is not None:
+        r.unknown_keys(tests, ("files",), "tests")
+    test_files = r.strings(tests, "files", "tests.files", in_workspace=True)
     files = [  # in the order of the Workflow fields: inputs then outputs, files then dirs
         r.strings(section, key, f"{name}.{key}", in_workspace=True)
         for name, section in (("inputs", inputs), ("outputs", outputs))
@@ -331,7 +381,8 @@ def _document(document: dict, limits: Limits, path: Path, r: Report) -> Workflow
     if workflow is None:
         return None
     r.unknown_keys(workflow, WORKFLOW_KEYS, "workflow")
-    serial = _check_type(workflow, r)
+    kind = _check_type(workflow, r)
+    engine_file = _engine_file(workflow, kind, r) if kind in ENGINE_TYPES else None
     example = "resources: with dask:, kerberos: or voms_proxy:"
     resources = r.mapping(workflow, "resources", "workflow.resources", example) or {}
     r.unknown_keys(resources, RESOURCES_KEYS, "workflow.resources")
@@ -339,8 +390,17 @@ def _document(document: dict, limits: Limits, path: Path, r: Report) -> Workflow
     voms_proxy = r.boolean(resources, "voms_proxy", "workflow.resources.voms_proxy")
     r.strings(resources, "cvmfs", "workflow.resources.cvmfs")
     dask = _dask(resources["dask"], limits, r) if "dask" in resources else None
-    steps = _steps(workflow, parameters, r) if serial else ()
-    return Workflow(path, dask, kerberos, voms_proxy, steps, *files)
+    steps = _steps(workflow, parameters, r) if kind == "serial" else ()
+    engine = {"type": kind, "file": engine_file, "parameters": _given(inputs)}
+    return Workflow(
+        path, dask, kerberos, voms_proxy, steps, *files, test_files=test_files, **engine
+    )
+
+
+def _given(inputs: dict | None) -> tuple[tuple[str, Any], ...]:
+    """inputs.parameters with their YAML types: an engine's inputs or config, not text."""
+    raw = inputs.get("parameters") if inputs is not None else None
+    return tuple((str(k), v) for k, v in raw.items()) if isinstance(raw, dict) else ()
 
 
 def check(

@@ -36,6 +36,7 @@ class RunStatus:
         ]
         self.credentials: dict[str, Any] = {}  # kind -> variable given, seconds to the first one
         self.events: list[dict[str, Any]] = []  # what happened to the cluster: OOM kills, ...
+        self.engine: dict[str, Any] = {}  # a cwl or snakemake workflow's engine (engines/)
         self._writing = threading.Lock()  # events come from the backend's watcher threads
         self._step_clock: dict[int, float] = {}
         self.workflow_path = str(workflow.path)
@@ -58,6 +59,8 @@ class RunStatus:
             doc["credentials"] = self.credentials
         if self.events:
             doc["events"] = self.events
+        if self.engine:
+            doc["engine"] = self.engine
         if self.message:
             doc["message"] = self.message
         if self.reason:
@@ -125,6 +128,17 @@ class RunStatus:
         if code != 0 and self.exit_code == 0:
             self.exit_code = code
             self.state = "failed"
+        self.write()
+
+    def add_step(self, entry: dict[str, Any]) -> int:
+        """A step found while the run goes on (a CWL tool, a Snakemake rule, as the engine
+        starts it); its index in `steps`. Whether it fails the run is the engine's to say."""
+        self.steps.append(dict(entry))
+        self.write()
+        return len(self.steps) - 1
+
+    def update_step(self, index: int, entry: dict[str, Any]) -> None:
+        self.steps[index].update(entry)
         self.write()
 
     def fail(self, message: str, code: int, reason: str | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from daskstep.backends import ClusterBackend, get_backend
 from daskstep.backends.batch import BatchBackend
 from daskstep.credentials import Credentials, Secrets
+from daskstep.engines.steps import check_engine, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
@@ -39,6 +40,9 @@ def prepare_run(
     tls: bool = True,
 ) -> Run:
     check_inputs(workflow)
+    engine = is_engine(workflow)  # cwl or snakemake: the engine runs as one step (engines/)
+    if engine:
+        check_engine(workflow, backend)
     if backend == "kubernetes":
         return _kubernetes_run(workflow, workspace, start_timeout, kubernetes, tls)
     systems = batch_systems(workflow, backend, site)
@@ -64,7 +68,11 @@ def prepare_run(
         cluster.tls = credentials.tls
     try:
         stage_inputs(workflow, workspace)
-        launcher: StepLauncher = LocalStepLauncher(workspace, raw / "job.log")
+        if engine:
+            stage_engine_files(workflow, workspace)
+        launcher: StepLauncher = LocalStepLauncher(
+            workspace, raw / ("engine.log" if engine else "job.log")
+        )
         if cluster is not None and cluster.name == "docker":
             launcher = _docker_launcher(cluster, workflow, workspace, credentials, images)
         if any(step.compute_backend in COMPUTE_BACKEND for step in workflow.steps):

@@ -28,7 +28,7 @@ DOCKER_RELIST = 0.5  # a local engine's list is cheap: new containers are follow
 
 
 SOURCE_FORMS = (
-    "COMPONENT=GLOB (COMPONENT: job, scheduler or worker), "
+    "COMPONENT=GLOB (COMPONENT: job, scheduler, worker or engine), "
     "docker:LABEL=VALUE[,LABEL=VALUE...], or kubernetes:NAMESPACE/SELECTOR"
 )
 

@@ -1,4 +1,4 @@
-"""The log store: `.daskstep/logs/{job,scheduler}.log` and `workers/<name>.log`.
+"""The log store: `.daskstep/logs/{job,scheduler,engine}.log` and `workers/<name>.log`.
 
 Each `.log` holds the program's bytes exactly, with no prefix. Beside it, `<name>.log.idx` holds
 one fixed-size record per line: where the line ends in the `.log`, flags, and a timestamp
@@ -30,7 +30,7 @@ from pathlib import Path
 RECORD = struct.Struct("<QQ")  # end offset | flags << 56, timestamp in ns
 OFFSET_MASK = (1 << 56) - 1
 PARTIAL = 1  # the record does not end with a newline (a cut long line, or a last line at shutdown)
-COMPONENTS = ("job", "scheduler", "worker")
+COMPONENTS = ("job", "scheduler", "worker", "engine")  # engine: cwltool or snakemake
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ def test_follow_shows_lines_live_keeps_repeats_and_ends_with_the_run(tmp_path: P
         )
         assert follow.stdout is not None
         first = follow.stdout.readline()
+        while first.startswith("daskstep: "):  # daskstep's own line marking the step's start
+            first = follow.stdout.readline()
         assert run.poll() is None, "the first line should arrive while the run is still going"
         assert first in ("same\n", "tick 1\n")
         # through the same file object: communicate() would skip what readline() buffered
@@ -35,7 +37,7 @@ def test_follow_shows_lines_live_keeps_repeats_and_ends_with_the_run(tmp_path: P
     finally:
         run.communicate(timeout=120)
     assert run.returncode == 0
-    shown = (first + rest).splitlines()
+    shown = [line for line in (first + rest).splitlines() if not line.startswith("daskstep: ")]
     expected = [line for i in range(1, 7) for line in ("same", f"tick {i}")]
     assert shown == expected  # every repeat of "same" is there: nothing deduplicated
 
@@ -59,10 +61,17 @@ def test_logs_after_the_run_prefix_each_component(tmp_path: Path) -> None:
     assert "[scheduler] " in everything and "Scheduler at" in everything
     assert "[worker-0] " in everything and "[worker-1] " in everything
     job = logs("--component", "job")
-    assert job == "hello from the job\n"  # one stream: exactly the program's lines, no prefix
+    # one stream: exactly the program's lines, no prefix, between daskstep's step marks
+    assert job == (
+        "daskstep: step hello (1/1) started\nhello from the job\ndaskstep: step hello finished\n"
+    )
     one_worker = logs("--worker", "worker-1")
     assert "Start worker at" in one_worker and "[" not in one_worker.splitlines()[0][:1]
-    assert logs("--component", "job", "--since", "1") == ""
+    assert (
+        logs("--component", "job", "--since", "1")
+        == "hello from the job\ndaskstep: step hello finished\n"
+    )
+    assert logs("--component", "job", "--since", "3") == ""
 
 
 def test_a_workspace_without_logs_is_one_clear_line(tmp_path: Path) -> None:

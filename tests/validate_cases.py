@@ -86,9 +86,9 @@ CASES: list[tuple[str, Any, set[str], set[str], tuple[str, ...]]] = [
     (
         "type-cwl",
         spec(**{f"{W}__type": "cwl"}),
-        {"workflow.type"},
-        set(),
-        ("serial workflows only",),
+        {"workflow.file"},
+        {"workflow.specification"},
+        ("needs file:",),
     ),
     ("type-yadage", spec(**{f"{W}__type": "yadage"}), {"workflow.type"}, set(), ("serial",)),
     ("type-number", spec(**{f"{W}__type": 3}), {"workflow.type"}, set(), ("type: serial",)),

@@ -1,0 +1,119 @@
+"""`python -m daskstep.engines.tool --name NAME -- CMD...`: one CWL tool or Snakemake rule,
+started by the engine, run under the entrypoint as one step of the run.
+
+The engine's own output is the engine log; a tool's output belongs in the job log, as a serial
+step's does. The driver names its output stream (device and inode, in
+DASKSTEP_ENGINE_OUTPUT), so whichever of our stdout and stderr is still that stream (the tool
+declared no capture of its own) is pointed at the job log here, and a file the tool's output
+was captured to is left alone. Then the step's status file is claimed in the order the engine
+started them (`.daskstep/steps/NN-<name>.json`) and written at once as running, so status.json
+shows the step while it runs. The entrypoint runs in this process: no second interpreter start.
+
+Only the standard library and `entrypoint/` are imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+STEPS_ENV = "DASKSTEP_ENGINE_STEPS"  # the folder of the steps' status files
+JOB_LOG_ENV = "DASKSTEP_JOB_LOG"  # where the tools' output goes
+OUTPUT_ENV = "DASKSTEP_ENGINE_OUTPUT"  # "dev:ino" of the engine's output stream
+USAGE = "usage: python -m daskstep.engines.tool --name NAME -- CMD..."
+
+
+def stream_id(fd: int) -> str:
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def to_job_log(job_log: str, engine_output: str) -> None:
+    """stdout and stderr that are still the engine's output go to the job log instead."""
+    fd = os.open(job_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for target in (1, 2):
+            try:
+                if stream_id(target) == engine_output:
+                    os.dup2(fd, target)
+            except OSError:  # a closed stream: nothing of the tool's would reach the engine
+                continue
+    finally:
+        os.close(fd)
+
+
+def claim_status_file(folder: str, name: str) -> str:
+    """`NN-<name>.json`, NN the next free number: the order in which the engine started them."""
+    os.makedirs(folder, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "step"
+    number = 1 + len([f for f in os.listdir(folder) if f[:1].isdigit() and f.endswith(".json")])
+    while True:
+        path = os.path.join(folder, f"{number:02d}-{safe}.json")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            number += 1
+            continue
+        from entrypoint.reporter import iso
+
+        running = {
+            "name": name,
+            "reason": "Running",
+            "exit_code": None,
+            "started_at": iso(time.time()),
+        }
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(running) + "\n")
+        return path
+
+
+def _name_it(path: str, name: str) -> None:
+    """The entrypoint's status has no step name: add it, as the run reads it (atomically)."""
+    from entrypoint.reporter import atomic_write
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        atomic_write(path, json.dumps({"name": name, **doc}, indent=2) + "\n")
+    except (OSError, ValueError):
+        pass  # the run falls back to the file's name
+
+
+def _mark(job_log: str | None, line: str) -> None:
+    """Where the step's lines begin and end in the job log (what `daskstep test` reads)."""
+    if job_log:
+        with open(job_log, "a") as f:
+            f.write(f"daskstep: {line}\n")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[0] != "--name" or argv[2] != "--":
+        print(USAGE, file=sys.stderr)
+        return 64
+    name, command = argv[1], argv[3:]
+    folder = os.environ.get(STEPS_ENV)
+    if not folder:
+        print(f"daskstep: {STEPS_ENV} is not set; run this under `daskstep run`", file=sys.stderr)
+        return 64
+    job_log, output = os.environ.get(JOB_LOG_ENV), os.environ.get(OUTPUT_ENV)
+    if job_log and output:
+        to_job_log(job_log, output)
+    status_file = claim_status_file(folder, name)
+    # the engine is our parent, not `daskstep run`: the step dies with the engine
+    os.environ["DASKSTEP_PARENT_PID"] = str(os.getppid())
+    options = ["--die-with-parent", "--status-file", status_file]
+    options += ["--termination-log", status_file[: -len(".json")] + ".message"]
+    from entrypoint.__main__ import main as entrypoint
+
+    _mark(job_log, f"step {name} started")
+    code = entrypoint([*options, "--", *command])
+    _name_it(status_file, name)
+    _mark(job_log, f"step {name} " + ("finished" if code == 0 else f"failed with exit code {code}"))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
