@@ -68,6 +68,18 @@ def write_workflow(
     return path
 
 
+def execute_returning(code: int):
+    """A stand-in for `Run.execute` that ends as teardown would: the run's private folder (TLS
+    keys) and the reaper guarding it go, instead of living as long as the test session."""
+
+    def execute(run) -> int:
+        if run.credentials is not None:
+            run.credentials.stop()
+        return code
+
+    return execute
+
+
 def daskstep(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "daskstep", *args],

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import execute_returning
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +151,7 @@ EXAMPLES = settings(
 
 @pytest.fixture
 def fake_execute(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Run, "execute", lambda self: 0)
+    monkeypatch.setattr(Run, "execute", execute_returning(0))
 
 
 @EXAMPLES

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import daskstep
+from conftest import daskstep, execute_returning
 
 from daskstep import cli
 from daskstep.run import Run
@@ -531,7 +531,7 @@ def test_run_test_keeps_a_failed_workflows_code(
     example, capsys, monkeypatch, workflow_code: int, expected: int
 ) -> None:
     reana, ws = example
-    monkeypatch.setattr(Run, "execute", lambda self: workflow_code)
+    monkeypatch.setattr(Run, "execute", execute_returning(workflow_code))
     argv = ["run", str(reana), "--workspace", str(ws), "--test", "--secrets", str(reana.parent)]
     assert cli.main(argv) == expected
     out = capsys.readouterr().out
