@@ -342,7 +342,9 @@ def test_losing_the_scheduler_container_fails_the_run_at_once(
     _, err = run.communicate(timeout=300)
     ended = time.time()
     assert run.returncode == 71, err
-    assert ended - float((tmp_path / "killed").read_text()) < 15, "the run went on too long"
+    took = ended - float((tmp_path / "killed").read_text())
+    print(f"the run ended {took:.1f} s after the scheduler was killed")
+    assert took < 10, "the run went on too long"
     doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
     assert doc["reason"] == "SchedulerLost" and "the scheduler container exited" in doc["message"]
     assert [s["status"] for s in doc["steps"]][1] == "skipped"
