@@ -21,7 +21,6 @@ the other parameters are inputs, given over the file's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ from cwltool.loghandler import _logger
 from cwltool.process import Process
 from cwltool.workflow import default_make_tool
 
-from daskstep.engines.tool import OUTPUT_ENV, stream_id
+from daskstep.engines.tool import driver_arguments
 
 _said_images: set[str] = set()
 
@@ -141,18 +140,8 @@ class EndsLines:
         return getattr(self.stream, name)
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m daskstep.engines.cwl")
-    p.add_argument("--workspace", required=True, type=Path)
-    p.add_argument("--file", required=True, type=Path)
-    p.add_argument("--parameters", type=Path)
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
-    os.environ[OUTPUT_ENV] = stream_id(1)  # the tools' output, if it reaches it, goes elsewhere
+    args, parameters = driver_arguments("python -m daskstep.engines.cwl", argv)
     from cwltool.main import main as cwltool
 
     loading = LoadingContext()

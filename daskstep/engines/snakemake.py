@@ -26,7 +26,6 @@ other parameters are config values, given over the file's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -36,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daskstep.engines.tool import OUTPUT_ENV, stream_id
+from daskstep.engines.tool import driver_arguments
 
 
 def config_arguments(workspace: Path, parameters: dict[str, Any], folder: Path) -> list[str]:
@@ -88,18 +87,8 @@ def snakemake_arguments(workspace: Path, file: Path, parameters: dict[str, Any])
     return argv + config_arguments(workspace, parameters, folder)
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m daskstep.engines.snakemake")
-    p.add_argument("--workspace", required=True, type=Path)
-    p.add_argument("--file", required=True, type=Path)
-    p.add_argument("--parameters", type=Path)
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
-    os.environ[OUTPUT_ENV] = stream_id(1)  # the rules' output, if it reaches it, goes elsewhere
+    args, parameters = driver_arguments("python -m daskstep.engines.snakemake", argv)
     os.chdir(args.workspace)
     common = snakemake_arguments(args.workspace, args.file, parameters)
     rules, listed = list_rules(common)

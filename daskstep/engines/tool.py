@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from typing import Any
 
 STEPS_ENV = "DASKSTEP_ENGINE_STEPS"  # the folder of the steps' status files
 JOB_LOG_ENV = "DASKSTEP_JOB_LOG"  # where the tools' output goes
@@ -29,6 +30,24 @@ USAGE = "usage: python -m daskstep.engines.tool --name NAME -- CMD..."
 def stream_id(fd: int) -> str:
     st = os.fstat(fd)
     return f"{st.st_dev}:{st.st_ino}"
+
+
+def driver_arguments(prog: str, argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
+    """A driver's options (the workspace, the workflow file, REANA's parameters as a JSON
+    file) and the parameters read; the drivers are started by engines/steps.py alike. The
+    engine's output stream is marked here, so that tools' output that reaches it goes to the
+    job log instead."""
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--workspace", required=True, type=Path)
+    p.add_argument("--file", required=True, type=Path)
+    p.add_argument("--parameters", type=Path)
+    args = p.parse_args(argv)
+    parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
+    os.environ[OUTPUT_ENV] = stream_id(1)
+    return args, parameters
 
 
 def to_job_log(job_log: str, engine_output: str) -> None:
