@@ -14,37 +14,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daskstep.report_data import WorkerSeries
+
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
-
-
-@dataclass
-class WorkerSeries:
-    """One worker's samples, by name: a restarted worker (a new address) continues its line."""
-
-    name: str
-    times: list[float] = field(default_factory=list)
-    memory: list[float] = field(default_factory=list)  # the process' memory (RSS), bytes
-    cpu: list[float] = field(default_factory=list)  # percent of one core
-    managed: list[float] = field(default_factory=list)  # what Dask holds in memory, bytes
-    spilled: list[float] = field(default_factory=list)  # what it spilled to disk, bytes
-    memory_limit: float | None = None
-    nthreads: int | None = None
-
-    def add(self, t: float, memory: float, cpu: float, managed: float, spilled: float) -> None:
-        for column, value in zip(
-            (self.times, self.memory, self.cpu, self.managed, self.spilled),
-            (t, memory, cpu, managed, spilled),
-            strict=True,
-        ):
-            column.append(value)
-
-    def thin(self) -> None:
-        for column in (self.times, self.memory, self.cpu, self.managed, self.spilled):
-            del column[1::2]
 
 
 def _number(value: Any) -> float:
