@@ -46,7 +46,8 @@ def read(tag):
         if var in os.environ:
             path = os.environ[var].removeprefix("FILE:")
             st = os.stat(path)
-            found[var] = [path, oct(stat.S_IMODE(st.st_mode)), st.st_ino]
+            # which file: a replaced one may get a freed inode back, so the time tells them apart
+            found[var] = [path, oct(stat.S_IMODE(st.st_mode)), f"{st.st_ino}@{st.st_mtime_ns}"]
     return {"time": time.time(), "sum": total, "pid": os.getpid(), "credentials": found}
 
 
