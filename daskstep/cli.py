@@ -8,7 +8,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
 
@@ -220,14 +220,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _load(reana_yaml: str, limits: str | None) -> Any:
+    """The checked workflow (bad input raises InputError: one line each, exit 2); its
+    warnings on stderr."""
     from daskstep.limits import load_limits
     from daskstep.spec import load_workflow
 
-    limits = load_limits(args.limits)
-    workflow, warnings = load_workflow(args.reana_yaml, limits)
+    workflow, warnings = load_workflow(reana_yaml, load_limits(limits))
     for w in warnings:
-        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+        print(f"warning: {reana_yaml}: {w}", file=sys.stderr)
+    return workflow
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+
+    workflow = _load(args.reana_yaml, args.limits)
     if workflow.dask is None:
         cluster = "no Dask cluster"
     else:
@@ -241,14 +248,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
     from daskstep.wiring import prepare_run
 
-    limits = load_limits(args.limits)
-    workflow, warnings = load_workflow(args.reana_yaml, limits)
-    for w in warnings:
-        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    workflow = _load(args.reana_yaml, args.limits)
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
     features = None
     if args.test:  # a mistake in a feature file is bad input: found before anything starts
@@ -288,8 +290,6 @@ def _tested(
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
     from daskstep.workflow_tests import check_run, find_reana_yaml, load_features
     from daskstep.workflow_tests.steps import listing
 
@@ -301,9 +301,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     else:
         workspace = Path(args.reana_yaml).parent if args.reana_yaml else Path(".")
     reana_yaml = args.reana_yaml or find_reana_yaml(workspace)
-    workflow, warnings = load_workflow(reana_yaml, load_limits(args.limits))
-    for w in warnings:
-        print(f"warning: {reana_yaml}: {w}", file=sys.stderr)
+    workflow = _load(reana_yaml, args.limits)
     features = load_features(workflow)
     return check_run(features, workflow, workspace, Path(args.junit) if args.junit else None)
 
@@ -311,13 +309,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from daskstep.kube.options import options_from
     from daskstep.kube.render import dump, render
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
 
-    limits = load_limits(args.limits)
-    workflow, warnings = load_workflow(args.reana_yaml, limits)
-    for w in warnings:
-        print(f"warning: {args.reana_yaml}: {w}", file=sys.stderr)
+    workflow = _load(args.reana_yaml, args.limits)
     if workflow.type != "serial":  # the engine runs on the local backend only, for now
         message = f"kubernetes cannot run {workflow.type} workflows yet; use daskstep run"
         raise InputError([Problem("--backend", message)], source=args.reana_yaml)

@@ -6,23 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def security_of(tls: dict[str, str] | None) -> Any:
-    """The cluster's side of the run's TLS (scheduler and workers both), or None for TCP."""
+def security_of(tls: str | None) -> Any:
+    """The cluster's side of the run's TLS (scheduler and workers both), from the run's TLS
+    folder, or None for TCP."""
     if not tls:
         return None
-    from distributed.security import Security
+    from pathlib import Path
 
-    ca, cert, key = tls["ca_file"], tls["cert"], tls["key"]
-    return Security(
-        tls_ca_file=ca,
-        tls_scheduler_cert=cert,
-        tls_scheduler_key=key,
-        tls_worker_cert=cert,
-        tls_worker_key=key,
-        tls_client_cert=cert,
-        tls_client_key=key,
-        require_encryption=True,
-    )
+    from daskstep.tls import RunTLS
+
+    return RunTLS(Path(tls)).security("cluster")
 
 
 TASK_COUNTS_OP = "daskstep_task_counts"

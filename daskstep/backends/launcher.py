@@ -66,7 +66,7 @@ class Config:
     environment: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"  # where the scheduler listens (batch workers reach it from afar)
     scheduler_file: str | None = None  # written once it listens: batch workers wait for it
-    tls: dict[str, str] | None = None  # ca_file, cert, key: the cluster's side of the run's TLS
+    tls: str | None = None  # the run's TLS folder: the cluster's side of its TLS
 
 
 def _redirect_output(path: str) -> None:

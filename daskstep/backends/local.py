@@ -88,14 +88,8 @@ class LocalBackend(ClusterBackend):
             "environment": after,
             "host": self.host,
             "scheduler_file": str(self.scheduler_file) if self.scheduler_file else None,
-            "tls": None,
+            "tls": str(self.tls.folder) if self.tls is not None else None,
         }
-        if self.tls is not None:
-            config["tls"] = {
-                "ca_file": str(self.tls.ca),
-                "cert": str(self.tls.cluster_cert),
-                "key": str(self.tls.cluster_key),
-            }
         with open(self._launcher_log, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "daskstep.backends.launcher"],
