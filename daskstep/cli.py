@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daskstep.errors import DaskstepError, InputError, Problem
+from daskstep.record import Workspace
 
 BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
 
@@ -34,6 +35,39 @@ def _seconds(text: str) -> float:
             f"{text} is not a positive number of seconds; write e.g. 300"
         )
     return value
+
+
+def _count(text: str) -> int:
+    """A non-negative whole number (a run's, a line's, how many to keep)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; write e.g. 3") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; write 0 or more")
+    return value
+
+
+def _run_number(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("runs are numbered from 1; write e.g. --run 1")
+    return value
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    from daskstep.reana import parse_parameter
+
+    try:
+        return parse_parameter(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _run_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run", metavar="N", type=_run_number, help="the workspace's run N (default: the latest)"
+    )
 
 
 class _Version(argparse.Action):
@@ -116,7 +150,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then run the reana.yaml's tests.files (Gherkin) against the run (daskstep test)",
     )
-    p.add_argument("--junit", metavar="FILE", help="with --test: default .daskstep/tests.xml")
+    p.add_argument(
+        "--junit", metavar="FILE", help="with --test: default .daskstep/runs/N/tests.xml"
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        metavar="NAME=VALUE",
+        type=_parameter,
+        action="append",
+        default=[],
+        help="over inputs.parameters, as reana-client start -p (repeatable)",
+    )
     _kubernetes_options(p)
 
     p = sub.add_parser("test", help="run the reana.yaml's workflow tests against the last run")
@@ -127,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
         help="default: WORKSPACE/reana.yaml, else the one the last run names",
     )
     p.add_argument("--workspace", metavar="DIR", help="default: REANA_YAML's folder, else .")
-    p.add_argument("--junit", metavar="FILE", help="the JUnit XML (default .daskstep/tests.xml)")
+    _run_option(p)
+    p.add_argument("--junit", metavar="FILE", help="the JUnit XML (default: in the run's folder)")
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
     p.add_argument("--steps", action="store_true", help="list the steps feature files may use")
 
@@ -160,11 +206,36 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
-    p.add_argument("--workspace", metavar="DIR", default=".")
+    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
+    _run_option(p)
     p.add_argument("--component", choices=("job", "scheduler", "worker", "engine"))
     p.add_argument("--worker", metavar="NAME", help="one worker's log (implies --component worker)")
     p.add_argument("--follow", "-f", action="store_true", help="show new lines until the run ends")
-    p.add_argument("--since", metavar="SEQ", type=int, default=0, help="lines after this number")
+    p.add_argument(
+        "--since",
+        metavar="SEQ",
+        type=_count,
+        default=0,
+        help="each stream's lines after number SEQ (--numbers shows them)",
+    )
+    p.add_argument(
+        "--numbers", "-n", action="store_true", help="show each line's number, as --since takes"
+    )
+
+    p = sub.add_parser("list", help="the workspace's runs, newest first")
+    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("status", help="one run's status: steps, exit codes, cluster, events")
+    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
+    _run_option(p)
+    p.add_argument("--json", action="store_true", help="print its status.json")
+
+    p = sub.add_parser("prune", help="remove old runs' records (never the latest or a live one)")
+    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
+    p.add_argument("--keep", metavar="K", type=_count, help="keep the newest K runs")
+    p.add_argument("--before", metavar="DATE", help="remove runs begun before DATE (2026-12-01)")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
 
     p = sub.add_parser("sidecar", help="run a sidecar: logs, kerberos or voms")
     kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
@@ -182,7 +253,13 @@ def _parser() -> argparse.ArgumentParser:
         "pods a label selector matches (the operator's dask.org/component label names the "
         "scheduler and workers, other pods are the job)",
     )
-    q.add_argument("--checkpoints", metavar="FILE", help="default: .daskstep/log-checkpoints.json")
+    q.add_argument("--store", metavar="DIR", help="the store (default: WORKSPACE/.daskstep/logs)")
+    q.add_argument("--checkpoints", metavar="FILE", help="default: beside the store")
+    q.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="also drain and stop when stdin closes (daskstep run holds it open)",
+    )
     for kind, what in (
         ("kerberos", "keep a Kerberos ticket cache valid"),
         ("voms", "keep a VOMS proxy valid"),
@@ -220,13 +297,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(reana_yaml: str, limits: str | None) -> Any:
+def _load(reana_yaml: str, limits: str | None, parameters: dict[str, str] | None = None) -> Any:
     """The checked workflow (bad input raises InputError: one line each, exit 2); its
     warnings on stderr."""
     from daskstep.limits import load_limits
     from daskstep.spec import load_workflow
 
-    workflow, warnings = load_workflow(reana_yaml, load_limits(limits))
+    workflow, warnings = load_workflow(reana_yaml, load_limits(limits), parameters)
     for w in warnings:
         print(f"warning: {reana_yaml}: {w}", file=sys.stderr)
     return workflow
@@ -250,7 +327,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from daskstep.wiring import prepare_run
 
-    workflow = _load(args.reana_yaml, args.limits)
+    workflow = _load(args.reana_yaml, args.limits, dict(args.parameter))
     workspace = Path(args.workspace) if args.workspace else Path(args.reana_yaml).parent
     features = None
     if args.test:  # a mistake in a feature file is bad input: found before anything starts
@@ -273,11 +350,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         site=args.site,
         tls=args.tls == "on",
     )
-    return _tested(run.execute(), features, workflow, workspace, args.junit)
+    return _tested(run.execute(), features, workflow, run.record, args.junit)
 
 
 def _tested(
-    code: int, features: list | None, workflow: object, workspace: Path, junit: str | None
+    code: int, features: list | None, workflow: object, record: Any, junit: str | None
 ) -> int:
     """`run --test`: the tests after the workflow; a failed workflow keeps its own exit code,
     a cancelled one is not tested."""
@@ -285,7 +362,7 @@ def _tested(
         return code
     from daskstep.workflow_tests import check_run
 
-    tested = check_run(features, workflow, workspace, Path(junit) if junit else None)
+    tested = check_run(features, workflow, record, Path(junit) if junit else None)
     return code or tested
 
 
@@ -300,10 +377,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
         workspace = Path(args.workspace)
     else:
         workspace = Path(args.reana_yaml).parent if args.reana_yaml else Path(".")
-    reana_yaml = args.reana_yaml or find_reana_yaml(workspace)
-    workflow = _load(reana_yaml, args.limits)
+    record = Workspace(workspace).find(args.run)
+    reana_yaml = args.reana_yaml or find_reana_yaml(record)
+    workflow = _load(str(reana_yaml), args.limits)
     features = load_features(workflow)
-    return check_run(features, workflow, workspace, Path(args.junit) if args.junit else None)
+    return check_run(features, workflow, record, Path(args.junit) if args.junit else None)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -329,8 +407,33 @@ def _cmd_wait_step(args: argparse.Namespace) -> int:
 def _cmd_logs(args: argparse.Namespace) -> int:
     from daskstep.logview import View, show
 
-    view = View(Path(args.workspace), args.component, args.worker, args.since)
+    run = Workspace(args.workspace).find(args.run)
+    view = View(run, args.component, args.worker, args.since, args.numbers)
     return show(view, args.follow)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from daskstep.runs_view import show_list
+
+    return show_list(Workspace(args.workspace), args.json)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from daskstep.runs_view import show_status
+
+    return show_status(Workspace(args.workspace).find(args.run), args.json)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from daskstep.runs_view import parse_date, prune
+
+    before = None
+    if args.before is not None:
+        try:
+            before = parse_date(args.before)
+        except ValueError as e:
+            raise InputError([Problem("--before", str(e))]) from None
+    return prune(Workspace(args.workspace), args.keep, before, args.dry_run)
 
 
 def _cmd_sidecar(args: argparse.Namespace) -> int:
@@ -343,7 +446,8 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise InputError([Problem("--source", str(e))]) from None
     checkpoints = Path(args.checkpoints) if args.checkpoints else None
-    return logs_main(Path(args.workspace), args.source, checkpoints)
+    store = Path(args.store) if args.store else None
+    return logs_main(Path(args.workspace), args.source, checkpoints, store, args.stop_on_eof)
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
@@ -420,6 +524,9 @@ COMMANDS = {
     "gc": _cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": _cmd_logs,
+    "list": _cmd_list,
+    "status": _cmd_status,
+    "prune": _cmd_prune,
     "sidecar": _cmd_sidecar,
 }
 

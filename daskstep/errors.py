@@ -19,15 +19,18 @@ class Problem:
 
 
 class DaskstepError(Exception):
-    """Base of the errors the CLI turns into one line and an exit code."""
+    """Base of the errors the CLI turns into one line and an exit code; `reason` is the word
+    status.json records for a run that ended so."""
 
     exit_code = 1
+    reason = "Error"
 
 
 class InputError(DaskstepError):
     """Bad input from the user: one line per problem, exit 2, no traceback."""
 
     exit_code = 2
+    reason = "BadInput"
 
     def __init__(
         self, problems: list[Problem], source: str = "", warnings: list[Problem] | None = None
@@ -48,10 +51,12 @@ class ClusterError(DaskstepError):
     """The cluster could not be started or did not become usable."""
 
     exit_code = 69
+    reason = "ClusterFailed"
 
 
 class TooFewWorkers(ClusterError):
     exit_code = 75
+    reason = "TooFewWorkers"
 
 
 class SchedulerLost(ClusterError):
@@ -60,6 +65,14 @@ class SchedulerLost(ClusterError):
 
     exit_code = 71
     reason = "SchedulerLost"
+
+
+class InternalError(DaskstepError):
+    """Something daskstep did not expect (a bug, a library's own error): still a run that
+    failed, recorded as one."""
+
+    exit_code = 70
+    reason = "InternalError"
 
 
 class Cancelled(DaskstepError):

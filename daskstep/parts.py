@@ -56,6 +56,14 @@ class LogShipper(Protocol):
         """Drain what is left, then stop; idempotent."""
 
 
+class RunGuard(Protocol):
+    def start(self) -> None:
+        """From now on, a death of this process is recorded in the run's status."""
+
+    def let_go(self) -> None:
+        """The run recorded its own end."""
+
+
 def termination_log(status_file: Path) -> Path:
     """Where the step's termination message (at most 1 KiB) goes, beside its status file."""
     return status_file.with_suffix(".message")

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from daskstep.parts import StepSpec, entrypoint_options
+from daskstep.record import RunFolder
 from daskstep.secret_env import child_env
 
 LOG_DRAIN_TIMEOUT = 60.0
@@ -86,22 +87,26 @@ class LocalStepLauncher:
 
 
 class LocalLogShipper:
-    """`daskstep sidecar logs` as a child process: it fills the workspace's store."""
+    """`daskstep sidecar logs` as a child process: it fills the run's store. It is stopped by
+    closing its stdin, which it reads once it runs: a stop asked while it still starts (a step
+    of 0.1 s) waits for it there, where a SIGTERM would have killed it with nothing stored."""
 
-    def __init__(self, workspace: Path) -> None:
-        self.workspace = workspace
+    def __init__(self, record: RunFolder) -> None:
+        self.record = record
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, sources: list[str]) -> None:
-        argv = [sys.executable, "-m", "daskstep", "sidecar", "logs"]
-        argv += ["--workspace", str(self.workspace)]
+        argv = [sys.executable, "-m", "daskstep", "sidecar", "logs", "--stop-on-eof"]
+        argv += ["--workspace", str(self.record.workspace), "--store", str(self.record.logs)]
+        argv += ["--checkpoints", str(self.record.checkpoints)]
         for source in sources:
             argv += ["--source", source]
-        with open(self.workspace / ".daskstep" / "sidecar.log", "ab") as log:
+        self.record.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.record.folder / "sidecar.log", "ab") as log:
             self.proc = subprocess.Popen(
                 argv,
                 env=child_env(),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -112,10 +117,32 @@ class LocalLogShipper:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
         try:
             proc.wait(timeout=LOG_DRAIN_TIMEOUT)
         except subprocess.TimeoutExpired:
             say(f"warning: the log sidecar did not drain within {LOG_DRAIN_TIMEOUT:g} s")
             proc.kill()
             proc.wait()
+
+
+class StatusGuard:
+    """A reaper that marks the run failed (ControllerLost) if `daskstep run` dies before it
+    recorded the run's end: SIGKILL, the OOM killer, a closed terminal's SIGHUP."""
+
+    def __init__(self, record: RunFolder) -> None:
+        self.record = record
+        self.reaper: Any = None
+
+    def start(self) -> None:
+        from daskstep.backends.reaper import Reaper
+
+        self.reaper = Reaper(
+            "--status", str(self.record.status_file), "--store", str(self.record.logs)
+        )
+
+    def let_go(self) -> None:
+        if self.reaper is not None:
+            self.reaper.let_go()
+            self.reaper = None

@@ -54,3 +54,46 @@ def expand_parameters(command: str, parameters: dict[str, str]) -> tuple[str, li
             )
             messages[message] = None
     return template.safe_substitute(parameters), list(messages)
+
+
+def parse_parameter(text: str) -> tuple[str, str]:
+    """`-p NAME=VALUE`, as `reana-client start -p` takes it; ValueError says the form."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+        raise ValueError(f"{text!r} is not NAME=VALUE; write e.g. -p nevents=1000")
+    return name.strip(), value
+
+
+def override_parameters(document: object, given: dict[str, str]) -> list[str]:
+    """Put `-p NAME=VALUE` over the document's inputs.parameters, keeping each one's YAML type
+    (`-p nevents=1000` stays a number where the file wrote `nevents: 1000`: a CWL input or a
+    Snakemake config value cares). A name the file does not declare is refused, where REANA
+    drops it with a warning: a typo must not run the analysis with the old value."""
+    import yaml
+
+    if not given or not isinstance(document, dict):
+        return []
+    inputs = document.get("inputs")
+    declared = inputs.get("parameters") if isinstance(inputs, dict) else None
+    declared = declared if isinstance(declared, dict) else {}
+    problems = []
+    for name, value in given.items():
+        if name not in declared:
+            known = ", ".join(map(str, declared)) or "none"
+            problems.append(
+                f"{name}: not among inputs.parameters (declared: {known}); fix the name, "
+                "or declare it in the reana.yaml"
+            )
+            continue
+        old = declared[name]
+        typed: object = value
+        if isinstance(old, (bool, int, float)) and not isinstance(old, str):
+            typed = yaml.safe_load(value) if value.strip() else value
+            if type(typed) is not type(old) and not (
+                isinstance(old, float) and isinstance(typed, int)
+            ):
+                kind = type(old).__name__
+                problems.append(f"{name}: {value!r} is not a {kind}, as the reana.yaml's is")
+                continue
+        declared[name] = typed
+    return problems

@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from pathlib import Path
+import traceback
+from collections.abc import Callable
 
 from daskstep import progress
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
-from daskstep.errors import Cancelled, ClusterError, DaskstepError, SchedulerLost
-from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, placement
+from daskstep.errors import Cancelled, ClusterError, DaskstepError, InternalError, SchedulerLost
+from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import StepProgress, WaitProgress
+from daskstep.record import RunFolder, Workspace
 from daskstep.report import RunRecorder, write_report
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
@@ -40,7 +42,7 @@ class Run:
     def __init__(
         self,
         workflow: Workflow,
-        workspace: Path,
+        record: RunFolder,
         *,
         backend: ClusterBackend | None,
         launcher: StepLauncher,
@@ -48,18 +50,21 @@ class Run:
         credentials: Credentials | None = None,
         cancel: StopSignal | None = None,
         start_timeout: float = 300.0,
+        guard: RunGuard | None = None,
     ) -> None:
         self.workflow = workflow
-        self.workspace = workspace
+        self.record = record
+        self.workspace = record.workspace
         self.backend = backend
         self.launcher = launcher
         self.logs = logs
         self.credentials = credentials
         self.cancel = cancel or StopSignal()
         self.start_timeout = start_timeout
-        self.state = workspace / ".daskstep"
-        self.raw = self.state / "raw"  # what processes write; the log shipper fills the store
-        self.status = RunStatus(self.state / "status.json", workflow, backend)
+        self.guard = guard  # marks the run failed if this process dies before it ends
+        self.state = record.folder
+        self.raw = record.raw  # what processes write; the log shipper fills the store
+        self.status = RunStatus(record.status_file, workflow, backend, record.number)
         self.watch: SchedulerWatch | None = None
         self.recorder = RunRecorder()  # the workers' memory and CPU, for the report
         self.task_stream: list[dict] = []
@@ -74,7 +79,11 @@ class Run:
 
     def _execute(self) -> int:
         (self.raw / "workers").mkdir(parents=True, exist_ok=True)
+        if self.guard is not None:
+            self.guard.start()
         self.status.begin()
+        if self.record.number is not None:  # .daskstep/status.json, logs, ... name this run
+            Workspace(self.workspace).point_latest(self.record)
         try:
             self._start_logs()
             if self.credentials is not None and self.credentials.variables():
@@ -88,17 +97,32 @@ class Run:
         except Cancelled:
             pass
         except DaskstepError as e:
-            self.status.fail(str(e), e.exit_code, getattr(e, "reason", None))
-            self.cluster_failed = isinstance(e, ClusterError)
-            if isinstance(e, SchedulerLost):  # one event too, like the workers' losses
-                self.status.event("scheduler", "lost", str(e))
-                self._job_log(f"daskstep: error: {e}")
-            say(f"error: {e}")
+            self._fail(e)
+        except Exception as e:  # a bug, or a library's own error: still a run that failed
+            self._fail(InternalError(f"{type(e).__name__}: {e}"), traceback.format_exc())
         finally:
             self._teardown()
         self._write_report()
         self._report_outputs()
+        if self.guard is not None:
+            self.guard.let_go()  # the run is recorded: nothing left for it to mark
         return self.status.exit_code
+
+    def _fail(self, e: DaskstepError, details: str = "") -> None:
+        """The run's failure: first on the terminal, in status.json with its reason; what
+        goes wrong in teardown afterwards is only a warning."""
+        self.status.fail(str(e), e.exit_code, e.reason)
+        self.cluster_failed = isinstance(e, ClusterError)
+        if isinstance(e, SchedulerLost):  # one event too, like the workers' losses
+            self.status.event("scheduler", "lost", str(e))
+            self._job_log(f"daskstep: error: {e}")
+        if details:
+            where = self.state / "error.log"
+            with contextlib.suppress(OSError):
+                where.write_text(details)
+            say(f"error: {e} (an internal error; its traceback is in {where})")
+        else:
+            say(f"error: {e}")
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -110,7 +134,7 @@ class Run:
         if self.workflow.type != "serial":  # cwltool's or snakemake's own output
             sources.append(f"engine={self.raw / 'engine.log*'}")
         if self.backend is not None:
-            sources += self.backend.log_sources(self.workspace)
+            sources += self.backend.log_sources(self.record)
         self.logs.start(sources)
         self._check_cancel()
 
@@ -134,7 +158,7 @@ class Run:
         spec = ClusterSpec.from_dask(self.workflow.dask, environment, folders)
         backend.on_event = self._cluster_event
         t = time.monotonic()
-        handle = backend.start(spec, self.workspace, cancel=self.cancel)
+        handle = backend.start(spec, self.record, cancel=self.cancel)
         self.status.cluster_started(handle)
         self._check_cancel()
         with WaitProgress("waiting for workers", spec.workers) as progress:
@@ -189,7 +213,7 @@ class Run:
             index=index,
             name=step.name,
             commands=step.commands,
-            status_file=self.state / "steps" / f"{index + 1:02d}-{step.name}.json",
+            status_file=self.record.step_status(index, step.name),
             scheduler=scheduler,
             image=step.environment,
             wait_files=tuple(self.credentials.files()) if self.credentials else (),
@@ -230,7 +254,7 @@ class Run:
         from daskstep.engines.steps import EngineStep
 
         self._check_cancel()
-        engine = EngineStep(self.workflow, self.workspace, self.status, say)
+        engine = EngineStep(self.workflow, self.record, self.status, say)
         versions = "off" if self.backend and self.backend.shares_step_environment else "warn"
         credentials = self.credentials.step_environment() if self.credentials else {}
         spec = StepSpec(
@@ -289,24 +313,40 @@ class Run:
     def _teardown(self) -> None:
         """Steps have ended by now; then the cluster, the credentials, the log drain (the
         cluster's stopped containers are removed only after it), and the final status. A signal
-        meanwhile only sets the cancel event: teardown goes on."""
+        meanwhile only sets the cancel event: teardown goes on. A part that fails is a warning:
+        the parts after it still run, and the run's status is written whatever happens."""
+        parts: list[tuple[str, Callable[[], object]]] = []
         if self.backend is not None:
-            if self.watch is not None and not self.cluster_failed:  # what ran, before it goes
-                self._ask_task_stream()
-            t = time.monotonic()
-            self.status.cluster_details(self.backend.status())
-            self.backend.stop()
-            self.status.cluster["stop_seconds"] = round(time.monotonic() - t, 3)
+            parts.append(("stopping the cluster", self._stop_cluster))
         if self.credentials is not None:
-            self.credentials.stop()
-        self.logs.stop()
+            parts.append(("stopping the credential sidecars", self.credentials.stop))
+        parts.append(("draining the logs", self.logs.stop))
         if self.backend is not None:
-            self.backend.release()
-        if self.cancel.is_set():
-            signum = self.cancel.signum or signal.SIGTERM
-            self.status.cancel(signum)
-            say(f"cancelled by {signal.Signals(signum).name}; the cluster is stopped")
-        self.status.finish()
+            parts.append(("removing the cluster", self.backend.release))
+        try:
+            for what, part in parts:
+                try:
+                    part()
+                except Exception as e:
+                    say(f"warning: {what}: {e}")
+            if self.cancel.is_set():
+                signum = self.cancel.signum or signal.SIGTERM
+                self.status.cancel(signum)
+                say(f"cancelled by {signal.Signals(signum).name}; the cluster is stopped")
+        finally:
+            self.status.finish()
+
+    def _stop_cluster(self) -> None:
+        assert self.backend is not None
+        if self.watch is not None and not self.cluster_failed:  # what ran, before it goes
+            self._ask_task_stream()
+        t = time.monotonic()
+        with contextlib.suppress(Exception):  # the scheduler's words are for the report only
+            self.status.cluster_details(self.backend.status())
+        try:
+            self.backend.stop()
+        finally:
+            self.status.cluster_stopped(time.monotonic() - t)
 
     def _write_report(self) -> None:
         """After every run, failed ones too; a report that cannot be drawn is one warning,

@@ -422,11 +422,19 @@ def check(
     return (None if r.errors() else workflow), r.problems
 
 
-def load_workflow(path: str | Path, limits: Limits) -> tuple[Workflow, list[Problem]]:
-    """Parse and check the file; raise InputError with every error, else return the warnings."""
+def load_workflow(
+    path: str | Path, limits: Limits, parameters: dict[str, str] | None = None
+) -> tuple[Workflow, list[Problem]]:
+    """Parse and check the file, with `parameters` (`-p NAME=VALUE`) over its
+    inputs.parameters; raise InputError with every error, else return the warnings."""
+    from daskstep.reana import override_parameters
+
     document, problems = read_yaml(path)
     if problems:
         raise InputError(problems, source=str(path))
+    wrong = override_parameters(document, parameters or {})
+    if wrong:
+        raise InputError([Problem("--parameter", message) for message in wrong])
     workflow, problems = check(document, limits, Path(path))
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity != "error"]

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daskstep.backends.procutil import controller_mark
 from entrypoint.reporter import atomic_write, iso
 
 
 class RunStatus:
-    def __init__(self, path: Path, workflow: Any, backend: Any) -> None:
+    def __init__(self, path: Path, workflow: Any, backend: Any, number: int | None = None) -> None:
         self.path = path
+        self.number = number  # the run's number in its workspace
         self.started = time.time()
         self.exit_code = 0
         self.state = "pending"
@@ -39,19 +41,23 @@ class RunStatus:
         self.engine: dict[str, Any] = {}  # a cwl or snakemake workflow's engine (engines/)
         self._writing = threading.Lock()  # events come from the backend's watcher threads
         self._step_clock: dict[int, float] = {}
-        self.workflow_path = str(workflow.path)
+        # absolute: `daskstep test` finds it from any folder
+        self.workflow_path = str(Path(workflow.path).absolute())
+        self.controller = controller_mark()  # host:pid: a reader can tell a dead run
         self.finished: float | None = None
         self.reason = ""
 
     def document(self) -> dict[str, Any]:
         end = self.finished or time.time()
         doc: dict[str, Any] = {
+            "run": self.number,
             "status": self.state,
             "exit_code": self.exit_code if self.finished else None,
             "workflow": self.workflow_path,
             "started_at": iso(self.started),
             "finished_at": iso(self.finished) if self.finished else None,
             "duration_seconds": round(end - self.started, 3),
+            "controller": self.controller,
             "cluster": self.cluster,
             "steps": self.steps,
         }
@@ -94,6 +100,9 @@ class RunStatus:
         self.cluster.update(workers_ready=workers, start_seconds=round(seconds, 3))
         self.write()
 
+    def cluster_stopped(self, seconds: float) -> None:
+        self.cluster["stop_seconds"] = round(seconds, 3)
+
     def cluster_details(self, details: dict[str, Any]) -> None:
         """What the backend knows of its own (a run id, batch job ids, pids)."""
         self.cluster.update({k: v for k, v in details.items() if k not in self.cluster})
@@ -128,6 +137,7 @@ class RunStatus:
         if code != 0 and self.exit_code == 0:
             self.exit_code = code
             self.state = "failed"
+            self.reason = self.reason or ("Cancelled" if cancelled else "StepFailed")
         self.write()
 
     def add_step(self, entry: dict[str, Any]) -> int:
@@ -149,6 +159,7 @@ class RunStatus:
 
     def cancel(self, signum: int) -> None:
         self.state = "cancelled"
+        self.reason = "Cancelled"
         self.message = f"cancelled by {signal.Signals(signum).name}"
         self.exit_code = 128 + signum
         for entry in self.steps:

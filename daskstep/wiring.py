@@ -18,7 +18,8 @@ from daskstep.engines.steps import check_engine, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
-from daskstep.processes import LocalLogShipper, LocalStepLauncher
+from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
+from daskstep.record import RunFolder, Workspace
 from daskstep.run import Run
 from daskstep.secret_env import forget_secret_variables, handed_over
 from daskstep.spec import STEPS_PATH, Workflow
@@ -53,33 +54,35 @@ def prepare_run(
     found = Secrets.locate(secrets, {**os.environ, **handed_over()})
     forget_secret_variables()
     workspace = prepare_workspace(workspace)
-    raw = workspace / ".daskstep" / "raw"
     if cluster is not None and cluster.name == "docker":
         cluster.client, images = _checked_images(workflow, allow_version_mismatch)  # type: ignore[attr-defined]
-    credentials = Credentials.for_run(
-        workflow.needs_kerberos,
-        workflow.needs_voms_proxy,
-        found,
-        logs=workspace / ".daskstep" / "sidecars",
-        shared=systems[backend].site.shared_directory if backend in systems else None,
-        tls=_run_id(cluster) if tls and cluster is not None else None,
-    )
-    if cluster is not None and credentials is not None:
-        cluster.tls = credentials.tls
+    record = Workspace(workspace).new_run()
+    credentials = None
     try:
+        credentials = Credentials.for_run(
+            workflow.needs_kerberos,
+            workflow.needs_voms_proxy,
+            found,
+            logs=record.sidecars,
+            shared=systems[backend].site.shared_directory if backend in systems else None,
+            tls=_run_id(cluster) if tls and cluster is not None else None,
+        )
+        if cluster is not None and credentials is not None:
+            cluster.tls = credentials.tls
         stage_inputs(workflow, workspace)
         if engine:
             stage_engine_files(workflow, workspace)
         launcher: StepLauncher = LocalStepLauncher(
-            workspace, raw / ("engine.log" if engine else "job.log")
+            workspace, record.raw / ("engine.log" if engine else "job.log")
         )
         if cluster is not None and cluster.name == "docker":
-            launcher = _docker_launcher(cluster, workflow, workspace, credentials, images)
+            launcher = _docker_launcher(cluster, workflow, record, credentials, images)
         if any(step.compute_backend in COMPUTE_BACKEND for step in workflow.steps):
-            launcher = _batch_launcher(systems, launcher, cluster, workspace)
+            launcher = _batch_launcher(systems, launcher, cluster, record)
     except BaseException:
         if credentials is not None:
             credentials.stop()  # nothing started yet: this removes the private folder
+        Workspace(workspace).remove(record)  # bad input starts nothing, and records nothing
         raise
     if cluster is None:
         say("the workflow asks for no Dask cluster; running the steps without one")
@@ -90,12 +93,13 @@ def prepare_run(
         )
     return Run(
         workflow,
-        workspace,
+        record,
         backend=cluster,
         launcher=launcher,
-        logs=LocalLogShipper(workspace),
+        logs=LocalLogShipper(record),
         credentials=credentials,
         start_timeout=start_timeout,
+        guard=StatusGuard(record),
     )
 
 
@@ -149,19 +153,19 @@ def batch_systems(workflow: Workflow, backend: str, site: str | None) -> dict[st
 
 
 def _batch_launcher(
-    systems: dict[str, Any], other: StepLauncher, cluster: ClusterBackend | None, workspace: Path
+    systems: dict[str, Any],
+    other: StepLauncher,
+    cluster: ClusterBackend | None,
+    record: RunFolder,
 ) -> StepLauncher:
     from daskstep.batch.steps import BatchStepLauncher
     from daskstep.containers import new_run_id
     from daskstep.pack import pack
 
-    state = workspace / ".daskstep"
-    state.mkdir(parents=True, exist_ok=True)
     by_word = {word: systems[name] for word, name in COMPUTE_BACKEND.items() if name in systems}
     run_id = getattr(cluster, "run_id", None) or new_run_id()
-    entrypoint = pack(state / "entrypoint.pyz")
-    job_log = state / "raw" / "job.log"
-    return BatchStepLauncher(by_word, other, run_id, workspace, entrypoint, job_log)
+    entrypoint = pack(record.folder / "entrypoint.pyz")
+    return BatchStepLauncher(by_word, other, run_id, record, entrypoint)
 
 
 def _checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:
@@ -209,7 +213,7 @@ def _checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict
 def _docker_launcher(
     cluster: ClusterBackend,
     workflow: Workflow,
-    workspace: Path,
+    record: RunFolder,
     credentials: Credentials | None,
     images: dict[str, dict],
 ) -> StepLauncher:
@@ -217,14 +221,12 @@ def _docker_launcher(
     from daskstep.pack import pack
 
     assert workflow.dask is not None
-    state = workspace / ".daskstep"
-    state.mkdir(parents=True, exist_ok=True)
     return DockerStepLauncher(
         cluster.client,  # type: ignore[attr-defined]
         cluster.run_id,  # type: ignore[attr-defined]
-        workspace,
-        pack(state / "entrypoint.pyz"),
-        state / "raw" / "job.log",
+        record.workspace,
+        pack(record.folder / "entrypoint.pyz"),
+        record.raw / "job.log",
         default_image=workflow.dask.image,
         credentials=credentials.folder if credentials else None,
     )
@@ -261,13 +263,15 @@ def _kubernetes_run(
     forget_secret_variables()
     workspace = prepare_workspace(workspace)
     stage_inputs(workflow, workspace)
+    record = Workspace(workspace).new_run()
     cluster = KubernetesBackend(api, options, workflow, reana_yaml, reaper=True)
     say(f"run {options.run_id} in namespace {options.namespace}")
     return Run(
         workflow,
-        workspace,
+        record,
         backend=cluster,
         launcher=KubernetesStepLauncher(api, cluster, workflow),
-        logs=LocalLogShipper(workspace),
+        logs=LocalLogShipper(record),
         start_timeout=start_timeout,
+        guard=StatusGuard(record),
     )

@@ -1,15 +1,21 @@
 """`daskstep sidecar logs`: ship job, scheduler and worker logs into the store, live, exactly once.
 
 The loop: each source moves what it has into the store; the store is synced; only then are the
-sources' positions checkpointed. On SIGTERM it drains what is left, flushes lines still waiting
-for their newline, and exits 0.
+sources' positions checkpointed. On SIGTERM (or, with `--stop-on-eof`, when its stdin closes) it
+drains what is left, flushes lines still waiting for their newline, and exits 0.
+
+`daskstep run` stops it by closing its stdin, not by a signal: a run whose step takes 0.1 s
+asks for the stop while this process is still importing, before any handler exists, and a
+SIGTERM then killed it with nothing stored. A closed pipe waits until we read it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +171,50 @@ def take_the_store(folder: Path, stop: StopSignal, poll: float = 0.2) -> int | N
             return None
 
 
-def main(workspace: Path, specs: list[str], checkpoint_file: Path | None = None) -> int:
+def store_in_use(folder: Path) -> bool:
+    """Whether a log sidecar holds the store's writer lock now (it does until it exits)."""
+    try:
+        fd = os.open(folder / ".writer.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def stop_on_eof(stop: StopSignal) -> None:
+    """Set `stop` once stdin closes: the controller holds the pipe's other end, and closes it
+    to stop us (or dies, which closes it too)."""
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(sys.stdin.fileno(), 4096):
+                pass
+        stop.set()
+
+    threading.Thread(target=read, daemon=True, name="stop-on-eof").start()
+
+
+def main(
+    workspace: Path,
+    specs: list[str],
+    checkpoint_file: Path | None = None,
+    store_folder: Path | None = None,
+    eof_stops: bool = False,
+) -> int:
     stop = StopSignal().install()
+    if eof_stops:
+        stop_on_eof(stop)
     follow_run()  # started by `daskstep run`: drain and go if it dies
-    if take_the_store(Path(workspace) / ".daskstep" / "logs", stop) is None:
+    folder = store_folder or Path(workspace) / ".daskstep" / "logs"
+    if take_the_store(folder, stop) is None:
         return 0
-    store = LogStore(Path(workspace) / ".daskstep" / "logs")
-    checkpoints = Checkpoints(
-        checkpoint_file or Path(workspace) / ".daskstep" / "log-checkpoints.json"
-    )
+    store = LogStore(folder)
+    checkpoints = Checkpoints(checkpoint_file or folder.parent / "log-checkpoints.json")
     try:
         sources = build_sources([parse_source(s) for s in specs])
     except Exception as e:  # no Docker engine, no kubeconfig: one line, not a traceback

@@ -1,8 +1,9 @@
 """`daskstep sidecar reaper --label daskstep.run=ID` (Docker), `--kubernetes NS/ROOT`,
-`--slurm RUN` / `--htcondor RUN`, or `--folder PATH`: removes a run's containers, deletes its
-root object (which owns everything else of the run), cancels its batch jobs, or removes its
-private folder (TLS keys, credentials), as soon as the run's controller is gone, as
-testcontainers' reaper (Ryuk) does.
+`--slurm RUN` / `--htcondor RUN`, `--folder PATH`, or `--status FILE`: removes a run's
+containers, deletes its root object (which owns everything else of the run), cancels its batch
+jobs, removes its private folder (TLS keys, credentials), or records the run as failed
+(`ControllerLost`), as soon as the run's controller is gone, as testcontainers' reaper (Ryuk)
+does.
 
 The controller holds our stdin open. EOF (it exited or was killed, however), SIGTERM, or the
 kernel's parent-death signal: we remove what is the run's, and exit 0. A normal run removes it
@@ -12,14 +13,19 @@ itself first, so we find nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
+from entrypoint.reporter import atomic_write, iso
 from sidecar.lifecycle import StopSignal, follow_run
 
 EXIT_UNAVAILABLE = 69
+DRAIN_SECONDS = 30.0  # how long a dead run's log sidecar may drain before the run is marked
 
 
 def _read_until_eof(stop: StopSignal) -> None:
@@ -45,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--slurm", metavar="RUN", help="the run's Slurm jobs (named RUN)")
     which.add_argument("--htcondor", metavar="RUN", help="the run's HTCondor jobs (DaskstepRun)")
     which.add_argument("--folder", metavar="PATH", help="the run's private folder (its keys)")
+    which.add_argument("--status", metavar="FILE", help="the run's status.json: mark it failed")
+    parser.add_argument(
+        "--store", metavar="DIR", help="with --status: the run's log store, drained first"
+    )
     args = parser.parse_args(argv)
     if args.folder:
         return _reap_folder(args.folder)
+    if args.status:
+        return _mark_lost(Path(args.status), Path(args.store) if args.store else None)
     if args.slurm or args.htcondor:
         return _reap_batch(args.slurm, args.htcondor)
     if args.kubernetes:
@@ -90,6 +102,72 @@ def _reap_folder(path: str) -> int:
     shutil.rmtree(path, ignore_errors=True)
     print(f"reaper: removed {path}", flush=True)
     return 0
+
+
+def _mark_lost(status: Path, store: Path | None) -> int:
+    """A run whose controller died without recording its end is failed, not running for
+    ever. The log sidecar drains first (it holds the store's lock until it exits, which it
+    does when the controller dies), so whoever follows the logs sees every line before the
+    end."""
+    stop = StopSignal().install()
+    follow_run()
+    _until_the_controller_goes(stop, str(status))
+    if store is not None:
+        _wait_for_the_store(store, DRAIN_SECONDS)
+    if mark_controller_lost(status):
+        print(f"reaper: marked {status} failed: ControllerLost", flush=True)
+    return 0
+
+
+def _wait_for_the_store(store: Path, seconds: float) -> None:
+    """Until no log sidecar holds the store's writer lock, or `seconds` pass."""
+    from sidecar.logs import store_in_use
+
+    deadline = time.monotonic() + seconds
+    while store_in_use(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def mark_controller_lost(path: Path, now: float | None = None) -> bool:
+    """Record in a run's status.json that its controller died before the run ended: the run
+    and its running steps failed (a step's own exit code, when its entrypoint wrote one),
+    the steps not begun skipped. Whether it changed anything: an ended run is left alone."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or doc.get("status") not in ("pending", "running"):
+        return False
+    now = time.time() if now is None else now
+    controller = doc.get("controller") or "daskstep run"
+    doc.update(
+        status="failed",
+        reason="ControllerLost",
+        message=f"the controller ({controller}) died before the run ended",
+        finished_at=iso(now),
+    )
+    steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        if step.get("status") == "running":
+            step.update(status="failed", reason="ControllerLost", finished_at=iso(now))
+            own = _step_status(path.parent / "steps", index, str(step.get("name")))
+            if isinstance(own.get("exit_code"), int):  # its entrypoint outlived us a moment
+                step.update(exit_code=own["exit_code"], reason=own.get("reason") or "Error")
+        elif step.get("status") == "pending":
+            step["status"] = "skipped"
+    atomic_write(str(path), json.dumps(doc, indent=2) + "\n")
+    return True
+
+
+def _step_status(folder: Path, index: int, name: str) -> dict:
+    """What step `index`'s entrypoint wrote (daskstep.record's `NN-<name>.json`), or {}."""
+    try:
+        doc = json.loads((folder / f"{index + 1:02d}-{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _reap_batch(slurm: str | None, htcondor: str | None) -> int:

@@ -18,6 +18,7 @@ import daskstep.kube.steps
 from daskstep.backends.kubernetes import KubernetesBackend
 from daskstep.kube.objects import KubeOptions
 from daskstep.kube.steps import KubernetesStepLauncher
+from daskstep.record import Workspace
 from daskstep.run import Run
 
 
@@ -168,7 +169,7 @@ def run_on(server: FakeKubeServer, tmp_path: Path, timeout: float = 5.0) -> tupl
     backend.poll_interval = 0.01
     run = Run(
         workflow,
-        tmp_path,
+        Workspace(tmp_path).new_run(),
         backend=backend,
         launcher=KubernetesStepLauncher(server, backend, workflow),
         logs=FakeLogShipper(server.log),
@@ -198,7 +199,7 @@ def test_the_happy_path_creates_in_order_runs_each_step_and_deletes_the_root(tmp
     root_uid = "uid-1"
     assert server.owners.pop(("ConfigMap", "ds-1")) == []
     assert set(map(tuple, server.owners.values())) == {(root_uid,)}
-    assert server.log[0] == "logs start job=" + str(tmp_path / ".daskstep/raw/job.log*") + (
+    assert server.log[0] == "logs start job=" + str(tmp_path / ".daskstep/runs/1/raw/job.log*") + (
         " kubernetes:ns/daskstep.io/run=ds-1"
     )
     assert server.objects == {}, "the root's deletion took everything with it"

@@ -30,6 +30,7 @@ from rich.console import Console
 from daskstep import progress
 from daskstep import run as run_module
 from daskstep.progress import StepProgress, WaitProgress, say
+from daskstep.record import Workspace
 
 ESCAPE = "\x1b["
 
@@ -290,7 +291,7 @@ def loop_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler, reachab
     events: list[str] = []
     return run_module.Run(
         workflow(tmp_path, ["fit"]),
-        tmp_path,
+        Workspace(tmp_path).new_run(),
         backend=Backend(events),
         launcher=Launcher(waits=60),
         logs=FakeLogs(events),

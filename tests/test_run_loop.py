@@ -15,6 +15,7 @@ from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
 from daskstep.errors import ClusterError
 from daskstep.limits import load_limits
 from daskstep.parts import StepSpec
+from daskstep.record import Workspace
 from daskstep.run import Run
 from daskstep.spec import check
 from sidecar.lifecycle import StopSignal
@@ -145,7 +146,7 @@ def make_run(tmp_path, steps, codes=None, credentials=False, **backend_options):
     launcher = FakeLauncher(events, codes or {}, cancel)
     run = Run(
         workflow(tmp_path, steps),
-        tmp_path,
+        Workspace(tmp_path).new_run(),
         backend=FakeBackend(events, **backend_options),
         launcher=launcher,
         logs=FakeLogs(events),
@@ -195,7 +196,7 @@ def test_steps_run_in_order_then_teardown_in_reverse(tmp_path: Path) -> None:
         "KRB5CCNAME": "FILE:/private/krb5cc",
         "DASKSTEP_TLS_DIR": "/private/tls",
     }
-    assert run.logs.sources == [f"job={tmp_path}/.daskstep/raw/job.log*"]
+    assert run.logs.sources == [f"job={tmp_path}/.daskstep/runs/1/raw/job.log*"]
     doc = status(tmp_path)
     assert doc["status"] == "finished" and doc["exit_code"] == 0
     assert [s["status"] for s in doc["steps"]] == ["finished", "finished"]

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import dask.config
 
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
+from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
 
@@ -140,20 +141,25 @@ class ClusterBackend(ABC):
         return rpc(self._address(), timeout=timeout, connection_args=self.connection_args())
 
     def start(
-        self, spec: ClusterSpec, workspace: Path, cancel: StopSignal | None = None
+        self, spec: ClusterSpec, run: RunFolder | Path, cancel: StopSignal | None = None
     ) -> ClusterHandle:
-        """Start the cluster; whatever fails half-way, nothing is left running. Waits inside a
-        backend's `_start` call `check_cancel()`."""
+        """Start the cluster for `run` (its folder, or a bare workspace); whatever fails
+        half-way, nothing is left running, and the failure that stopped the start is the one
+        raised: one in the stop that follows is only a warning. Waits inside a backend's
+        `_start` call `check_cancel()`."""
         self.cancel = cancel
         try:
-            self.handle = self._start(spec, Path(workspace))
+            self.handle = self._start(spec, RunFolder.of(run))
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            except Exception as e:
+                print(f"warning: stopping what had started: {e}", file=sys.stderr, flush=True)
             raise
         return self.handle
 
     @abstractmethod
-    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle: ...
+    def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle: ...
 
     def report(self, component: str, what: str, why: str) -> None:
         """Something happened to the cluster: to the run's watcher (terminal, job log and
@@ -179,7 +185,7 @@ class ClusterBackend(ABC):
     def check_alive(self) -> None:
         """Raise ClusterError when the cluster died, so nobody waits for a corpse."""
 
-    def log_sources(self, workspace: Path) -> list[str]:
+    def log_sources(self, run: RunFolder) -> list[str]:
         """What the log sidecar ships into the store, as its `--source` forms."""
         return []
 

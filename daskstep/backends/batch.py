@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
-from daskstep.backends.local import LocalBackend, raw_logs
+from daskstep.backends.local import LocalBackend
 from daskstep.backends.reaper import Reaper
 from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.containers import new_run_id
 from daskstep.errors import ClusterError, TooFewWorkers
+from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
 QUEUE_POLL_SECONDS = 1.0  # how often the queue is asked about the workers' jobs
@@ -53,18 +54,18 @@ class BatchBackend(ClusterBackend):
         # Workers run the site's Python; without one, they run ours (dask-jobqueue's default)
         self.shares_step_environment = site.python is None  # type: ignore[misc]
 
-    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+    def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
         """The worker jobs go in while the scheduler process starts (0.3 s): they find it
         through the scheduler file, written in the shared workspace once it listens."""
         if self.reaper:  # before the first job exists: from here on, a SIGKILL cannot leak it
             self._reaper = Reaper(f"--{self.system.name}", self.run_id)
-        self.scheduler_file = (workspace / ".daskstep" / "scheduler.json").resolve()
+        self.scheduler_file = (run.folder / "scheduler.json").resolve()
         self.scheduler_file.unlink(missing_ok=True)  # a dead run's would mislead the workers
         self.scheduler.scheduler_file = self.scheduler_file
         self.scheduler.cancel = self.cancel
         self.scheduler.tls = self.tls
-        self.scheduler.launch(dataclasses.replace(spec, workers=0), workspace)
-        logs = raw_logs(workspace) / "workers"
+        self.scheduler.launch(dataclasses.replace(spec, workers=0), run)
+        logs = run.raw / "workers"
         logs.mkdir(parents=True, exist_ok=True)
         jobs = {
             f"worker-{i}": self.system.worker_job(
@@ -143,8 +144,8 @@ class BatchBackend(ClusterBackend):
         why += f": {state.reason}" if state.reason else ""
         self.report(name, f"its {self.system.name} job {job_id} ended", why)
 
-    def log_sources(self, workspace: Path) -> list[str]:
-        return self.scheduler.log_sources(workspace)
+    def log_sources(self, run: RunFolder) -> list[str]:
+        return self.scheduler.log_sources(run)
 
     def status(self) -> dict[str, Any]:
         return {

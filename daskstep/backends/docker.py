@@ -49,6 +49,7 @@ from daskstep.containers import (
     user_options,
 )
 from daskstep.errors import ClusterError, SchedulerLost
+from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
@@ -81,7 +82,7 @@ class DockerBackend(ClusterBackend):
         self._answered = False
 
     # -- start ----------------------------------------------------------------------------------
-    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+    def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
         """All containers at once: the scheduler on ports chosen here, so the workers need not
         wait for it to say where it listens (they retry until it does)."""
         from daskstep.images import docker_client, local_image
@@ -96,7 +97,7 @@ class DockerBackend(ClusterBackend):
         address = f"{'tls' if self.tls else 'tcp'}://{self.host}:{port}"
         self.http = f"http://{self.host}:{http_port}"
         self._watch_events()
-        common = self._container_options(spec, workspace)
+        common = self._container_options(spec, run.workspace)
         before, after = nanny_environment(spec.environment)
         nanny_env = {**before, **after}
         tls = self.tls.cli_options() if self.tls else []  # its folder is mounted where it is
@@ -265,7 +266,7 @@ class DockerBackend(ClusterBackend):
             self._reaper.let_go()
             self._reaper = None
 
-    def log_sources(self, workspace: Path) -> list[str]:
+    def log_sources(self, run: RunFolder) -> list[str]:
         return [f"docker:{RUN_LABEL}={self.run_id}"]
 
     def status(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
@@ -23,6 +22,7 @@ from daskstep.kube.objects import DASK_CLUSTER_LABEL, RUN_LABEL, KubeOptions, bu
 from daskstep.kube.podwatch import PodWatch
 from daskstep.kube.readiness import wait_running
 from daskstep.kube.render import cluster_objects
+from daskstep.record import RunFolder
 from daskstep.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
@@ -54,7 +54,7 @@ class KubernetesBackend(ClusterBackend):
         self._pods = PodWatch()  # what check_alive said about the pods
         self._scheduler_lost: str | None = None
 
-    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
+    def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
         if self.reaper:  # before the root exists: from here on, a SIGKILL cannot leak it
             self._reaper = Reaper(
                 "--kubernetes", f"{self.options.namespace}/{self.options.root_name}"
@@ -111,7 +111,7 @@ class KubernetesBackend(ClusterBackend):
         if self._scheduler_lost is not None:
             raise SchedulerLost(self._scheduler_lost)
 
-    def log_sources(self, workspace: Path) -> list[str]:
+    def log_sources(self, run: RunFolder) -> list[str]:
         return [f"kubernetes:{self.options.namespace}/{RUN_LABEL}={self.options.run_id}"]
 
     def status(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from dask.utils import format_bytes
 from daskstep.backends import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
 from daskstep.errors import ClusterError, SchedulerLost
+from daskstep.record import RunFolder
 
 SCHEDULER_START_TIMEOUT = 60.0
 
@@ -34,11 +35,6 @@ def exit_words(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
-
-
-def raw_logs(workspace: Path) -> Path:
-    """Where the processes write; the log sidecar copies from here into the store."""
-    return Path(workspace) / ".daskstep" / "raw"
 
 
 class LocalBackend(ClusterBackend):
@@ -65,17 +61,16 @@ class LocalBackend(ClusterBackend):
         self._log_dir: Path | None = None
         self._launcher_log: Path | None = None
 
-    def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
-        self.launch(spec, workspace)
+    def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
+        self.launch(spec, run)
         return self.await_scheduler()
 
-    def launch(self, spec: ClusterSpec, workspace: Path) -> None:
+    def launch(self, spec: ClusterSpec, run: RunFolder) -> None:
         """Start the launcher without waiting for it: a batch backend submits its worker jobs
         meanwhile (they wait for the scheduler file)."""
-        state = workspace / ".daskstep"
-        self._log_dir = raw_logs(workspace)
+        self._log_dir = run.raw  # where the processes write; the log sidecar reads it
         (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
-        self._launcher_log = state / "launcher.log"
+        self._launcher_log = run.folder / "launcher.log"
         # The workers fork from the launcher: what must be there before a worker starts is
         # in the launcher's environment from its exec on, the rest is set in each worker.
         before, after = nanny_environment(spec.environment)
@@ -97,7 +92,7 @@ class LocalBackend(ClusterBackend):
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
-                cwd=workspace,
+                cwd=run.workspace,
                 env={**os.environ, **before},
             )
         assert self._proc.stdin is not None
@@ -223,8 +218,8 @@ class LocalBackend(ClusterBackend):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
-    def log_sources(self, workspace: Path) -> list[str]:
-        raw = raw_logs(workspace)
+    def log_sources(self, run: RunFolder) -> list[str]:
+        raw = run.raw
         return [f"scheduler={raw / 'scheduler.log*'}", f"worker={raw / 'workers' / '*.log*'}"]
 
     def status(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from daskstep.batch.systems import BatchSystem, QueueWatch
 from daskstep.parts import StepLauncher, StepSpec, entrypoint_options
+from daskstep.record import RunFolder
 
 QUEUE_POLL_SECONDS = 0.5
 
@@ -93,22 +94,22 @@ class BatchStepLauncher:
         systems: dict[str, BatchSystem],
         other: StepLauncher,
         run_id: str,
-        workspace: Path,
+        record: RunFolder,
         entrypoint: Path,
-        job_log: Path,
     ) -> None:
         self.systems = systems  # compute_backend -> system
         self.other = other
         self.run_id = run_id
-        self.workspace = workspace
+        self.record = record
+        self.workspace = record.workspace
         self.entrypoint = entrypoint
-        self.job_log = job_log
+        self.job_log = record.raw / "job.log"
 
     def start(self, step: StepSpec) -> Any:
         system = self.systems.get(step.compute_backend or "")
         if system is None:
             return self.other.start(step)
-        output = self.workspace / ".daskstep" / "raw" / "steps" / f"{step.status_file.stem}.out"
+        output = self.record.raw / "steps" / f"{step.status_file.stem}.out"
         output.parent.mkdir(parents=True, exist_ok=True)
         output.unlink(missing_ok=True)
         python = system.site.python or sys.executable

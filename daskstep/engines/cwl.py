@@ -105,8 +105,10 @@ def job_order(workspace: Path, parameters: dict[str, Any], folder: Path) -> list
     return ["--basedir", str(basedir), str(path)]
 
 
-def cwltool_arguments(workspace: Path, file: Path, parameters: dict[str, Any]) -> list[str]:
-    folder = workspace / ".daskstep" / "engine" / "cwl"
+def cwltool_arguments(
+    workspace: Path, file: Path, parameters: dict[str, Any], engine: Path
+) -> list[str]:
+    folder = engine / "cwl"
     folder.mkdir(parents=True, exist_ok=True)
     argv = ["--no-container", "--preserve-entire-environment", "--disable-color"]
     argv += ["--outdir", str(workspace / "outputs")]
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     loading = LoadingContext()
     loading.construct_tool_object = make_tool
     os.chdir(args.workspace)
-    arguments = cwltool_arguments(args.workspace, args.file, parameters)
+    arguments = cwltool_arguments(args.workspace, args.file, parameters, args.folder)
     print(f"daskstep: cwltool {' '.join(arguments)}", file=sys.stderr, flush=True)
     return cwltool(argsl=arguments, loadingContext=loading, stdout=EndsLines(sys.stdout))
 

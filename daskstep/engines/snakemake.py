@@ -78,9 +78,10 @@ def write_shells(rules: list[str], folder: Path) -> dict[str, Path]:
     return shells
 
 
-def snakemake_arguments(workspace: Path, file: Path, parameters: dict[str, Any]) -> list[str]:
+def snakemake_arguments(
+    workspace: Path, file: Path, parameters: dict[str, Any], folder: Path
+) -> list[str]:
     """Everything but the shells: the same for listing the rules and for running them."""
-    folder = workspace / ".daskstep" / "engine"
     folder.mkdir(parents=True, exist_ok=True)
     argv = ["--snakefile", str(file), "--directory", str(workspace)]
     argv += ["--cores", "1", "--printshellcmds", "--nocolor"]
@@ -90,12 +91,12 @@ def snakemake_arguments(workspace: Path, file: Path, parameters: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     args, parameters = driver_arguments("python -m daskstep.engines.snakemake", argv)
     os.chdir(args.workspace)
-    common = snakemake_arguments(args.workspace, args.file, parameters)
+    common = snakemake_arguments(args.workspace, args.file, parameters, args.folder)
     rules, listed = list_rules(common)
     if listed.returncode != 0:
         sys.stderr.write(listed.stderr)
         return listed.returncode
-    shells = write_shells(rules, args.workspace / ".daskstep" / "engine" / "shells")
+    shells = write_shells(rules, args.folder / "shells")
     argv = [sys.executable, "-m", "snakemake", *common]
     if shells:
         argv += ["--set-resources", *(f"{rule}:shell_exec={path}" for rule, path in shells.items())]

@@ -29,6 +29,7 @@ from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
 from daskstep.errors import InputError, Problem
 from daskstep.findings import _leaves_workspace
 from daskstep.parts import StepHandle
+from daskstep.record import RunFolder
 from daskstep.spec import Workflow
 from daskstep.status import RunStatus
 from entrypoint.reporter import iso
@@ -214,20 +215,19 @@ class EngineStep:
     def __init__(
         self,
         workflow: Workflow,
-        workspace: Path,
+        record: RunFolder,
         status: RunStatus,
         say: Callable[[str], None],
     ) -> None:
         self.workflow = workflow
-        self.workspace = workspace
+        self.workspace = record.workspace
         self.status = status
         self.say = say
         self.name, _, self.module = ENGINES[workflow.type]
-        state = workspace / ".daskstep"
-        self.folder = state / "engine"  # the driver's own files
+        self.folder = record.engine  # the driver's own files
         self.status_file = self.folder / "engine.json"
-        self.job_log = state / "raw" / "job.log"
-        self.tools = ToolSteps(state / "steps", status, say)
+        self.job_log = record.raw / "job.log"
+        self.tools = ToolSteps(record.steps, status, say)
         self.started = 0.0
 
     def commands(self) -> tuple[str, ...]:
@@ -239,7 +239,7 @@ class EngineStep:
         parameters.write_text(json.dumps(dict(self.workflow.parameters), default=str) + "\n")
         argv = [sys.executable, "-m", self.module, "--workspace", str(self.workspace)]
         argv += ["--file", str(self.workspace / (self.workflow.file or ""))]
-        argv += ["--parameters", str(parameters)]
+        argv += ["--parameters", str(parameters), "--folder", str(self.folder)]
         return ("exec " + shlex.join(argv),)
 
     def environment(self, versions: str) -> dict[str, str]:
@@ -276,12 +276,13 @@ class EngineStep:
             failed = self.tools.first_failure()
             if failed is not None:
                 name, tool_code = failed
-                self.status.fail(f"step {name} failed with exit code {tool_code}", tool_code)
+                message = f"step {name} failed with exit code {tool_code}"
+                self.status.fail(message, tool_code, "StepFailed")
             else:
                 message = (
                     f"the {self.name} engine failed with exit code {code}; "
                     "see `daskstep logs --component engine`"
                 )
-                self.status.fail(message, code)
+                self.status.fail(message, code, "EngineFailed")
                 self.say(f"error: {message}")
         self.status.write()

@@ -6,6 +6,6 @@ features.py reads a file with the official Gherkin parser and binds its steps to
 scenarios and report.py prints them and writes the JUnit XML.
 """
 
-from daskstep.workflow_tests.suite import JUNIT, check_run, find_reana_yaml, load_features
+from daskstep.workflow_tests.suite import check_run, find_reana_yaml, load_features
 
-__all__ = ["JUNIT", "check_run", "find_reana_yaml", "load_features"]
+__all__ = ["check_run", "find_reana_yaml", "load_features"]

@@ -1,5 +1,5 @@
-"""The last run in a workspace, as its workflow tests see it: `.daskstep/status.json`, the log
-store (through `daskstep logs`' View) and the workspace's files.
+"""One run of a workspace (the latest, or `--run N`), as its workflow tests see it: its
+status.json, its log store (through `daskstep logs`' View) and the workspace's files.
 
 REANA's tests ask its server for a workflow's status, logs and files; here the same questions
 go to what `daskstep run` left behind, read through the log store's own reader, so a test sees
@@ -17,6 +17,7 @@ from typing import Any
 
 from daskstep.errors import InputError, Problem
 from daskstep.logview import View
+from daskstep.record import RunFolder, read_status
 
 # The lines `daskstep run` writes into the job log around each step: what tells one step's
 # lines from the next one's, since all steps write into the same job log.
@@ -30,15 +31,16 @@ def _one_text(lines: list[str]) -> str:
 
 
 class LastRun:
-    """What one run left in `workspace`; logs are read once, when a test first asks."""
+    """What one run left in its workspace; logs are read once, when a test first asks."""
 
-    def __init__(self, workspace: Path, outputs: tuple[str, ...] = ()) -> None:
-        self.workspace = Path(workspace)
-        self.state = self.workspace / ".daskstep"
+    def __init__(self, run: RunFolder, outputs: tuple[str, ...] = ()) -> None:
+        self.run = run
+        self.workspace = run.workspace
+        self.state = run.folder
         self.outputs = outputs
-        path = self.state / "status.json"
+        path = run.status_file
         try:
-            status = json.loads(path.read_text())
+            status = read_status(run) or json.loads(path.read_text())
         except FileNotFoundError:
             raise InputError(
                 [
@@ -93,12 +95,8 @@ class LastRun:
         """(timestamp in ns, text) of each line of a component; several workers' merged by
         time. A run that ended before its logs started has none."""
         if component not in self._logs:
-            try:
-                view = View(self.workspace, component)
-            except InputError:
-                lines = []
-            else:
-                lines = [(ln.timestamp_ns, ln.text()) for _, ln in view.new_lines()]
+            view = View(self.run, component)
+            lines = [(ln.timestamp_ns, ln.text()) for _, ln in view.new_lines()]
             self._logs[component] = lines
         return self._logs[component]
 
@@ -108,11 +106,7 @@ class LastRun:
     def worker_logs(self) -> dict[str, str]:
         """Each worker's log, by the worker's name."""
         found: dict[str, list[str]] = {}
-        try:
-            view = View(self.workspace, "worker")
-        except InputError:
-            return {}
-        for label, line in view.new_lines():
+        for label, line in View(self.run, "worker").new_lines():
             found.setdefault(label, []).append(line.text())
         return {name: _one_text(lines) for name, lines in found.items()}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daskstep.errors import InputError, Problem
+from daskstep.record import RunFolder
 from daskstep.spec import Workflow
 from daskstep.workflow_tests.checks import Failed, Skipped
 from daskstep.workflow_tests.features import Feature, Scenario, load_feature, one_line
@@ -27,8 +28,6 @@ from daskstep.workflow_tests.report import (
     print_results,
     write_junit,
 )
-
-JUNIT = Path(".daskstep") / "tests.xml"  # in the workspace, unless --junit says otherwise
 
 
 def load_features(workflow: Workflow) -> list[Feature]:
@@ -44,22 +43,23 @@ def load_features(workflow: Workflow) -> list[Feature]:
     return [load_feature(base / name, name) for name in workflow.test_files]
 
 
-def find_reana_yaml(workspace: Path) -> Path:
-    """The reana.yaml of the workspace's last run: its own file, else the one status.json
-    names (the run may have copied its inputs elsewhere)."""
-    if (workspace / "reana.yaml").is_file():
-        return workspace / "reana.yaml"
+def find_reana_yaml(run: RunFolder) -> Path:
+    """The reana.yaml a run ran (status.json names it, from its own folder: the run may have
+    copied its inputs elsewhere), else the workspace's own."""
     try:
-        named = json.loads((workspace / ".daskstep" / "status.json").read_text()).get("workflow")
+        named = json.loads(run.status_file.read_text()).get("workflow")
     except (OSError, ValueError, AttributeError):
         named = None
-    if isinstance(named, str) and Path(named).is_file():
+    if isinstance(named, str) and Path(named).is_absolute() and Path(named).is_file():
         return Path(named)
+    workspace = run.workspace
+    if (workspace / "reana.yaml").is_file():
+        return workspace / "reana.yaml"
     raise InputError(
         [
             Problem(
                 "REANA_YAML",
-                f"no reana.yaml in {workspace} and none named by its last run; "
+                f"no reana.yaml in {workspace} and none named by its {run.name}; "
                 "give it: daskstep test REANA_YAML --workspace DIR",
             )
         ]
@@ -93,15 +93,16 @@ def run_scenario(feature: Feature, scenario: Scenario, run: LastRun) -> Scenario
 def check_run(
     features: list[Feature],
     workflow: Workflow,
-    workspace: Path,
+    record: RunFolder,
     junit: Path | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Run every scenario against the workspace's last run; 0 if none failed, else 1."""
+    """Run every scenario against one run; 0 if none failed, else 1. The JUnit file goes into
+    the run's folder, unless `junit` says otherwise."""
     out = out or sys.stdout
-    run = LastRun(workspace, (*workflow.output_files, *workflow.output_directories))
+    run = LastRun(record, (*workflow.output_files, *workflow.output_directories))
     results = [run_scenario(f, s, run) for f in features for s in f.scenarios]
-    junit = junit or workspace / JUNIT
+    junit = junit or record.tests_xml
     write_junit(junit, results, [(f.name, f.file) for f in features])
     print_results(results, junit, out)
     return 1 if any(r.outcome == FAILED for r in results) else 0
