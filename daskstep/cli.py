@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -377,10 +378,14 @@ def _cmd_test(args: argparse.Namespace) -> int:
         workspace = Path(args.workspace)
     else:
         workspace = Path(args.reana_yaml).parent if args.reana_yaml else Path(".")
-    record = Workspace(workspace).find(args.run)
-    reana_yaml = args.reana_yaml or find_reana_yaml(record)
-    workflow = _load(str(reana_yaml), args.limits)
-    features = load_features(workflow)
+    if args.reana_yaml:  # its mistakes first: they are the same whichever run is judged
+        workflow = _load(args.reana_yaml, args.limits)
+        features = load_features(workflow)
+        record = Workspace(workspace).find(args.run)
+    else:
+        record = Workspace(workspace).find(args.run)
+        workflow = _load(str(find_reana_yaml(record)), args.limits)
+        features = load_features(workflow)
     return check_run(features, workflow, record, Path(args.junit) if args.junit else None)
 
 
@@ -563,6 +568,15 @@ def _passthrough(argv: list[str]) -> int | None:
     return None
 
 
+def _quiet_stdout() -> None:
+    """Nothing more reaches a closed pipe, not even the interpreter's flush at exit."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["run"]:
         from daskstep.secret_env import SECRET_VARIABLES, reexec_without
@@ -581,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     except DaskstepError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader went (`daskstep logs | head`): stop quietly, as cat
+        _quiet_stdout()
+        return 0
     except OSError as e:  # e.g. an unwritable workspace: one line, not a traceback
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from daskstep.backends.reaper import Reaper
 from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
+from daskstep.progress import say
 from daskstep.secret_env import child_env
 from daskstep.tls import RunTLS
 from sidecar.lifecycle import StopSignal
@@ -357,11 +358,9 @@ class Credentials:
                 assert sidecar.proc is not None
                 if sidecar.proc.poll() is not None and not self.stopping:
                     running.remove(sidecar)
-                    print(
-                        f"daskstep: warning: {self._failure(sidecar)}; the {sidecar.kind} "
-                        "sidecar stopped, tasks that need it fail once the credential expires",
-                        file=sys.stderr,
-                        flush=True,
+                    say(
+                        f"warning: {self._failure(sidecar)}; the {sidecar.kind} "
+                        "sidecar stopped, tasks that need it fail once the credential expires"
                     )
             time.sleep(1.0)
 

@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from daskstep.parts import StepSpec, entrypoint_options
+from daskstep.progress import say
 from daskstep.record import RunFolder
 from daskstep.secret_env import child_env
 
 LOG_DRAIN_TIMEOUT = 60.0
-
-
-def say(message: str) -> None:
-    print(f"daskstep: {message}", file=sys.stderr, flush=True)
 
 
 class LocalStep:

@@ -28,14 +28,21 @@ _lock = threading.Lock()
 _console: Any = None  # the rich console of the live display that is up, if any
 
 
+def line(message: str) -> str:
+    """daskstep's own line as printed: `error: …` and `warning: …` as they are (one prefix for
+    every error, whichever part says it), anything else as `daskstep: …`, which tells it from
+    the step's output beside it."""
+    return message if message.startswith(("error: ", "warning: ")) else f"daskstep: {message}"
+
+
 def say(message: str) -> None:
     """One line from daskstep: above the live display when one is up, else plain on stderr."""
     with _lock:
         console = _console
     if console is not None:
-        console.out(f"daskstep: {message}", highlight=False)
+        console.out(line(message), highlight=False)
     else:
-        print(f"daskstep: {message}", file=sys.stderr, flush=True)
+        print(line(message), file=sys.stderr, flush=True)
 
 
 def _show(console: Any) -> None:
@@ -186,6 +193,12 @@ class StepProgress:
         self._final = False  # the live line's last render: the summary
         self._spinner: Any = None
         self._output: _StepOutput | None = None
+        self._outcome: tuple[int, bool] | None = None  # the step's exit code, and a cancel
+
+    def ended(self, code: int, cancelled: bool = False) -> None:
+        """How the step ended: the summary's mark says it, not the tasks' erred count (a step
+        can fail with no task erred, and succeed after handling one that did)."""
+        self._outcome = (code, cancelled)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> StepProgress:
@@ -306,9 +319,20 @@ class StepProgress:
 
     # -- what is shown --------------------------------------------------------------------------
     def summary(self) -> str:
-        """`step fit: peak 120 processing, peak 3400 in memory, 0 erred (12.3 s)`"""
+        """`step fit: peak 120 processing, peak 3400 in memory, 0 erred (12.3 s)`, with
+        `failed with exit code 1: ` or `cancelled: ` before the peaks when it did not succeed"""
         words = ", ".join(describe(self._peak, peak=True))
-        return f"step {self.step}: {words} ({self.clock() - self.started:.1f} s)"
+        outcome = self._outcome_words()
+        head = f"step {self.step}: " + (f"{outcome}: " if outcome else "")
+        return f"{head}{words} ({self.clock() - self.started:.1f} s)"
+
+    def _outcome_words(self) -> str:
+        if self._outcome is None:
+            return ""
+        code, cancelled = self._outcome
+        if cancelled:
+            return "cancelled"
+        return f"failed with exit code {code}" if code != 0 else ""
 
     def _render(self) -> Any:
         from rich.text import Text
@@ -327,7 +351,14 @@ class StepProgress:
     def _summary_text(self) -> Any:
         from rich.text import Text
 
-        mark = ("✗", "bold red") if self._peak[3] else ("✓", "bold green")
+        if self._outcome is None:  # the step's end unknown: what the tasks said
+            mark = ("✗", "bold red") if self._peak[3] else ("✓", "bold green")
+        elif self._outcome[1]:
+            mark = ("✗ cancelled ·", "bold yellow")
+        elif self._outcome[0] != 0:
+            mark = (f"✗ failed (exit code {self._outcome[0]}) ·", "bold red")
+        else:
+            mark = ("✓", "bold green")
         return Text.assemble((self.title, "bold"), "  ", mark, " ", *self._words(self._peak, True))
 
     def _words(self, numbers: Numbers, peak: bool) -> list[Any]:

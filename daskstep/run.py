@@ -38,6 +38,18 @@ def say(message: str) -> None:
     progress.say(message)
 
 
+def ended_words(code: int, cancelled: bool, failure: ClusterError | None) -> str:
+    """How a step ended, in the job log's step marks and on the terminal: a step daskstep
+    stopped is not a step that failed on its own."""
+    if code == 0:
+        return "finished"
+    if cancelled:
+        return f"cancelled (exit code {code})"
+    if failure is not None:
+        return f"stopped (exit code {code}): the cluster failed"
+    return f"failed with exit code {code}"
+
+
 class Run:
     def __init__(
         self,
@@ -235,11 +247,11 @@ class Run:
                 self.status.step_placed(index, where)
                 say(f"step {step.name} is " + ", ".join(f"{k} {v}" for k, v in where.items()))
             code, failure = self._follow(handle, tasks)
+            tasks.ended(code, self.cancel.is_set())
         if failure is not None:
-            self.status.fail(str(failure), failure.exit_code)
+            self.status.fail(str(failure), failure.exit_code, failure.reason)
         self.status.step_finished(index, code, spec.status_file, self.cancel.is_set())
-        outcome = "finished" if code == 0 else f"failed with exit code {code}"
-        ended = f"step {step.name} {outcome}"
+        ended = f"step {step.name} {ended_words(code, self.cancel.is_set(), failure)}"
         say(ended)
         self._job_log(f"daskstep: {ended}")  # and where they end
         if failure is not None:
@@ -273,8 +285,9 @@ class Run:
         with StepProgress(engine.name, 0, 1, counts) as tasks:
             handle = engine.follow(self.launcher.start(spec))
             code, failure = self._follow(handle, tasks)
+            tasks.ended(code, self.cancel.is_set())
         engine.finished(code, self.cancel.is_set())
-        say(f"{engine.name} " + ("finished" if code == 0 else f"failed with exit code {code}"))
+        say(f"{engine.name} {ended_words(code, self.cancel.is_set(), failure)}")
         if failure is not None:
             raise failure
         self._check_cancel()
@@ -303,7 +316,7 @@ class Run:
                         self.watch.poll()
                 except ClusterError as e:
                     failure = e
-                    say(f"error: {e}; stopping the step")
+                    say("the cluster failed; stopping the step (the error follows)")
                     handle.signal(signal.SIGTERM)
                 if tasks is not None:
                     tasks.poll()  # never raises: a count that fails is no failure of the step

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,11 @@ from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
 from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
+from daskstep.progress import say
 from daskstep.record import RunFolder, Workspace
 from daskstep.run import Run
 from daskstep.secret_env import forget_secret_variables, handed_over
 from daskstep.spec import STEPS_PATH, Workflow
-
-
-def say(message: str) -> None:
-    print(f"daskstep: {message}", file=sys.stderr, flush=True)
 
 
 def prepare_run(

@@ -146,6 +146,9 @@ def mark_controller_lost(path: Path, now: float | None = None) -> bool:
         message=f"the controller ({controller}) died before the run ended",
         finished_at=iso(now),
     )
+    started = _epoch(doc.get("started_at"))
+    if started is not None:
+        doc["duration_seconds"] = round(now - started, 3)
     steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
     for index, step in enumerate(steps):
         if not isinstance(step, dict):
@@ -159,6 +162,18 @@ def mark_controller_lost(path: Path, now: float | None = None) -> bool:
             step["status"] = "skipped"
     atomic_write(str(path), json.dumps(doc, indent=2) + "\n")
     return True
+
+
+def _epoch(stamp: object) -> float | None:
+    """status.json's `2026-11-28T15:54:02.819Z` in seconds since the epoch."""
+    from datetime import datetime
+
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _step_status(folder: Path, index: int, name: str) -> dict:

@@ -84,7 +84,7 @@ def test_two_workers_as_htcondor_jobs(pool: HTCondorPool, daskstep_bin: Path) ->
     assert sorted(cluster["worker_jobs"]) == ["worker-0", "worker-1"]
     assert all(j.endswith(".0") for j in cluster["worker_jobs"].values())
     assert queued(pool, cluster["run"]) == [], "jobs of the run left in the queue"
-    worker_log = folder / ".daskstep" / "raw" / "workers" / "worker-1.log"
+    worker_log = folder / ".daskstep" / "runs" / "1" / "raw" / "workers" / "worker-1.log"
     assert "Start worker at" in worker_log.read_text()
 
 

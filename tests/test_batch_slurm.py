@@ -111,7 +111,7 @@ def test_a_worker_job_cancelled_mid_step_is_reported(slurm: Slurm, tmp_path: Pat
     assert event["component"] == "worker-1"
     assert job_id in event["what"] and "CANCELLED" in event["why"], event
     assert f"worker-1: its slurm job {job_id} ended: slurm says CANCELLED" in err
-    job_log = (tmp_path / ".daskstep" / "raw" / "job.log").read_text()
+    job_log = (tmp_path / ".daskstep" / "runs" / "1" / "raw" / "job.log").read_text()
     assert f"slurm job {job_id} ended" in job_log
     assert proc.returncode == 0  # one worker is left: the step goes on
     print(f"reported {seconds:.1f} s after scancel")

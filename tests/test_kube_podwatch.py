@@ -239,7 +239,7 @@ def look_every_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job_log(tmp_path: Path) -> list[str]:
-    return (tmp_path / ".daskstep" / "raw" / "job.log").read_text().splitlines()
+    return (tmp_path / ".daskstep" / "runs" / "1" / "raw" / "job.log").read_text().splitlines()
 
 
 def test_an_oom_kill_of_a_worker_mid_step_is_one_event_and_the_run_goes_on(tmp_path) -> None:

@@ -81,5 +81,5 @@ def test_a_workspace_without_logs_is_one_clear_line(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 2
-    assert done.stderr.startswith("error: --workspace: no logs in")
+    assert done.stderr.startswith("error: --workspace: no run in")
     assert "Traceback" not in done.stderr

@@ -63,7 +63,7 @@ def test_a_task_that_kills_its_worker_is_reported_naming_it(tmp_path: Path) -> N
     assert seconds(event["time"]) - killed < 5, "reported too late"
     line = f"warning: {event['component']}: lost: it was killed by SIGKILL; restarting it"
     assert line in err
-    assert line in (tmp_path / ".daskstep" / "raw" / "job.log").read_text()
+    assert line in (tmp_path / ".daskstep" / "runs" / "1" / "raw" / "job.log").read_text()
 
 
 def test_a_task_that_allocates_past_the_limit_is_reported_as_an_oom_kill(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from conftest import daskstep, execute_returning
 
 from daskstep import cli
+from daskstep.record import Workspace
 from daskstep.run import Run
 from daskstep.workflow_tests.features import load_feature
 from daskstep.workflow_tests.last_run import LastRun
@@ -73,9 +74,22 @@ def status(state: str = "finished", exit_code: int = 0, **extra: object) -> dict
 
 def make_run(ws: Path, state: str = "finished", exit_code: int = 0, job_log=JOB_LOG) -> Path:
     """A workspace as `daskstep run` leaves it; the logs go through the store's own writer."""
-    (ws / ".daskstep").mkdir(parents=True, exist_ok=True)
-    (ws / ".daskstep" / "status.json").write_text(json.dumps(status(state, exit_code)))
-    store = LogStore(ws / ".daskstep" / "logs")
+    workspace = Workspace(ws)
+    record = workspace.new_run()
+    fill_run(record, state, exit_code, job_log)
+    workspace.point_latest(record)
+    (ws / "data").mkdir(exist_ok=True)
+    (ws / "data" / "part-00.jsonl").write_bytes(b'{"id": 0}\n' * 1000)  # 10,000 bytes
+    (ws / "histogram.png").write_bytes(b"\x89PNG" + bytes(4092))  # 4 KiB
+    (ws / "analysis.py").write_text("print('hi')\n")
+    return ws
+
+
+def fill_run(record, state: str = "finished", exit_code: int = 0, job_log=JOB_LOG) -> None:
+    """A run's status and logs, as `daskstep run` writes them into its folder."""
+    record.folder.mkdir(parents=True, exist_ok=True)
+    record.status_file.write_text(json.dumps(status(state, exit_code)))
+    store = LogStore(record.logs)
     lines = [line.encode() for line in job_log]
     store.stream("job").append(lines, [(T0 + 1 + i) * NS for i in range(len(lines))])
     store.stream("scheduler").append(
@@ -84,11 +98,10 @@ def make_run(ws: Path, state: str = "finished", exit_code: int = 0, job_log=JOB_
     store.stream("worker", "worker-0").append([b"Threads: 1\n", b"Memory: 1.00 GiB\n"])
     store.stream("worker", "worker-1").append([b"Threads: 1\n", b"Start worker at: tls://x\n"])
     store.close()
-    (ws / "data").mkdir(exist_ok=True)
-    (ws / "data" / "part-00.jsonl").write_bytes(b'{"id": 0}\n' * 1000)  # 10,000 bytes
-    (ws / "histogram.png").write_bytes(b"\x89PNG" + bytes(4092))  # 4 KiB
-    (ws / "analysis.py").write_text("print('hi')\n")
-    return ws
+
+
+def latest(ws: Path) -> LastRun:
+    return LastRun(Workspace(ws).find())
 
 
 def write_reana(folder: Path, features: dict[str, str], outputs=("histogram.png",)) -> Path:
@@ -184,7 +197,7 @@ def test_every_scenario_passes_and_each_is_one_line(example, capsys) -> None:
         "PASSED  Workspace files: The outputs are there",
         "PASSED  Workspace files: The run took a reasonable time",
     ]
-    junit = ws / ".daskstep" / "tests.xml"
+    junit = ws / ".daskstep" / "runs" / "1" / "tests.xml"
     assert lines[5] == (
         "workflow tests: 5 passed, 0 failed, 0 skipped (5 scenarios in 2 feature files); "
         f"JUnit XML: {junit}"
@@ -218,7 +231,7 @@ def test_one_changed_message_fails_its_scenario_with_exit_1(example, capsys) -> 
 
 
 def test_a_step_sees_only_its_own_lines(tmp_path: Path) -> None:
-    run = LastRun(make_run(tmp_path))
+    run = latest(make_run(tmp_path))
     assert run.step_log("generate") == "wrote 8 files x 20000 records to data/\n"
     analyse = run.step_log("analyse")
     assert analyse.startswith("connected to") and "wrote 8 files" not in analyse
@@ -234,7 +247,7 @@ def test_the_engine_logs_are_an_engines_stream_and_daskstep_s_own_lines(tmp_path
     engine = Stream(ws / ".daskstep" / "logs" / "engine.log")  # a cwl or snakemake run's
     engine.append([b"Building DAG of jobs...\n"])
     engine.close()
-    run = LastRun(ws)
+    run = latest(ws)
     assert run.engine_log().startswith("Building DAG of jobs...\ndaskstep: step generate (1/2)")
     assert "Building DAG" not in run.log("job")
 
@@ -242,7 +255,7 @@ def test_the_engine_logs_are_an_engines_stream_and_daskstep_s_own_lines(tmp_path
 def test_a_step_without_marks_is_found_by_its_times(tmp_path: Path) -> None:
     """A run of a daskstep before the marks, or an engine's tool: status.json's times."""
     bare = [line for line in JOB_LOG if not line.startswith("daskstep: step")]
-    run = LastRun(make_run(tmp_path, job_log=bare))
+    run = latest(make_run(tmp_path, job_log=bare))
     assert run.step_log("generate").startswith("wrote 8 files")
     assert "wrote 8 files" not in run.step_log("analyse")
 
@@ -531,7 +544,12 @@ def test_run_test_keeps_a_failed_workflows_code(
     example, capsys, monkeypatch, workflow_code: int, expected: int
 ) -> None:
     reana, ws = example
-    monkeypatch.setattr(Run, "execute", execute_returning(workflow_code))
+
+    def execute(run: Run) -> int:  # the run as the synthetic one, ending with `workflow_code`
+        fill_run(run.record)
+        return execute_returning(workflow_code)(run)
+
+    monkeypatch.setattr(Run, "execute", execute)
     argv = ["run", str(reana), "--workspace", str(ws), "--test", "--secrets", str(reana.parent)]
     assert cli.main(argv) == expected
     out = capsys.readouterr().out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 import dask.config
 
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
+from daskstep.progress import say
 from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
@@ -154,7 +154,7 @@ class ClusterBackend(ABC):
             try:
                 self.stop()
             except Exception as e:
-                print(f"warning: stopping what had started: {e}", file=sys.stderr, flush=True)
+                say(f"warning: stopping what had started: {e}")
             raise
         return self.handle
 
@@ -167,7 +167,7 @@ class ClusterBackend(ABC):
         if self.on_event is not None:
             self.on_event(component, what, why)
         else:
-            print(f"daskstep: warning: {component}: {what}: {why}", file=sys.stderr, flush=True)
+            say(f"warning: {component}: {what}: {why}")
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():

@@ -176,7 +176,7 @@ class BatchBackend(ClusterBackend):
         while left := self.system.queued(self.run_id):
             if time.monotonic() >= deadline:
                 print(
-                    f"daskstep: warning: {len(left)} {self.system.name} job(s) of run "
+                    f"warning: {len(left)} {self.system.name} job(s) of run "
                     f"{self.run_id} still leaving the queue after {QUEUE_DRAIN_SECONDS:g} s: "
                     + ", ".join(left),
                     file=sys.stderr,

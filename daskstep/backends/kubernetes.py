@@ -132,7 +132,7 @@ class KubernetesBackend(ClusterBackend):
         while self.api.get("ConfigMap", namespace, root) is not None:
             if time.monotonic() >= deadline:
                 print(
-                    f"daskstep: warning: the root ConfigMap {root} is still being deleted after "
+                    f"warning: the root ConfigMap {root} is still being deleted after "
                     f"{self.root_gone_seconds:g} s; Kubernetes' garbage collector goes on",
                     flush=True,
                 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import dask.config
 from daskstep.backends.procutil import controller_alive, controller_mark
 from daskstep.batch.site import Site
 from daskstep.errors import ClusterError
+from daskstep.progress import say
 from daskstep.secret_env import child_env
 
 
@@ -250,7 +250,7 @@ class QueueWatch:
             now = time.monotonic()
             if self.failing_since is None:
                 self.failing_since = now
-                print(f"daskstep: warning: {e}; asking again", file=sys.stderr, flush=True)
+                say(f"warning: {e}; asking again")
             elif now - self.failing_since > self.patience:
                 raise ClusterError(f"{e} (for {self.patience:g} s)") from None
             return None

@@ -22,7 +22,10 @@ from daskstep.record import RunFolder, read_status
 # The lines `daskstep run` writes into the job log around each step: what tells one step's
 # lines from the next one's, since all steps write into the same job log.
 STEP_STARTED = re.compile(r"daskstep: step (?P<name>.+?)(?: \(\d+/\d+\))? started")
-STEP_ENDED = re.compile(r"daskstep: step (?P<name>.+?) (?:finished|failed with exit code -?\d+)")
+STEP_ENDED = re.compile(
+    r"daskstep: step (?P<name>.+?) (?:finished|failed with exit code -?\d+"
+    r"|cancelled \(exit code -?\d+\)|stopped \(exit code -?\d+\): .*)"
+)
 OWN_LINE = "daskstep: "  # the controller's own lines in the job log: the serial engine's log
 
 
