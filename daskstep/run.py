@@ -282,7 +282,7 @@ class Run:
         say(f"{engine.name} started: {self.workflow.file}")
         backend = self.backend
         counts = backend.task_counts if backend and backend.scheduler_reachable else None
-        with StepProgress(engine.name, 0, 1, counts) as tasks:
+        with StepProgress(engine.name, 0, 1, counts) as tasks, engine.tool_output():
             handle = engine.follow(self.launcher.start(spec))
             code, failure = self._follow(handle, tasks)
             tasks.ended(code, self.cancel.is_set())

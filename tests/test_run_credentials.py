@@ -26,6 +26,7 @@ from leaks import LeakWatch, keytab_needles, pem_needles
 from slurm import Slurm
 from xrootd import EXPECTED_SUM, XRootD, start_gsi_xrootd, start_krb5_xrootd, xrootd_available
 
+RUN_1 = Path(".daskstep") / "runs" / "1"  # the first run's own folder
 pytestmark = pytest.mark.integration
 
 READER = """\
@@ -156,7 +157,7 @@ def test_kerberos_tasks_read_on_every_worker_for_more_than_two_ticket_lifetimes(
     assert {r["credentials"]["KRB5CCNAME"][1] for r in reads} == {"0o600"}
     assert len({r["credentials"]["KRB5CCNAME"][2] for r in reads}) >= 3, "cache never replaced"
     assert not cache.parent.exists(), "the credentials folder outlived the run"
-    sidecar_log = (ws / ".daskstep" / "runs" / "1" / "sidecars" / "kerberos.log").read_text()
+    sidecar_log = (ws / RUN_1 / "sidecars" / "kerberos.log").read_text()
     assert sidecar_log.count("renewed ticket") >= 1
     assert sidecar_log.count("re-obtained ticket") >= 1, "renew-till passed without a new kinit"
     assert "credentials ready" in err
@@ -233,7 +234,7 @@ def test_kerberos_bad_secrets_fail_before_the_cluster(kdc: Kdc, tmp_path: Path, 
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and expected in errors[0], err
     assert "Traceback" not in err
-    assert "cluster ready" not in err and not (ws / ".daskstep" / "runs" / "1" / "raw" / "scheduler.log").exists()
+    assert "cluster ready" not in err and not (ws / RUN_1 / "raw" / "scheduler.log").exists()
 
 
 # --- VOMS --------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def test_voms_tasks_read_with_the_sidecars_proxy_across_renewals(
     assert mode == "0o600" and not Path(path).parent.exists()
     # the tasks read with at least three proxies: the first and two renewed ones
     assert len({r["credentials"]["X509_USER_PROXY"][2] for r in reads}) >= 3
-    log = (ws / ".daskstep" / "runs" / "1" / "sidecars" / "voms.log").read_text()
+    log = (ws / RUN_1 / "sidecars" / "voms.log").read_text()
     assert "proxy ready" in log and log.count("proxy renewed") >= 2
     assert watch.scan_files(ws / ".daskstep") >= 12  # logs, store, index, status, sidecars
     watch.scan_output(out + err)
@@ -429,7 +430,7 @@ def test_killed_run_leaves_no_sidecar_and_no_ticket(kdc: Kdc, tmp_path: Path) ->
         "run", str(reana), "--secrets", str(secrets), env=base_env(KRB5_CONFIG=kdc.krb5_config)
     )
     try:
-        wait_for(lambda: (ws / ".daskstep" / "runs" / "1" / "raw" / "job.log").exists(), 60, "the step")
+        wait_for(lambda: (ws / RUN_1 / "raw" / "job.log").exists(), 60, "the step")
         tree = psutil.Process(proc.pid).children(recursive=True)
         sidecars = [p for p in tree if "sidecar.kerberos" in " ".join(p.cmdline())]
         assert len(sidecars) == 1
@@ -450,7 +451,7 @@ def test_a_sidecar_dying_mid_run_is_reported(kdc: Kdc, tmp_path: Path) -> None:
     reana = write_workflow(ws, [("wait", ["sleep 4"])], workers=1, flags=("kerberos",))
     env = base_env(KRB5_CONFIG=kdc.krb5_config)
     proc = daskstep("run", str(reana), "--secrets", str(secrets), env=env)
-    wait_for(lambda: (ws / ".daskstep" / "runs" / "1" / "raw" / "job.log").exists(), 60, "the step")
+    wait_for(lambda: (ws / RUN_1 / "raw" / "job.log").exists(), 60, "the step")
     for p in psutil.Process(proc.pid).children(recursive=True):
         if "sidecar.kerberos" in " ".join(p.cmdline()):
             p.kill()

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [sys.executable, "-m", "snakemake", *common]
     if shells:
         argv += ["--set-resources", *(f"{rule}:shell_exec={path}" for rule, path in shells.items())]
-    print(f"daskstep: {shlex.join(argv[1:])}", file=sys.stderr, flush=True)
+    print(f"daskstep: {shlex.join(argv)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the engine step's process: signals reach snakemake itself
     return 70  # pragma: no cover - execv does not return

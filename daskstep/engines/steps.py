@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daskstep.engines.output import ToolOutput
 from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
 from daskstep.errors import InputError, Problem
 from daskstep.findings import _leaves_workspace
@@ -118,10 +119,9 @@ def stage_engine_files(workflow: Workflow, workspace: Path) -> None:
 class ToolSteps:
     """The tools' status files, folded into status.json's steps as they appear and end."""
 
-    def __init__(self, folder: Path, status: RunStatus, say: Callable[[str], None]) -> None:
+    def __init__(self, folder: Path, status: RunStatus) -> None:
         self.folder = folder
         self.status = status
-        self.say = say
         self.index: dict[str, int] = {}  # status file name -> its entry in status.steps
         self.settled: set[str] = set()  # the files whose tool has ended
 
@@ -145,14 +145,10 @@ class ToolSteps:
                 if not doc.get("name"):  # the name read first stays (the file's is mangled)
                     del entry["name"]
                 self.status.update_step(self.index[path.name], entry)
-            else:
+            else:  # its `started` and `ended` lines come from the tool itself, in order
                 self.index[path.name] = self.status.add_step(entry)
-                self.say(f"step {entry['name']} started")
             if entry["status"] != "running":
                 self.settled.add(path.name)
-                code = entry["exit_code"]
-                ended = "finished" if code == 0 else f"failed with exit code {code}"
-                self.say(f"step {self.status.steps[self.index[path.name]]['name']} {ended}")
 
     def finish(self, cancelled: bool) -> None:
         """The engine has ended: a tool still running had its entrypoint killed."""
@@ -227,7 +223,8 @@ class EngineStep:
         self.folder = record.engine  # the driver's own files
         self.status_file = self.folder / "engine.json"
         self.job_log = record.raw / "job.log"
-        self.tools = ToolSteps(record.steps, status, say)
+        self.tool_pipe = record.raw / "job.pipe"  # the tools' output, on its way to the job log
+        self.tools = ToolSteps(record.steps, status)
         self.started = 0.0
 
     def commands(self) -> tuple[str, ...]:
@@ -242,11 +239,15 @@ class EngineStep:
         argv += ["--parameters", str(parameters), "--folder", str(self.folder)]
         return ("exec " + shlex.join(argv),)
 
+    def tool_output(self) -> ToolOutput:
+        """While the engine runs: its tools' output into the job log and onto the terminal."""
+        return ToolOutput(self.tool_pipe, self.job_log)
+
     def environment(self, versions: str) -> dict[str, str]:
         """What the tools' entrypoints read (they inherit it through the engine)."""
         return {
             STEPS_ENV: str(self.tools.folder),
-            JOB_LOG_ENV: str(self.job_log),
+            JOB_LOG_ENV: str(self.tool_pipe),
             "DASKSTEP_VERSIONS": versions,
         }
 

@@ -54,7 +54,9 @@ def driver_arguments(prog: str, argv: list[str] | None) -> tuple[Any, dict[str, 
 
 def to_job_log(job_log: str, engine_output: str) -> None:
     """stdout and stderr that are still the engine's output go to the job log instead."""
-    fd = os.open(job_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    from daskstep.engines.output import open_for_tools
+
+    fd = open_for_tools(job_log)
     try:
         for target in (1, 2):
             try:
@@ -106,8 +108,13 @@ def _name_it(path: str, name: str) -> None:
 def _mark(job_log: str | None, line: str) -> None:
     """Where the step's lines begin and end in the job log (what `daskstep test` reads)."""
     if job_log:
-        with open(job_log, "a") as f:
-            f.write(f"daskstep: {line}\n")
+        from daskstep.engines.output import open_for_tools
+
+        fd = open_for_tools(job_log)
+        try:
+            os.write(fd, f"daskstep: {line}\n".encode())
+        finally:
+            os.close(fd)
 
 
 def main(argv: list[str]) -> int:
