@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import daskstep, wait_for, write_workflow
+from conftest import daskstep, require, wait_for, write_workflow
 from slurm import Slurm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -150,7 +151,7 @@ def test_a_worker_job_that_cannot_start_is_named_on_timeout(slurm: Slurm, tmp_pa
     settings = site(tmp_path, "extra_directives: ['--begin=now+3600']\n")
     code, _, err = run(slurm, reana, "--site", settings, "--start-timeout", "3")
     assert code == 75, err
-    line = next(x for x in err.splitlines() if x.startswith("daskstep: error:"))
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert "only 0 of 2 workers" in line and "(job " in line and "PENDING: BeginTime" in line
     assert slurm.jobs_of_run(status(tmp_path)["cluster"]["run"]) == []
 
@@ -160,6 +161,46 @@ def test_a_refused_worker_job_fails_the_start_in_slurms_words(slurm: Slurm, tmp_
     code, _, err = run(slurm, reana, "--site", site(tmp_path, "partition: nosuch\n"))
     assert code == 69, err
     assert "a worker job was refused" in err and "invalid partition" in err.lower(), err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_mid_step_is_a_cancelled_run_exit_130(slurm: Slurm, tmp_path: Path) -> None:
+    """dask-jobqueue's import took SIGINT for its own `sys.exit()`: the run exited 0 in the
+    middle of its teardown, and a SIGINT to `daskstep run` alone was lost."""
+    reana = write_workflow(tmp_path, [("wait", ["sleep 120"])], workers=1, memory="512Mi")
+    proc = daskstep("run", str(reana), "--backend", "slurm", env={**os.environ, **slurm.env})
+    try:
+        wait_for(lambda: _step_running(tmp_path), 60, "the step to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    doc = status(tmp_path)
+    assert (doc["status"], doc["exit_code"], doc["steps"][0]["status"]) == (
+        "cancelled",
+        130,
+        "cancelled",
+    )
+    assert "cancelled by SIGINT" in err and (tmp_path / ".daskstep" / "report.html").is_file()
+    assert slurm.jobs_of_run(doc["cluster"]["run"]) == []
+
+
+def test_an_unconfigured_slurm_says_sbatch_s_own_words_first(tmp_path: Path) -> None:
+    """Slurm's commands installed but not configured: the cause, then teardown's warnings."""
+    require(shutil.which("sbatch") is not None, "sbatch not found (apt-get install slurm-wlm)")
+    reana = write_workflow(tmp_path, [("never", ["echo never"])], workers=1, memory="512Mi")
+    (tmp_path / "slurm.conf").write_text("")  # as a package leaves it (a missing one retries)
+    env = {**os.environ, "SLURM_CONF": str(tmp_path / "slurm.conf")}
+    proc = daskstep("run", str(reana), "--backend", "slurm", env=env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 69, err
+    first = next(x for x in err.splitlines() if x.startswith(("error:", "warning:")))
+    assert first.startswith("error: a worker job was refused: ") and "sbatch" in first, err
+    assert [x for x in err.splitlines() if x.startswith("error:")] == [first]  # said once
+    doc = status(tmp_path)
+    assert (doc["status"], doc["exit_code"], doc["reason"]) == ("failed", 69, "ClusterFailed")
+    assert doc["steps"][0]["status"] == "skipped"
     assert "Traceback" not in err
 
 

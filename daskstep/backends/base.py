@@ -7,6 +7,7 @@ through the scheduler, stopping on every path); a backend only says how to start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -144,17 +145,16 @@ class ClusterBackend(ABC):
         self, spec: ClusterSpec, run: RunFolder | Path, cancel: StopSignal | None = None
     ) -> ClusterHandle:
         """Start the cluster for `run` (its folder, or a bare workspace); whatever fails
-        half-way, nothing is left running, and the failure that stopped the start is the one
-        raised: one in the stop that follows is only a warning. Waits inside a backend's
-        `_start` call `check_cancel()`."""
+        half-way is stopped, and the failure that stopped the start is the one raised, before
+        any word of the stop: a stop that fails too is tried again, and said, by the run's
+        teardown (stop is idempotent). Waits inside a backend's `_start` call
+        `check_cancel()`."""
         self.cancel = cancel
         try:
             self.handle = self._start(spec, RunFolder.of(run))
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):
                 self.stop()
-            except Exception as e:
-                say(f"warning: stopping what had started: {e}")
             raise
         return self.handle
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends.procutil import controller_mark
+from daskstep.batch import jobqueue
 from daskstep.batch.systems import BatchSystem, JobState, abandoned, run_command
 from daskstep.errors import ClusterError
 
@@ -51,7 +52,7 @@ class HTCondor(BatchSystem):
         return directives
 
     def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
-        from dask_jobqueue.htcondor import HTCondorJob
+        HTCondorJob = jobqueue("htcondor").HTCondorJob
 
         extra = dict(self._extra_dict())
         extra.update(self._site_directives())
@@ -70,7 +71,7 @@ class HTCondor(BatchSystem):
         return dict(dask.config.get("jobqueue.htcondor.job-extra-directives", {}) or {})
 
     def submit_step(self, argv, name, run_id, output, workdir, options):  # type: ignore[no-untyped-def]
-        from dask_jobqueue.htcondor import quote_arguments
+        quote_arguments = jobqueue("htcondor").quote_arguments
 
         description = {
             "universe": "vanilla",

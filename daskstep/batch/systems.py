@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import dask.config
 
 from daskstep.backends.procutil import controller_alive, controller_mark
+from daskstep.batch import jobqueue
 from daskstep.batch.site import Site
 from daskstep.errors import ClusterError
 from daskstep.progress import say
@@ -146,7 +147,7 @@ class Slurm(BatchSystem):
     submit = "sbatch"
 
     def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
-        from dask_jobqueue.slurm import SLURMJob
+        SLURMJob = jobqueue("slurm").SLURMJob
 
         extra = [*self._extra(), *self.site.extra_directives]
         extra += [f"--output={log}", "--open-mode=append"]
