@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from daskstep.cli_gc import cmd_gc
+from daskstep.cli_kube import add_render, cmd_render, placement_options
+from daskstep.cli_passthrough import passthrough
 from daskstep.errors import DaskstepError, InputError, Problem
 
 BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
@@ -52,17 +54,6 @@ class _Version(argparse.Action):
         python = ".".join(map(str, sys.version_info[:3]))
         print(f"daskstep {ours} (distributed {version('distributed')}, Python {python})")
         parser.exit()
-
-
-def _kubernetes_options(p: argparse.ArgumentParser) -> None:
-    k = p.add_argument_group("kubernetes", "where and how a run is placed on Kubernetes")
-    k.add_argument("--namespace", default="default")
-    k.add_argument("--run-id", metavar="ID", help="default: a new one (ds-<10 hex digits>)")
-    k.add_argument("--daskstep-image", metavar="IMAGE", help="entrypoint and sidecars' image")
-    k.add_argument("--secrets-name", metavar="SECRET", help="REANA's per-user Secret")
-    k.add_argument("--workspace-claim", metavar="PVC", help="the ReadWriteMany workspace claim")
-    k.add_argument("--workspace-subpath", metavar="PATH", help="the run's folder in the claim")
-    k.add_argument("--dashboard-host", metavar="HOST", help="an Ingress for the dashboard")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         help="then run the reana.yaml's tests.files (Gherkin) against the run (daskstep test)",
     )
     p.add_argument("--junit", metavar="FILE", help="with --test: default .daskstep/tests.xml")
-    _kubernetes_options(p)
+    placement_options(p)
 
     p = sub.add_parser("test", help="run the reana.yaml's workflow tests against the last run")
     p.add_argument(
@@ -131,20 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
     p.add_argument("--steps", action="store_true", help="list the steps feature files may use")
 
-    p = sub.add_parser(
-        "render", help="print a run's Kubernetes objects as YAML (no cluster needed)"
-    )
-    p.add_argument("reana_yaml", metavar="REANA_YAML")
-    p.add_argument("--backend", choices=("kubernetes",), default="kubernetes")
-    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
-    _kubernetes_options(p)
-    p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
-    p.add_argument(
-        "--tls",
-        choices=("on", "off"),
-        default="on",
-        help="the run's CA and certificates as a Secret (default on; its keys are in the output)",
-    )
+    add_render(sub)
 
     p = sub.add_parser("wait-step", help="wait for a step's status file; fail if the step did")
     p.add_argument("status_file", metavar="STATUS_FILE")
@@ -306,20 +284,6 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return check_run(features, workflow, workspace, Path(args.junit) if args.junit else None)
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
-    from daskstep.kube.options import options_from
-    from daskstep.kube.render import dump, render
-
-    workflow = _load(args.reana_yaml, args.limits)
-    if workflow.type != "serial":  # the engine runs on the local backend only, for now
-        message = f"kubernetes cannot run {workflow.type} workflows yet; use daskstep run"
-        raise InputError([Problem("--backend", message)], source=args.reana_yaml)
-    options = dataclasses.replace(options_from(args), tls=args.tls == "on")
-    reana_yaml = Path(args.reana_yaml).read_text()
-    sys.stdout.write(dump(render(workflow, reana_yaml, options), options))
-    return 0
-
-
 def _cmd_wait_step(args: argparse.Namespace) -> int:
     from daskstep.gate import wait_step
 
@@ -373,36 +337,6 @@ def _cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_gc(args: argparse.Namespace) -> int:
-    if args.backend != "docker":
-        return _gc_batch(args.backend, args.all)
-    from daskstep.containers import abandoned_runs, remove_run
-    from daskstep.images import docker_client
-
-    client = docker_client()
-    runs = abandoned_runs(client, everything=args.all)
-    for run_id in sorted(runs):
-        print(f"{run_id}: removed {remove_run(client, run_id)} container(s)")
-    if not runs:
-        print("nothing to remove")
-    return 0
-
-
-def _gc_batch(backend: str, everything: bool) -> int:
-    from daskstep.batch import system_for
-    from daskstep.batch.site import Site
-
-    system = system_for(backend, Site())
-    runs = system.abandoned_runs(everything)
-    for run_id in sorted(runs):
-        jobs = system.queued(run_id)
-        system.cancel_run(run_id)
-        print(f"{run_id}: cancelled {len(jobs)} {backend} job(s)")
-    if not runs:
-        print("nothing to cancel")
-    return 0
-
-
 def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
     from daskstep.pack import pack
 
@@ -414,46 +348,14 @@ COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
     "test": _cmd_test,
-    "render": _cmd_render,
+    "render": cmd_render,
     "wait-step": _cmd_wait_step,
     "images": _cmd_images,
-    "gc": _cmd_gc,
+    "gc": cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": _cmd_logs,
     "sidecar": _cmd_sidecar,
 }
-
-
-def _passthrough(argv: list[str]) -> int | None:
-    """Commands that own their options (the wrapper, the credential sidecars): argparse's
-    REMAINDER would not pass options that come right after the command name."""
-    if argv[:2] == ["entrypoint", "install"]:
-        from daskstep.pack import install
-
-        if len(argv) != 3:
-            print(
-                "error: daskstep entrypoint install: give one folder: install DIR", file=sys.stderr
-            )
-            return 2
-        print(install(Path(argv[2])))
-        return 0
-    if argv[:1] == ["entrypoint"]:
-        from entrypoint.__main__ import main as entrypoint_main
-
-        return entrypoint_main(argv[1:])
-    if argv[:2] == ["sidecar", "kerberos"]:
-        from sidecar.kerberos import main as kerberos_main
-
-        return kerberos_main(argv[2:])
-    if argv[:2] == ["sidecar", "voms"]:
-        from sidecar.voms import main as voms_main
-
-        return voms_main(argv[2:])
-    if argv[:2] == ["sidecar", "reaper"]:
-        from sidecar.reaper import main as reaper_main
-
-        return reaper_main(argv[2:])
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
         reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
     argv = sys.argv[1:] if argv is None else argv
-    if (code := _passthrough(argv)) is not None:
+    if (code := passthrough(argv)) is not None:
         return code
     args = _parser().parse_args(argv)
     try:
