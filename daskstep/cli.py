@@ -211,8 +211,10 @@ def _load(reana_yaml: str, limits: str | None) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from daskstep.inputs import check_inputs
 
     workflow = _load(args.reana_yaml, args.limits)
+    check_inputs(workflow)  # what run's input stage finds missing on disk, found here too
     if workflow.dask is None:
         cluster = "no Dask cluster"
     else:
