@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("wait-step", help="wait for a step's status file; fail if the step did")
     p.add_argument("status_file", metavar="STATUS_FILE")
-    p.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: no limit)")
+    p.add_argument(
+        "--timeout", metavar="SECONDS", type=_seconds, help="how long to wait (default: no limit)"
+    )
 
     p = sub.add_parser("gc", help="remove what runs whose daskstep run is gone left behind")
     p.add_argument("--all", action="store_true", help="every daskstep run's, live ones too")
@@ -212,6 +214,7 @@ def _load(reana_yaml: str, limits: str | None) -> Any:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from daskstep.inputs import check_inputs
+    from daskstep.words import plural
 
     workflow = _load(args.reana_yaml, args.limits)
     check_inputs(workflow)  # what run's input stage finds missing on disk, found here too
@@ -220,10 +223,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         d = workflow.dask
         cluster = (
-            f"{d.number_of_workers} workers × {d.single_worker_memory}, "
-            f"{d.single_worker_threads} threads each"
+            f"{plural(d.number_of_workers, 'worker')} × {d.single_worker_memory}, "
+            f"{plural(d.single_worker_threads, 'thread')} each"
         )
-    print(f"{args.reana_yaml}: valid ({cluster}; {len(workflow.steps)} steps)")
+    print(f"{args.reana_yaml}: valid ({cluster}; {plural(len(workflow.steps), 'step')})")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from daskstep.words import plural
+
 
 def cmd_gc(args: argparse.Namespace) -> int:
     if args.backend != "docker":
@@ -14,7 +16,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     client = docker_client()
     runs = abandoned_runs(client, everything=args.all)
     for run_id in sorted(runs):
-        print(f"{run_id}: removed {remove_run(client, run_id)} container(s)")
+        print(f"{run_id}: removed {plural(remove_run(client, run_id), 'container')}")
     if not runs:
         print("nothing to remove")
     return 0
@@ -29,7 +31,7 @@ def _gc_batch(backend: str, everything: bool) -> int:
     for run_id in sorted(runs):
         jobs = system.queued(run_id)
         system.cancel_run(run_id)
-        print(f"{run_id}: cancelled {len(jobs)} {backend} job(s)")
+        print(f"{run_id}: cancelled {plural(len(jobs), backend + ' job')}")
     if not runs:
         print("nothing to cancel")
     return 0

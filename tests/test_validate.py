@@ -453,4 +453,29 @@ def test_validate_finds_inputs_beside_the_reana_yaml_not_in_the_current_folder(
     )
     result = validate(path)  # run from the repository: the inputs are not in the cwd
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{path}: valid")
+    assert result.stdout.strip() == f"{path}: valid (no Dask cluster; 1 step)"
+
+
+@pytest.mark.parametrize(
+    ("workers", "threads", "steps", "says"),
+    [
+        (1, 1, 1, "valid (1 worker × 1Gi, 1 thread each; 1 step)"),
+        (2, 3, 2, "valid (2 workers × 1Gi, 3 threads each; 2 steps)"),
+    ],
+)
+def test_cli_valid_counts_in_words(
+    tmp_path: Path, workers: int, threads: int, steps: int, says: str
+) -> None:
+    """It said "1 steps"."""
+    dask = {"image": IMAGE, "single_worker_memory": "1Gi"}
+    dask |= {"number_of_workers": workers, "single_worker_threads": threads}
+    document = {
+        "workflow": {
+            "type": "serial",
+            "resources": {"dask": dask},
+            "specification": {"steps": [{"commands": ["true"]}] * steps},
+        }
+    }
+    result = validate(write(tmp_path, "reana.yaml", document))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f": {says}")

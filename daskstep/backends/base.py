@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import dask.config
 
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
+from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
 
@@ -285,7 +286,7 @@ class ClusterBackend(ABC):
                 return n
             if time.monotonic() >= deadline:
                 raise TooFewWorkers(
-                    f"only {n} of {workers} workers registered within {timeout:g} s"
+                    f"only {n} of {plural(workers, 'worker')} registered within {timeout:g} s"
                 )
             self.check_alive()
             self.check_cancel()
