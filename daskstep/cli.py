@@ -195,7 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
     p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
 
-    p = sub.add_parser("entrypoint", help="the step wrapper, run in-process", add_help=False)
+    p = sub.add_parser(
+        "entrypoint",
+        help="the step wrapper, run in-process; entrypoint install DIR copies it into DIR",
+        add_help=False,
+    )
     p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
