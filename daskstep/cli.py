@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from daskstep.cli_gc import cmd_gc
+from daskstep.cli_kube import add_render, cmd_render, placement_options
+from daskstep.cli_passthrough import passthrough
+from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.record import Workspace
 
@@ -38,24 +41,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    """A non-negative whole number (a run's, a line's, how many to keep)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; write e.g. 3") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative; write 0 or more")
-    return value
-
-
-def _run_number(text: str) -> int:
-    value = _count(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("runs are numbered from 1; write e.g. --run 1")
-    return value
-
-
 def _parameter(text: str) -> tuple[str, str]:
     from daskstep.reana import parse_parameter
 
@@ -63,12 +48,6 @@ def _parameter(text: str) -> tuple[str, str]:
         return parse_parameter(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _run_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--run", metavar="N", type=_run_number, help="the workspace's run N (default: the latest)"
-    )
 
 
 class _Version(argparse.Action):
@@ -87,17 +66,6 @@ class _Version(argparse.Action):
         python = ".".join(map(str, sys.version_info[:3]))
         print(f"daskstep {ours} (distributed {version('distributed')}, Python {python})")
         parser.exit()
-
-
-def _kubernetes_options(p: argparse.ArgumentParser) -> None:
-    k = p.add_argument_group("kubernetes", "where and how a run is placed on Kubernetes")
-    k.add_argument("--namespace", default="default")
-    k.add_argument("--run-id", metavar="ID", help="default: a new one (ds-<10 hex digits>)")
-    k.add_argument("--daskstep-image", metavar="IMAGE", help="entrypoint and sidecars' image")
-    k.add_argument("--secrets-name", metavar="SECRET", help="REANA's per-user Secret")
-    k.add_argument("--workspace-claim", metavar="PVC", help="the ReadWriteMany workspace claim")
-    k.add_argument("--workspace-subpath", metavar="PATH", help="the run's folder in the claim")
-    k.add_argument("--dashboard-host", metavar="HOST", help="an Ingress for the dashboard")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="over inputs.parameters, as reana-client start -p (repeatable)",
     )
-    _kubernetes_options(p)
+    placement_options(p)
 
     p = sub.add_parser("test", help="run the reana.yaml's workflow tests against the last run")
     p.add_argument(
@@ -173,29 +141,18 @@ def _parser() -> argparse.ArgumentParser:
         help="default: WORKSPACE/reana.yaml, else the one the last run names",
     )
     p.add_argument("--workspace", metavar="DIR", help="default: REANA_YAML's folder, else .")
-    _run_option(p)
+    run_option(p)
     p.add_argument("--junit", metavar="FILE", help="the JUnit XML (default: in the run's folder)")
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
     p.add_argument("--steps", action="store_true", help="list the steps feature files may use")
 
-    p = sub.add_parser(
-        "render", help="print a run's Kubernetes objects as YAML (no cluster needed)"
-    )
-    p.add_argument("reana_yaml", metavar="REANA_YAML")
-    p.add_argument("--backend", choices=("kubernetes",), default="kubernetes")
-    p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
-    _kubernetes_options(p)
-    p.add_argument("--root-uid", metavar="UID", help="the root ConfigMap's uid: owner references")
-    p.add_argument(
-        "--tls",
-        choices=("on", "off"),
-        default="on",
-        help="the run's CA and certificates as a Secret (default on; its keys are in the output)",
-    )
+    add_render(sub)
 
     p = sub.add_parser("wait-step", help="wait for a step's status file; fail if the step did")
     p.add_argument("status_file", metavar="STATUS_FILE")
-    p.add_argument("--timeout", type=_seconds, default=None, help="seconds (default: no limit)")
+    p.add_argument(
+        "--timeout", metavar="SECONDS", type=_seconds, help="how long to wait (default: no limit)"
+    )
 
     p = sub.add_parser("gc", help="remove what runs whose daskstep run is gone left behind")
     p.add_argument("--all", action="store_true", help="every daskstep run's, live ones too")
@@ -206,37 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         help="whose leftovers: containers, or batch jobs (default docker)",
     )
 
-    p = sub.add_parser("logs", help="print the job, scheduler and worker logs of a run")
-    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
-    _run_option(p)
-    p.add_argument("--component", choices=("job", "scheduler", "worker", "engine"))
-    p.add_argument("--worker", metavar="NAME", help="one worker's log (implies --component worker)")
-    p.add_argument("--follow", "-f", action="store_true", help="show new lines until the run ends")
-    p.add_argument(
-        "--since",
-        metavar="SEQ",
-        type=_count,
-        default=0,
-        help="each stream's lines after number SEQ (--numbers shows them)",
-    )
-    p.add_argument(
-        "--numbers", "-n", action="store_true", help="show each line's number, as --since takes"
-    )
-
-    p = sub.add_parser("list", help="the workspace's runs, newest first")
-    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = sub.add_parser("status", help="one run's status: steps, exit codes, cluster, events")
-    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
-    _run_option(p)
-    p.add_argument("--json", action="store_true", help="print its status.json")
-
-    p = sub.add_parser("prune", help="remove old runs' records (never the latest or a live one)")
-    p.add_argument("--workspace", metavar="DIR", default=".", help="default: .")
-    p.add_argument("--keep", metavar="K", type=_count, help="keep the newest K runs")
-    p.add_argument("--before", metavar="DATE", help="remove runs begun before DATE (2026-12-01)")
-    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    add_run_readers(sub)
 
     p = sub.add_parser("sidecar", help="run a sidecar: logs, kerberos or voms")
     kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
@@ -293,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pack-entrypoint", help="write the entrypoint as one zipapp file")
     p.add_argument("--output", metavar="PATH", default="daskstep-entrypoint.pyz")
 
-    p = sub.add_parser("entrypoint", help="the step wrapper, run in-process", add_help=False)
+    p = sub.add_parser(
+        "entrypoint",
+        help="the step wrapper, run in-process; entrypoint install DIR copies it into DIR",
+        add_help=False,
+    )
     p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -311,17 +242,20 @@ def _load(reana_yaml: str, limits: str | None, parameters: dict[str, str] | None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from daskstep.inputs import check_inputs
+    from daskstep.words import plural
 
     workflow = _load(args.reana_yaml, args.limits)
+    check_inputs(workflow)  # what run's input stage finds missing on disk, found here too
     if workflow.dask is None:
         cluster = "no Dask cluster"
     else:
         d = workflow.dask
         cluster = (
-            f"{d.number_of_workers} workers × {d.single_worker_memory}, "
-            f"{d.single_worker_threads} threads each"
+            f"{plural(d.number_of_workers, 'worker')} × {d.single_worker_memory}, "
+            f"{plural(d.single_worker_threads, 'thread')} each"
         )
-    print(f"{args.reana_yaml}: valid ({cluster}; {len(workflow.steps)} steps)")
+    print(f"{args.reana_yaml}: valid ({cluster}; {plural(len(workflow.steps), 'step')})")
     return 0
 
 
@@ -389,56 +323,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return check_run(features, workflow, record, Path(args.junit) if args.junit else None)
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
-    from daskstep.kube.options import options_from
-    from daskstep.kube.render import dump, render
-
-    workflow = _load(args.reana_yaml, args.limits)
-    if workflow.type != "serial":  # the engine runs on the local backend only, for now
-        message = f"kubernetes cannot run {workflow.type} workflows yet; use daskstep run"
-        raise InputError([Problem("--backend", message)], source=args.reana_yaml)
-    options = dataclasses.replace(options_from(args), tls=args.tls == "on")
-    reana_yaml = Path(args.reana_yaml).read_text()
-    sys.stdout.write(dump(render(workflow, reana_yaml, options), options))
-    return 0
-
-
 def _cmd_wait_step(args: argparse.Namespace) -> int:
     from daskstep.gate import wait_step
 
     return wait_step(Path(args.status_file), args.timeout)
-
-
-def _cmd_logs(args: argparse.Namespace) -> int:
-    from daskstep.logview import View, show
-
-    run = Workspace(args.workspace).find(args.run)
-    view = View(run, args.component, args.worker, args.since, args.numbers)
-    return show(view, args.follow)
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    from daskstep.runs_view import show_list
-
-    return show_list(Workspace(args.workspace), args.json)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from daskstep.runs_view import show_status
-
-    return show_status(Workspace(args.workspace).find(args.run), args.json)
-
-
-def _cmd_prune(args: argparse.Namespace) -> int:
-    from daskstep.runs_view import parse_date, prune
-
-    before = None
-    if args.before is not None:
-        try:
-            before = parse_date(args.before)
-        except ValueError as e:
-            raise InputError([Problem("--before", str(e))]) from None
-    return prune(Workspace(args.workspace), args.keep, before, args.dry_run)
 
 
 def _cmd_sidecar(args: argparse.Namespace) -> int:
@@ -482,36 +370,6 @@ def _cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_gc(args: argparse.Namespace) -> int:
-    if args.backend != "docker":
-        return _gc_batch(args.backend, args.all)
-    from daskstep.containers import abandoned_runs, remove_run
-    from daskstep.images import docker_client
-
-    client = docker_client()
-    runs = abandoned_runs(client, everything=args.all)
-    for run_id in sorted(runs):
-        print(f"{run_id}: removed {remove_run(client, run_id)} container(s)")
-    if not runs:
-        print("nothing to remove")
-    return 0
-
-
-def _gc_batch(backend: str, everything: bool) -> int:
-    from daskstep.batch import system_for
-    from daskstep.batch.site import Site
-
-    system = system_for(backend, Site())
-    runs = system.abandoned_runs(everything)
-    for run_id in sorted(runs):
-        jobs = system.queued(run_id)
-        system.cancel_run(run_id)
-        print(f"{run_id}: cancelled {len(jobs)} {backend} job(s)")
-    if not runs:
-        print("nothing to cancel")
-    return 0
-
-
 def _cmd_pack_entrypoint(args: argparse.Namespace) -> int:
     from daskstep.pack import pack
 
@@ -523,49 +381,17 @@ COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
     "test": _cmd_test,
-    "render": _cmd_render,
+    "render": cmd_render,
     "wait-step": _cmd_wait_step,
     "images": _cmd_images,
-    "gc": _cmd_gc,
+    "gc": cmd_gc,
     "pack-entrypoint": _cmd_pack_entrypoint,
-    "logs": _cmd_logs,
-    "list": _cmd_list,
-    "status": _cmd_status,
-    "prune": _cmd_prune,
+    "logs": cmd_logs,
+    "list": cmd_list,
+    "status": cmd_status,
+    "prune": cmd_prune,
     "sidecar": _cmd_sidecar,
 }
-
-
-def _passthrough(argv: list[str]) -> int | None:
-    """Commands that own their options (the wrapper, the credential sidecars): argparse's
-    REMAINDER would not pass options that come right after the command name."""
-    if argv[:2] == ["entrypoint", "install"]:
-        from daskstep.pack import install
-
-        if len(argv) != 3:
-            print(
-                "error: daskstep entrypoint install: give one folder: install DIR", file=sys.stderr
-            )
-            return 2
-        print(install(Path(argv[2])))
-        return 0
-    if argv[:1] == ["entrypoint"]:
-        from entrypoint.__main__ import main as entrypoint_main
-
-        return entrypoint_main(argv[1:])
-    if argv[:2] == ["sidecar", "kerberos"]:
-        from sidecar.kerberos import main as kerberos_main
-
-        return kerberos_main(argv[2:])
-    if argv[:2] == ["sidecar", "voms"]:
-        from sidecar.voms import main as voms_main
-
-        return voms_main(argv[2:])
-    if argv[:2] == ["sidecar", "reaper"]:
-        from sidecar.reaper import main as reaper_main
-
-        return reaper_main(argv[2:])
-    return None
 
 
 def _quiet_stdout() -> None:
@@ -583,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
         reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
     argv = sys.argv[1:] if argv is None else argv
-    if (code := _passthrough(argv)) is not None:
+    if (code := passthrough(argv)) is not None:
         return code
     args = _parser().parse_args(argv)
     try:

@@ -65,13 +65,36 @@ def docker_client() -> Any:
         client = docker.from_env()
         client.ping()
     except Exception as e:  # the SDK raises several kinds for "nobody answers"
-        where = os.environ.get("DOCKER_HOST", "the default socket")
-        found = re.search(r"\[Errno \d+\] ([^'\")]+)", str(e))
-        reason = found.group(1) if found else str(e)[:160]
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise ImageError(
-            f"cannot reach the Docker engine at {where} ({reason}); start it, or set DOCKER_HOST"
+            f"cannot reach the Docker engine at {where}: {os_reason(e)}; "
+            "start it or set DOCKER_HOST"
         ) from None
     return client
+
+
+def os_reason(error: BaseException) -> str:
+    """What the system said, in words ("No such file or directory", "Connection refused"),
+    from deep in the chain the SDK wraps it in (requests, urllib3: tuples of exceptions)."""
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+        todo += [
+            a
+            for arg in e.args
+            if isinstance(arg, tuple)
+            for a in arg
+            if isinstance(a, BaseException)
+        ]
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    found = re.search(r"\[Errno \d+\] ([^'\")]+)", str(error))
+    return found.group(1) if found else " ".join(str(error).split())[:160]
 
 
 def run_python(client: Any, image: str, code: str) -> str:

@@ -28,14 +28,24 @@ def _inputs(workflow: Workflow) -> list[tuple[str, str]]:
     return [(f"inputs.{k}[{i}]", name) for k, names in kinds for i, name in enumerate(names)]
 
 
-def check_inputs(workflow: Workflow) -> None:
-    """Every declared input must exist beside the reana.yaml, as REANA's upload demands."""
+def input_problems(workflow: Workflow) -> list[Problem]:
+    """What is missing on disk beside the reana.yaml: every declared input, as REANA's upload
+    demands, and a cwl/snakemake workflow's file and input file. `validate` and the input
+    stage of `run` both ask this, so they agree."""
+    from daskstep.engines.steps import engine_file_problems, is_engine
+
     source = workflow.path.parent.resolve()
     problems = [
         Problem(field, f"{name!r} does not exist in {source}; add it there, or remove it here")
         for field, name in _inputs(workflow)
         if not (source / name).exists()
     ]
+    return problems + (engine_file_problems(workflow) if is_engine(workflow) else [])
+
+
+def check_inputs(workflow: Workflow, *more: Problem) -> None:
+    """The input problems, with `more` found by the caller, as one error (one line each)."""
+    problems = [*input_problems(workflow), *more]
     if problems:
         raise InputError(problems, source=str(workflow.path))
 

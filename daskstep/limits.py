@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from daskstep.errors import InputError, Problem
+from daskstep.words import plural
 
 MEMORY_PATTERN = re.compile(r"^[1-9][0-9]*(Ei|Pi|Ti|Gi|Mi|Ki|E|P|T|G|M|K)$")
 MEMORY_HINT = "use a whole number with a unit such as 512Mi or 2Gi"
@@ -238,7 +239,7 @@ def _check_values(values: dict[str, Any]) -> list[Problem]:
             Problem(
                 "max_memory_limit",
                 f"{values['max_memory_limit']} is below the default cluster's memory "
-                f"({values['default_number_of_workers']} workers x "
+                f"({plural(values['default_number_of_workers'], 'worker')} x "
                 f"{values['default_single_worker_memory']} = {format_memory(total)}); "
                 "raise max_memory_limit or lower the defaults",
             )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from daskstep.words import plural
+
 
 @dataclass
 class WorkerSeries:
@@ -218,7 +220,7 @@ def build(
         "duration": float(duration) if _finite(duration) else end,
         "backend": cluster.get("backend") or "",
         "workers": f"{cluster.get('workers_ready', '?')} of "
-        f"{cluster.get('workers_requested', '?')}",
+        f"{plural(cluster.get('workers_requested', '?'), 'worker')}",
         "message": status.get("message") or "",
         "reason": status.get("reason") or "",
         "tasks": sum(p.count for p in prefixes),

@@ -15,6 +15,7 @@ from daskstep.report_data import (
     ReportData,
     memory_scale,
 )
+from daskstep.words import plural
 
 SIZE = (12.0, 9.0)  # inches, at DPI
 DPI = 100
@@ -37,7 +38,7 @@ def render_png(data: ReportData) -> bytes:
     s = data.summary
     figure.suptitle(
         f"{s['workflow'] or 'daskstep run'}: {s['status']}, exit code {s['exit_code']}, "
-        f"{s['duration']:.1f} s, {s['tasks']} tasks (started {s['started_at']} UTC)",
+        f"{s['duration']:.1f} s, {plural(s['tasks'], 'task')} (started {s['started_at']} UTC)",
         fontsize=11,
     )
 

@@ -29,7 +29,7 @@ def header(data: ReportData) -> str:
             f", exit code {_e(s['exit_code'])}",
         ),
         ("started", f"{_e(s['started_at'])} (UTC); {s['duration']:.1f} s"),
-        ("cluster", f"{_e(s['backend'] or 'unknown')} backend, {_e(s['workers'])} workers ready"),
+        ("cluster", f"{_e(s['backend'] or 'unknown')} backend, {_e(s['workers'])} ready"),
         ("tasks", f"{s['tasks']} in the scheduler's task stream"),
     ]
     if s["message"] or s["reason"]:

@@ -180,7 +180,7 @@ class Run:
         self.status.cluster_details(backend.status())
         self.status.cluster_ready(ready, time.monotonic() - t)
         say(
-            f"cluster ready in {time.monotonic() - t:.1f} s: {ready} workers, "
+            f"cluster ready in {time.monotonic() - t:.1f} s: {ready} worker{'s' * (ready != 1)}, "
             f"scheduler {handle.scheduler_address}"
         )
         if handle.dashboard_url:

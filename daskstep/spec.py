@@ -38,6 +38,7 @@ from daskstep.reana import (
     WORKFLOW_KEYS,
     expand_parameters,
 )
+from daskstep.words import plural
 
 DASK_PATH = "workflow.resources.dask"
 COMPUTE_BACKENDS = ("kubernetes", "slurmcern", "htcondorcern")
@@ -171,14 +172,14 @@ def _dask(value: Any, limits: Limits, r: Report) -> DaskResources | None:
         if total > limits.max_memory_limit_bytes:
             fit = limits.max_memory_limit_bytes // per_worker
             fix = (
-                f"ask for at most {fit} workers of {memory}, or less single_worker_memory"
+                f"ask for at most {plural(fit, 'worker')} of {memory}, or less single_worker_memory"
                 if fit
                 else f"lower single_worker_memory to at most {limits.max_memory_limit}"
             )
             r.error(
                 DASK_PATH,
-                f"{workers} workers x {memory} = {format_memory(total)} is above the platform "
-                f"maximum of {limits.max_memory_limit} (max_memory_limit); {fix}",
+                f"{plural(workers, 'worker')} x {memory} = {format_memory(total)} is above "
+                f"the platform maximum of {limits.max_memory_limit} (max_memory_limit); {fix}",
             )
     if r.errors() > before or image is None or workers is None or threads is None:
         return None

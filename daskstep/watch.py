@@ -12,6 +12,8 @@ from typing import Any
 
 from dask.utils import format_bytes
 
+from daskstep.words import plural
+
 GRACE_SECONDS = 30.0  # fewer workers than asked for this long is news (a restart takes ~1 s)
 LOOK_SECONDS = 1.0
 
@@ -71,7 +73,7 @@ class SchedulerWatch:
         now = self.clock()
         if n >= self.wanted:
             if self.said_short:
-                self.report("cluster", "workers back", f"{n} of {self.wanted} workers")
+                self.report("cluster", "workers back", f"{n} of {plural(self.wanted, 'worker')}")
             self.short_since, self.said_short = None, False
             return
         if self.short_since is None:
@@ -81,5 +83,5 @@ class SchedulerWatch:
             self.report(
                 "cluster",
                 "too few workers",
-                f"{n} of {self.wanted} workers for {self.grace:g} s; tasks run slower",
+                f"{n} of {plural(self.wanted, 'worker')} for {self.grace:g} s; tasks run slower",
             )

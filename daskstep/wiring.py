@@ -13,7 +13,7 @@ from typing import Any
 from daskstep.backends import ClusterBackend, get_backend
 from daskstep.backends.batch import BatchBackend
 from daskstep.credentials import Credentials, Secrets
-from daskstep.engines.steps import check_engine, is_engine, stage_engine_files
+from daskstep.engines.steps import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
@@ -36,10 +36,8 @@ def prepare_run(
     site: str | None = None,  # the batch site's settings file
     tls: bool = True,
 ) -> Run:
-    check_inputs(workflow)
     engine = is_engine(workflow)  # cwl or snakemake: the engine runs as one step (engines/)
-    if engine:
-        check_engine(workflow, backend)
+    check_inputs(workflow, *(engine_problems(workflow, backend) if engine else ()))
     if backend == "kubernetes":
         return _kubernetes_run(workflow, workspace, start_timeout, kubernetes, tls)
     systems = batch_systems(workflow, backend, site)

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
     from entrypoint.health import Health
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+PROG = "daskstep-entrypoint"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> "None":  # type: ignore[override]
-        raise UsageError(message)
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def _env_float(name: str, default: float | None) -> float | None:
@@ -55,9 +56,11 @@ class StepGate:
         return ready
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
+def parse(argv: list[str], prog: str = PROG, epilog: str | None = None) -> argparse.Namespace:
+    """The options; `prog` and `epilog` let a program that embeds the entrypoint name itself
+    in the usage and add a word about its own commands."""
     env = os.environ
-    p = _Parser(prog="daskstep-entrypoint", description="Run a step next to a Dask cluster.")
+    p = _Parser(prog=prog, description="Run a step next to a Dask cluster.", epilog=epilog)
     p.add_argument(
         "--scheduler",
         default=env.get("DASKSTEP_SCHEDULER")
@@ -112,11 +115,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG, epilog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     status_file = _status_file_in(argv) or os.environ.get("DASKSTEP_STATUS_FILE")
     try:
-        args = parse(argv)
+        args = parse(argv, prog, epilog)
         status_file = args.status_file
         commands = [["sh", "-c", c] for c in args.shell] or [args.command]
         if args.tls_dir:
@@ -143,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return entry.go(commands, dict(os.environ))
     except EntrypointError as e:
         # A failure before the loop started (bad usage): still leave a status behind.
-        print(f"daskstep-entrypoint: {e}", file=sys.stderr)
+        print(f"error: {prog}: {e}", file=sys.stderr)
         _write_early_status(status_file, e.reason, e.exit_code, str(e))
         return e.exit_code
     except Exception as e:
-        print(f"daskstep-entrypoint: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"error: {prog}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 70
 
 

@@ -193,7 +193,7 @@ class SchedulerWaiter:
             raise NotReady("workers", f"cannot count workers yet ({e})") from None
         self.seen_workers = n
         if n < self.workers:
-            raise NotReady("workers", f"{n} of {self.workers} workers; waiting")
+            raise NotReady("workers", f"{n} of {_workers(self.workers)}; waiting")
 
     def _note(self, state: str, message: str) -> None:
         if state != self.state:
@@ -239,7 +239,11 @@ class SchedulerWaiter:
         if e.state == "files":
             return WaitFileMissing(f"{e} {within}: the file is missing or empty")
         if e.state == "workers" and self.seen_workers is not None:
-            return TooFewWorkers(f"only {self.seen_workers} of {self.workers} workers {within}")
+            return TooFewWorkers(f"only {self.seen_workers} of {_workers(self.workers)} {within}")
         if e.state == "workers":
             return TooFewWorkers(f"could not count the workers {within}: {e}")
         return SchedulerUnavailable(f"scheduler {self.uri} unreachable {within}")
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"

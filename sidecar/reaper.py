@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             removed += 1
         except Exception as e:  # already being removed by the controller
             print(f"reaper: {row['Names']}: {e}", flush=True)
-    print(f"reaper: removed {removed} container(s) of {args.label}", flush=True)
+    containers = "container" if removed == 1 else "containers"
+    print(f"reaper: removed {removed} {containers} of {args.label}", flush=True)
     return 0
 
 

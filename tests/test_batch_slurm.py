@@ -216,7 +216,7 @@ def test_gc_cancels_the_jobs_of_runs_whose_controller_is_gone(slurm: Slurm) -> N
         gc = daskstep("gc", "--backend", "slurm", env={**os.environ, **slurm.env})
         out, err = gc.communicate(timeout=60)
         assert gc.returncode == 0, err
-        assert out.strip() == "ds-gcdead0000: cancelled 1 slurm job(s)"
+        assert out.strip() == "ds-gcdead0000: cancelled 1 slurm job"
         wait_for(lambda: not slurm.jobs_of_run("ds-gcdead"), 15, "the dead run's job to go")
         assert slurm.jobs_of_run("ds-gclive") and slurm.jobs("someone-else")
     finally:

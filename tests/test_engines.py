@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import daskstep, descendants, wait_for, wait_gone
 
-from daskstep.engines.steps import ToolSteps, check_engine, step_entry
+from daskstep.engines.steps import ToolSteps, engine_problems, step_entry
 from daskstep.engines.tool import JOB_LOG_ENV, OUTPUT_ENV, STEPS_ENV, stream_id
 from daskstep.errors import InputError
+from daskstep.inputs import check_inputs
 from daskstep.limits import load_limits
 from daskstep.spec import check
 from daskstep.status import RunStatus
@@ -121,7 +122,7 @@ def test_an_input_file_outside_the_workspace_is_refused(tmp_path: Path) -> None:
     workflow, _ = check(json.loads(path.read_text()), load_limits(None), path)
     assert workflow is not None
     with pytest.raises(InputError) as caught:
-        check_engine(workflow, "local")
+        check_inputs(workflow)
     assert [p.path for p in caught.value.problems] == ["inputs.parameters.input"]
     assert "is outside the workspace" in caught.value.problems[0].message
 
@@ -152,9 +153,7 @@ def test_a_missing_engine_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name: None if name == "cwltool" else real(name)
     )
-    with pytest.raises(InputError) as caught:
-        check_engine(workflow, "local")
-    [problem] = caught.value.problems
+    [problem] = engine_problems(workflow, "local")
     assert problem.path == "workflow.type"
     assert "cwltool, which is not installed; pip install 'daskstep[engines]'" in problem.message
 

@@ -430,3 +430,100 @@ def test_versions_fail_refuses_before_the_command_runs(monkeypatch) -> None:
         FakeWaiter(Readiness("tcp://x:1")), module.VersionCheck("warn", log=lines.append), None
     )
     assert Entrypointer(warn, FakeRunner(), FakeReporter()).go([["true"]], {}) == 0
+
+
+# -- `daskstep entrypoint` on the command line (issue 19) ----------------------------------------
+DASKSTEP = [sys.executable, "-m", "daskstep"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_install_help_prints_usage_and_makes_nothing(tmp_path: Path, flag: str) -> None:
+    """`daskstep entrypoint install --help` made a folder named --help."""
+    done = subprocess.run(
+        [*DASKSTEP, "entrypoint", "install", flag],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: daskstep entrypoint install [-h] DIR")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "the following arguments are required: DIR"),
+        (["a", "b"], "unrecognized arguments: b"),
+        (["file"], "cannot put entrypoint.pyz into file"),
+    ],
+)
+def test_install_refuses_bad_folders_in_one_line(tmp_path: Path, args: list, says: str) -> None:
+    (tmp_path / "file").write_text("not a folder\n")
+    done = subprocess.run(
+        [*DASKSTEP, "entrypoint", "install", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: daskstep entrypoint install: ") and says in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_install_puts_the_zipapp_into_the_folder(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*DASKSTEP, "entrypoint", "install", str(tmp_path / "bin")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "bin" / "entrypoint.pyz")
+    assert (tmp_path / "bin" / "entrypoint.pyz").is_file()
+
+
+def test_daskstep_entrypoint_help_mentions_install_and_the_zipapps_does_not(
+    tmp_path: Path,
+) -> None:
+    from daskstep.pack import pack
+
+    ours = subprocess.run(
+        [*DASKSTEP, "entrypoint", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout.startswith("usage: daskstep entrypoint ")
+    assert "daskstep entrypoint install DIR" in " ".join(ours.stdout.split())
+    pyz = pack(tmp_path / "daskstep-entrypoint.pyz")
+    theirs = subprocess.run(
+        [sys.executable, "-I", str(pyz), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    assert theirs.stdout.startswith("usage: daskstep-entrypoint ")
+    assert "install" not in theirs.stdout  # the zipapp knows nothing of daskstep
+    ours_options = ours.stdout.split("options:")[1].split("daskstep entrypoint install")[0]
+    assert ours_options.strip() == theirs.stdout.split("options:")[1].strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "give the step as --shell CMD (repeatable) or as -- CMD..."),
+        (["--no-such-flag", "--", "true"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_a_usage_error_is_one_error_line_and_64(args: list, says: str) -> None:
+    """`daskstep entrypoint` with no arguments exited 64 with no `error:` prefix."""
+    done = subprocess.run(
+        [*DASKSTEP, "entrypoint", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 64
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: daskstep entrypoint: ") and says in line, line
+    alone = subprocess.run([*ENTRYPOINT, *args], capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 64
+    [line] = alone.stderr.splitlines()
+    assert line.startswith("error: daskstep-entrypoint: ") and says in line, line

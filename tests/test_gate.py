@@ -46,3 +46,14 @@ def test_a_failed_previous_step_keeps_it_shut_with_that_code(tmp_path: Path) -> 
 
 def test_it_gives_up_after_its_timeout(tmp_path: Path) -> None:
     assert wait_step(tmp_path / "never.json", timeout=0.1, poll=0.02) == 124
+
+
+def test_its_timeout_is_shown_as_seconds_as_elsewhere() -> None:
+    """`wait-step --timeout TIMEOUT`, where the other commands say SECONDS."""
+    daskstep = Path(sys.executable).parent / "daskstep"
+    out = subprocess.run(
+        [str(daskstep), "wait-step", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    assert "--timeout SECONDS" in out.stdout and "TIMEOUT" not in out.stdout
+    assert "default: no limit" in out.stdout

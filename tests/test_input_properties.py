@@ -239,3 +239,57 @@ def test_any_start_timeout_gives_a_clean_answer(
         _out, err = capsys.readouterr()
         assert code in (0, 2) and "Traceback" not in err
         assert code == 0 or (err.count("\n") == 1 and err.startswith("error:")), err
+
+
+# -- validate and run's input stage agree on what is on disk (issue 19) --------------------------
+ON_DISK = {"a.py": "file", "data": "folder", "data/x.csv": "file", "Snakefile": "file"}
+NAMES = st.sampled_from([*ON_DISK, "missing.py", "nodata", "data/missing.csv", "../up", "/abs"])
+on_disk_documents = st.fixed_dictionaries(
+    {
+        "inputs": st.fixed_dictionaries(
+            {},
+            optional={
+                "files": st.lists(NAMES, max_size=3),
+                "directories": st.lists(NAMES, max_size=2),
+                "parameters": st.fixed_dictionaries({}, optional={"input": NAMES}),
+            },
+        ),
+        "workflow": st.one_of(
+            st.just({"type": "serial", "specification": {"steps": [{"commands": ["true"]}]}}),
+            st.fixed_dictionaries({"type": st.sampled_from(["cwl", "snakemake"]), "file": NAMES}),
+        ),
+    },
+    optional={
+        "outputs": st.fixed_dictionaries({}, optional={"files": st.lists(NAMES, max_size=2)})
+    },
+)
+
+
+def _said(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    code = _exit_code(argv)
+    _out, err = capsys.readouterr()
+    return code, [ln for ln in err.splitlines() if ln.startswith(("error:", "warning:"))]
+
+
+@EXAMPLES
+@given(document=on_disk_documents)
+def test_validate_and_runs_input_stage_agree_on_inputs(
+    document: dict[str, Any], capsys: pytest.CaptureFixture[str], fake_execute: None
+) -> None:
+    """Whatever inputs, outputs and workflow files a document names, some there and some not,
+    `validate` gives the same exit code and the same error lines as `run` (local backend)."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "analysis"
+        for name, kind in ON_DISK.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            if kind == "folder":
+                (root / name).mkdir(exist_ok=True)
+            else:
+                (root / name).write_text("x\n")
+        path = root / "reana.yaml"
+        path.write_text(yaml.safe_dump(document))
+        checked = _said(["validate", str(path)], capsys)
+        ran = _said(["run", str(path), "--workspace", f"{folder}/ws", "--secrets", folder], capsys)
+        event(f"exit {checked[0]}")
+        assert checked == ran
+        assert checked[0] in (0, 2)

@@ -10,6 +10,7 @@ cluster against the schemas a real API server would enforce.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -283,9 +284,11 @@ def test_without_a_dask_cluster_only_the_steps_run() -> None:
     assert "--scheduler" not in job["spec"]["template"]["spec"]["containers"][0]["command"]
 
 
-def _daskstep(*args: str) -> subprocess.CompletedProcess:
+def _daskstep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     daskstep = Path(sys.executable).parent / "daskstep"
-    return subprocess.run([str(daskstep), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(daskstep), *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
 def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
@@ -306,14 +309,13 @@ def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     objects = [o for o in yaml.safe_load_all(out.stdout) if o]
     assert "--root-uid" in out.stdout  # the comment saying how to get owner references
-    assert "its private keys" in out.stdout  # the comment saying the output is a secret
+    assert "kubectl create secret generic ds-abc-tls -n ns1" in out.stdout  # and the Secret
     assert [o["kind"] for o in objects] == [
         "ConfigMap",
         "ServiceAccount",
         "Role",
         "RoleBinding",
         "NetworkPolicy",
-        "Secret",
         "DaskCluster",
         "Ingress",
         "Job",
@@ -339,12 +341,15 @@ SPECS_DOC = {
         ("--run-id", "x" * 40, "at most 30"),
         ("--namespace", "My.NS", "--namespace: 'My.NS' is not a Kubernetes name"),
         ("--workspace-subpath", "../other", "--workspace-subpath: '../other' must be a relative"),
+        ("--ingress-namespace", "Ingress", "--ingress-namespace: 'Ingress' is not a Kubernetes"),
+        ("--daskstep-image", "a b", "--daskstep-image: 'a b' is not a container image"),
+        ("--tls-dir", "reana.yaml", "reana.yaml is a file; give a folder"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, option: str, value: str, says: str):
     reana = tmp_path / "reana.yaml"
     reana.write_text(yaml.safe_dump({"workflow": SPECS_DOC}))
-    out = _daskstep("render", str(reana), option, value)
+    out = _daskstep("render", str(reana), option, value, cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in out.stderr
@@ -395,3 +400,194 @@ def test_every_rendered_command_line_parses_with_the_real_parsers() -> None:
                 _parser().parse_args(argv[1:])  # logs, entrypoint install
             seen.add(" ".join(argv[:3]))
     assert len(seen) >= 5, seen
+
+
+# -- render for GitOps (issue 19): no private key, the same output, a pullable image, a fence ---
+def _reana(tmp_path: Path, document: dict | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    reana = tmp_path / "reana.yaml"
+    reana.write_text(yaml.safe_dump({"workflow": document or SPECS_DOC}))
+    return reana
+
+
+def _rendered(out: subprocess.CompletedProcess) -> list[dict[str, Any]]:
+    assert out.returncode == 0, out.stderr
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    for obj in objects:
+        if obj["kind"] != "DaskCluster":
+            for version in VERSIONS:
+                kubernetes_validate.validate(obj, version, strict=True)
+    return objects
+
+
+def _secret_volumes(objects: list[dict[str, Any]]) -> set[str]:
+    pods = [o["spec"]["template"]["spec"] for o in by_kind(objects, "Job")]
+    for cluster in by_kind(objects, "DaskCluster"):
+        pods += [cluster["spec"][part]["spec"] for part in ("scheduler", "worker")]
+    return {v["secret"]["secretName"] for p in pods for v in p.get("volumes", []) if "secret" in v}
+
+
+def test_by_default_no_private_key_is_in_the_output(tmp_path: Path) -> None:
+    """The run's TLS keys were inline in a Secret: unsafe for GitOps."""
+    out = _daskstep("render", str(_reana(tmp_path)), "--namespace", "ns1", "--run-id", "ds-abc")
+    objects = _rendered(out)
+    assert "PRIVATE KEY" not in out.stdout and not by_kind(objects, "Secret")
+    assert _secret_volumes(objects) == {"ds-abc-tls"}  # the pods still use the run's TLS
+    [line] = out.stderr.splitlines()  # and the user is told how to make the Secret
+    assert line.startswith("daskstep: the pods mount the Secret ds-abc-tls") and line.endswith(
+        "render with --tls-dir DIR to make its files, then create it: "
+        "kubectl create secret generic ds-abc-tls -n ns1 --from-file=DIR"
+    )
+
+
+def test_tls_dir_makes_the_files_once_then_reads_them(tmp_path: Path) -> None:
+    import base64
+    import stat
+
+    reana, folder = _reana(tmp_path), tmp_path / "tls"
+    first = _daskstep("render", str(reana), "--run-id", "ds-abc", "--tls-dir", str(folder))
+    assert "PRIVATE KEY" not in first.stdout and not by_kind(_rendered(first), "Secret")
+    assert (
+        f"create it: kubectl create secret generic ds-abc-tls -n default --from-file={folder}"
+        in (first.stderr)
+    )
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    made = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sorted(made) == ["ca.pem", "client-key.pem", "client.pem", "cluster-key.pem",
+                            "cluster.pem"]  # fmt: skip
+    assert all(stat.S_IMODE((folder / n).stat().st_mode) == 0o600 for n in made if "key" in n)
+    again = _daskstep("render", str(reana), "--run-id", "ds-abc", "--tls-dir", str(folder))
+    assert again.stdout == first.stdout and "made the run's CA" not in again.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == made  # read, not made again
+
+    # inline, on request: the Secret holds those very files, and renders the same each time
+    inline = ["render", str(reana), "--tls-secret", "inline", "--tls-dir", str(folder)]
+    out, out_again = _daskstep(*inline), _daskstep(*inline)
+    assert out.stdout == out_again.stdout and "its private keys" in out.stdout
+    [secret] = by_kind(_rendered(out), "Secret")
+    assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == made
+
+
+def test_a_half_made_or_expired_tls_dir_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime
+
+    from daskstep import tls as run_tls
+
+    reana, folder = _reana(tmp_path), tmp_path / "tls"
+    folder.mkdir()
+    (folder / "ca.pem").write_text("x")
+    out = _daskstep("render", str(reana), "--tls-dir", str(folder))
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"error: --tls-dir: {folder} lacks client-key.pem, client.pem")
+
+    def expired(subject: Any, issuer: Any, public_key: Any) -> Any:
+        from cryptography import x509
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=40))
+            .not_valid_after(now - datetime.timedelta(days=10))
+        )
+
+    monkeypatch.setattr(run_tls, "_builder", expired)
+    run_tls.RunTLS.create(tmp_path / "old", "ds-old")
+    out = _daskstep("render", str(reana), "--tls-dir", str(tmp_path / "old"))
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.splitlines()
+    ended = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)
+    assert line == (
+        f"error: --tls-dir: {tmp_path / 'old'}/ca.pem expired on {ended:%Y-%m-%d}; empty the "
+        "folder to make new ones, and create the Secret again"
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--namespace", "ns1", "--dashboard-host", "dask.example.org"], ["--tls", "off"]],
+    ids=["defaults", "placed", "no-tls"],
+)
+def test_the_same_input_renders_byte_identical_output(tmp_path: Path, options: list[str]) -> None:
+    """Every render made a new run id and new keys: nothing a GitOps repository can hold."""
+    reana = _reana(tmp_path)
+    first, second = (_daskstep("render", str(reana), *options) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stderr == second.stderr
+    [root, *_] = _rendered(first)
+    run_id = root["metadata"]["name"]
+    assert is_dns_label(run_id, 30) and run_id.startswith("ds-")
+
+    # another input, or another placement, is another run; --run-id names it outright
+    other = _reana(tmp_path / "other", {**SPECS_DOC, "resources": {"dask": {"image": "a/b:1"}}})
+    assert _rendered(_daskstep("render", str(other), *options))[0]["metadata"]["name"] != run_id
+    moved = _daskstep("render", str(reana), *options, "--workspace-subpath", "elsewhere")
+    assert _rendered(moved)[0]["metadata"]["name"] != run_id
+    named = _daskstep("render", str(reana), *options, "--run-id", "ds-mine")
+    assert _rendered(named)[0]["metadata"]["name"] == "ds-mine"
+    # the root's uid, known only after a first apply, keeps the run id
+    owned = _daskstep("render", str(reana), *options, "--root-uid", UID)
+    assert _rendered(owned)[0]["metadata"]["name"] == run_id
+
+
+def test_the_default_daskstep_image_is_a_pullable_reference(tmp_path: Path) -> None:
+    """`daskstep:0.1.0` is docker.io/library/daskstep to containerd, and CRI-O refuses it."""
+    from daskstep.kube.objects import daskstep_version
+
+    objects = _rendered(_daskstep("render", str(_reana(tmp_path))))
+    images = {
+        c["image"]
+        for job in by_kind(objects, "Job")
+        for c in job["spec"]["template"]["spec"]["containers"]
+        + job["spec"]["template"]["spec"]["initContainers"]
+    }
+    ours = {i for i in images if i != SPECS_DOC["resources"]["dask"]["image"]}
+    assert ours == {f"ghcr.io/daskstep/daskstep:{daskstep_version()}"}
+    for image in ours:  # a registry host first: resolved the same by every runtime
+        registry = image.split("/")[0]
+        assert "." in registry and image.count("/") >= 2
+
+
+@pytest.mark.parametrize(
+    ("given", "admitted"),
+    [([], "ingress-nginx"), (["--ingress-namespace", "nginx-system"], "nginx-system")],
+)
+def test_the_dashboard_port_is_open_only_to_the_ingress_controller(
+    tmp_path: Path, given: list[str], admitted: str
+) -> None:
+    """With --dashboard-host, 8787 was open to every namespace, around the Ingress's auth."""
+    out = _daskstep("render", str(_reana(tmp_path)), "--dashboard-host", "d.example.org", *given)
+    [fence] = by_kind(_rendered(out), "NetworkPolicy")
+    run = {"matchLabels": {"daskstep.io/run": fence["metadata"]["labels"]["daskstep.io/run"]}}
+    assert fence["spec"]["ingress"] == [
+        {"from": [{"podSelector": run}]},
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": admitted}}}
+            ],
+            "ports": [{"protocol": "TCP", "port": 8787}],
+        },
+    ]
+
+
+def test_every_render_and_placement_option_says_what_it_does_and_its_default() -> None:
+    from daskstep.cli import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    seen = []
+    for name in ("render", "run"):
+        for action in commands.choices[name]._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            if name == "run" and action.container.title != "kubernetes":
+                continue
+            seen.append(action.option_strings[0])
+            assert action.help and "default" in action.help, (name, action.option_strings)
+    assert {"--namespace", "--secrets-name", "--workspace-claim", "--tls-secret"} <= set(seen)

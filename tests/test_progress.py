@@ -189,7 +189,7 @@ def test_say_while_workers_register_goes_above_the_bar(capsys: pytest.CaptureFix
     with WaitProgress("waiting for workers", 2, stream) as wait:
         wait.update(1, 2)
         say("warning: worker worker-1: lost: it exited with -9")
-    assert "daskstep: warning: worker worker-1: lost: it exited with -9\n" in stream.getvalue()
+    assert "warning: worker worker-1: lost: it exited with -9\n" in stream.getvalue()
     say("cluster ready")
     assert capsys.readouterr().err == "daskstep: cluster ready\n"
 
@@ -216,7 +216,7 @@ def test_rich_draws_the_counts_and_leaves_a_summary(capsys: pytest.CaptureFixtur
     assert ESCAPE in drawn  # a live line: redrawn in place
     after = screen.getvalue()[len(drawn) :]
     # say() went through the console, above the line, not past it to stderr
-    assert "daskstep: warning: worker worker-1: lost: it exited with -9" in after
+    assert "warning: worker worker-1: lost: it exited with -9" in after
     assert capsys.readouterr().err == ""
     # the last thing drawn, left on the screen
     final = after.rsplit("\x1b[2K", 1)[-1]
@@ -233,6 +233,41 @@ def test_rich_marks_erred_tasks() -> None:
     ) as tasks:
         tick(tasks, clock)
     assert "✗ peak 1 processing · peak 3 in memory · 5 erred · 1.0 s" in screen.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("code", "cancelled", "mark"),
+    [
+        (1, False, "✗ failed (exit code 1) · peak 1 processing"),  # nothing erred, it failed
+        (130, True, "✗ cancelled · peak 1 processing"),
+        (0, False, "✓ peak 1 processing"),
+    ],
+)
+def test_the_summary_mark_follows_the_step_s_exit_code(code, cancelled, mark) -> None:
+    """The mark followed the erred count sampled once a second: a step that failed with no
+    task erred, or one cancelled by Ctrl-C, ended with a green ✓."""
+    clock = Clock()
+    console, screen = terminal()
+    scheduler = Scheduler(counts(), counts(processing=1, memory=3))
+    with StepProgress(
+        "fit", 0, 1, scheduler, console=console, clock=clock, background=False
+    ) as tasks:
+        tick(tasks, clock)
+        tasks.ended(code, cancelled)
+    final = screen.getvalue().rsplit("\x1b[2K", 1)[-1]
+    assert mark in final
+    assert ("✓" in final) == (code == 0)
+
+
+def test_the_plain_summary_says_how_the_step_ended() -> None:
+    clock, stream = Clock(), io.StringIO()
+    with plain(Scheduler(counts(), counts(processing=2)), clock, stream) as tasks:
+        tick(tasks, clock)
+        tasks.ended(3)
+    assert stream.getvalue().splitlines()[-1] == (
+        "daskstep: step fit: failed with exit code 3: peak 2 processing, peak 0 in memory, "
+        "0 erred (1.0 s)"
+    )
 
 
 def test_rich_shows_nothing_for_a_step_that_computes_nothing() -> None:

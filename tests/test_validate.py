@@ -275,11 +275,18 @@ def validate(*args: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
+def base_inputs(folder: Path) -> None:
+    """The files and folders validate_cases.BASE declares, beside its reana.yaml."""
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "analysis.py").write_text("print(1)\n")
+
+
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_cli_valid(tmp_path: Path) -> None:
+    base_inputs(tmp_path)
     result = validate(write(tmp_path, "reana.yaml", spec()))
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
@@ -287,6 +294,7 @@ def test_cli_valid(tmp_path: Path) -> None:
 
 
 def test_cli_warnings_keep_exit_zero(tmp_path: Path) -> None:
+    base_inputs(tmp_path)
     path = write(tmp_path, "reana.yaml", spec(extra=1, **{f"{DSK}__gpus": 1}))
     result = validate(path)
     assert result.returncode == 0, result.stderr
@@ -328,6 +336,7 @@ def test_cli_shows_warnings_next_to_errors(tmp_path: Path) -> None:
 
 
 def test_cli_tighter_limits_file(tmp_path: Path) -> None:
+    base_inputs(tmp_path)
     reana = write(tmp_path, "reana.yaml", spec(**{f"{DSK}__number_of_workers": 4}))
     assert validate(reana).returncode == 0
     limits = write(tmp_path, "limits.yaml", {"max_number_of_workers": 3})
@@ -365,3 +374,108 @@ def test_cli_bad_input_exits_2(
     lines = result.stderr.splitlines()
     assert len(lines) == count and all(line.startswith("error:") for line in lines), lines
     assert_no_traceback(result)
+
+
+# -- validate and run agree on what is missing on disk (issue 19) ---------------------------------
+def _agreeing_case(folder: Path, case: str) -> Path:
+    """A reana.yaml whose only problem is one run's input stage finds; nothing else is wrong."""
+    serial = {
+        "type": "serial",
+        "specification": {"steps": [{"name": "one", "commands": ["true"]}]},
+    }
+    documents: dict[str, dict[str, Any]] = {
+        "missing input file": {"inputs": {"files": ["missing.py"]}, "workflow": serial},
+        "missing input folder": {"inputs": {"directories": ["data"]}, "workflow": serial},
+        "two missing inputs": {
+            "inputs": {"files": ["a.py", "b.py"], "directories": ["data"]},
+            "workflow": serial,
+        },
+        "output escaping the workspace": {"outputs": {"files": ["../out.png"]}, "workflow": serial},
+        "cwl workflow file missing": {"workflow": {"type": "cwl", "file": "main.cwl"}},
+        "snakemake config file missing": {
+            "inputs": {"parameters": {"input": "config.yaml"}},
+            "workflow": {"type": "snakemake", "file": "Snakefile"},
+        },
+    }
+    if case == "snakemake config file missing":
+        write(folder, "Snakefile", "rule all:\n    shell: 'true'\n")
+    return write(folder, "reana.yaml", documents[case])
+
+
+AGREEING = [
+    ("missing input file", ["inputs.files[0]: 'missing.py' does not exist in"]),
+    ("missing input folder", ["inputs.directories[0]: 'data' does not exist in"]),
+    ("two missing inputs", ["inputs.files[0]", "inputs.files[1]", "inputs.directories[0]"]),
+    ("output escaping the workspace", ["outputs.files[0]: '../out.png' is outside the workspace"]),
+    ("cwl workflow file missing", ["workflow.file: 'main.cwl' is not a file in"]),
+    ("snakemake config file missing", ["inputs.parameters.input: 'config.yaml' is not a file"]),
+]
+
+
+@pytest.mark.parametrize(("case", "fragments"), AGREEING, ids=[c for c, _ in AGREEING])
+def test_validate_reports_what_runs_input_stage_refuses(
+    tmp_path: Path, case: str, fragments: list[str]
+) -> None:
+    """`validate` said `valid` for `inputs.files: [missing.py]` while `run` refused it."""
+    path = _agreeing_case(tmp_path, case)
+    checked = validate(path)
+    ran = subprocess.run(
+        [sys.executable, "-m", "daskstep", "run", str(path), "--secrets", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "valid" not in checked.stdout
+    errors = [line for line in checked.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in ran.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(fragments) == len(checked.stderr.splitlines())
+    for line, fragment in zip(errors, fragments, strict=True):
+        assert line.startswith(f"error: {path}: ") and fragment in line and "; " in line
+    assert_no_traceback(checked)
+    assert not (tmp_path / ".daskstep").exists()  # run started nothing
+
+
+def test_validate_finds_inputs_beside_the_reana_yaml_not_in_the_current_folder(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "analysis"
+    (folder / "data").mkdir(parents=True)
+    write(folder, "analysis.py", "print(1)\n")
+    path = write(
+        folder,
+        "reana.yaml",
+        {
+            "inputs": {"files": ["analysis.py"], "directories": ["data"]},
+            "workflow": {"type": "serial", "specification": {"steps": [{"commands": ["true"]}]}},
+        },
+    )
+    result = validate(path)  # run from the repository: the inputs are not in the cwd
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: valid (no Dask cluster; 1 step)"
+
+
+@pytest.mark.parametrize(
+    ("workers", "threads", "steps", "says"),
+    [
+        (1, 1, 1, "valid (1 worker × 1Gi, 1 thread each; 1 step)"),
+        (2, 3, 2, "valid (2 workers × 1Gi, 3 threads each; 2 steps)"),
+    ],
+)
+def test_cli_valid_counts_in_words(
+    tmp_path: Path, workers: int, threads: int, steps: int, says: str
+) -> None:
+    """It said "1 steps"."""
+    dask = {"image": IMAGE, "single_worker_memory": "1Gi"}
+    dask |= {"number_of_workers": workers, "single_worker_threads": threads}
+    document = {
+        "workflow": {
+            "type": "serial",
+            "resources": {"dask": dask},
+            "specification": {"steps": [{"commands": ["true"]}] * steps},
+        }
+    }
+    result = validate(write(tmp_path, "reana.yaml", document))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f": {says}")

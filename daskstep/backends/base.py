@@ -22,6 +22,7 @@ import dask.config
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
 from daskstep.progress import say
 from daskstep.record import RunFolder
+from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
 
@@ -291,7 +292,7 @@ class ClusterBackend(ABC):
                 return n
             if time.monotonic() >= deadline:
                 raise TooFewWorkers(
-                    f"only {n} of {workers} workers registered within {timeout:g} s"
+                    f"only {n} of {plural(workers, 'worker')} registered within {timeout:g} s"
                 )
             self.check_alive()
             self.check_cancel()

@@ -27,6 +27,7 @@ from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.containers import new_run_id
 from daskstep.errors import ClusterError, TooFewWorkers
 from daskstep.record import RunFolder
+from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
 QUEUE_POLL_SECONDS = 1.0  # how often the queue is asked about the workers' jobs
@@ -176,7 +177,7 @@ class BatchBackend(ClusterBackend):
         while left := self.system.queued(self.run_id):
             if time.monotonic() >= deadline:
                 print(
-                    f"warning: {len(left)} {self.system.name} job(s) of run "
+                    f"warning: {plural(len(left), self.system.name + ' job')} of run "
                     f"{self.run_id} still leaving the queue after {QUEUE_DRAIN_SECONDS:g} s: "
                     + ", ".join(left),
                     file=sys.stderr,

@@ -57,8 +57,15 @@ def run_command(argv: list[str], what: str) -> str:
     """One batch command; a failure is a ClusterError carrying the command's own words."""
     try:
         done = subprocess.run(argv, env=child_env(), capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ClusterError(f"{what}: {argv[0]}: {e}") from None
+    except FileNotFoundError:
+        raise ClusterError(
+            f"{what}: {argv[0]} is not on PATH; run daskstep where the batch system's commands "
+            "are (a submit node), or add them to PATH"
+        ) from None
+    except OSError as e:
+        raise ClusterError(f"{what}: {argv[0]} could not start: {e.strerror or e}") from None
+    except subprocess.TimeoutExpired as e:
+        raise ClusterError(f"{what}: {argv[0]} did not answer within {e.timeout:g} s") from None
     if done.returncode != 0:
         words = " ".join((done.stderr or done.stdout).split())[:300]
         raise ClusterError(f"{what}: {argv[0]} exited {done.returncode}: {words}")

@@ -27,7 +27,7 @@ from typing import Any
 
 from daskstep.engines.output import ToolOutput
 from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
-from daskstep.errors import InputError, Problem
+from daskstep.errors import Problem
 from daskstep.findings import _leaves_workspace
 from daskstep.parts import StepHandle
 from daskstep.record import RunFolder
@@ -55,18 +55,10 @@ def input_file(workflow: Workflow) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def check_engine(workflow: Workflow, backend: str) -> None:
-    """Before anything starts, one line per problem (exit 2): the backend, the workflow file
-    and the engine itself."""
-    name, package, _ = ENGINES[workflow.type]
+def engine_file_problems(workflow: Workflow) -> list[Problem]:
+    """The workflow file and its input file (REANA's inputs.parameters.input) must be files
+    beside the reana.yaml; inputs.py's input stage asks this, for `validate` and `run`."""
     problems = []
-    if backend not in ENGINE_BACKENDS:
-        problems.append(
-            Problem(
-                "--backend",
-                f"{backend} cannot run {workflow.type} workflows yet; use --backend local",
-            )
-        )
     source = workflow.path.parent.resolve()
     if workflow.file and not (source / workflow.file).is_file():
         problems.append(
@@ -92,6 +84,20 @@ def check_engine(workflow: Workflow, backend: str) -> None:
                 f"{given!r} is not a file in {source}; give the path of {what} there",
             )
         )
+    return problems
+
+
+def engine_problems(workflow: Workflow, backend: str) -> list[Problem]:
+    """What `run` needs besides the files: a backend that runs the engine, and the engine."""
+    name, package, _ = ENGINES[workflow.type]
+    problems = []
+    if backend not in ENGINE_BACKENDS:
+        problems.append(
+            Problem(
+                "--backend",
+                f"{backend} cannot run {workflow.type} workflows yet; use --backend local",
+            )
+        )
     if importlib.util.find_spec(package) is None:
         problems.append(
             Problem(
@@ -100,8 +106,7 @@ def check_engine(workflow: Workflow, backend: str) -> None:
                 "pip install 'daskstep[engines]'",
             )
         )
-    if problems:
-        raise InputError(problems, source=str(workflow.path))
+    return problems
 
 
 def stage_engine_files(workflow: Workflow, workspace: Path) -> None:

@@ -36,6 +36,7 @@ from daskstep.limits import format_memory
 from daskstep.spec import Workflow
 
 WORKER_DEATH_TIMEOUT = 60  # seconds a worker outlives an unreachable scheduler
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 
 
 def quantity(n_bytes: int) -> str:
@@ -138,10 +139,11 @@ def build_network_policy(options: KubeOptions) -> dict[str, Any]:
     cluster could otherwise submit code to workers that hold the user's credentials."""
     run = {"matchLabels": {RUN_LABEL: options.run_id}}
     ingress: list[dict[str, Any]] = [{"from": [{"podSelector": run}]}]
-    if options.dashboard_host:
+    if options.dashboard_host:  # the ingress controller, and only it: the basic auth is there
+        controller = {"matchLabels": {NAMESPACE_NAME_LABEL: options.ingress_namespace}}
         ingress.append(
             {
-                "from": [{"namespaceSelector": {}}],  # the ingress controller, wherever it runs
+                "from": [{"namespaceSelector": controller}],
                 "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}],
             }
         )

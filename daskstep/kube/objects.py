@@ -28,6 +28,14 @@ CREDENTIALS = "/daskstep/credentials"
 ENTRYPOINT_DIR = "/daskstep/bin"
 PYZ = f"{ENTRYPOINT_DIR}/entrypoint.pyz"
 
+# Where daskstep's own image is published, tagged with daskstep's version: fully qualified, as
+# a bare `daskstep:0.1.0` means docker.io/library/daskstep to containerd (no such image) and is
+# refused by CRI-O's short-name policy; and not Docker Hub, whose anonymous pull limit a
+# cluster's nodes share.
+DASKSTEP_IMAGE = "ghcr.io/daskstep/daskstep"
+INGRESS_NAMESPACE = "ingress-nginx"  # where ingress-nginx's controller runs by default
+TLS_SECRET_MODES = ("external", "inline")
+
 
 def daskstep_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -57,17 +65,22 @@ class KubeOptions:
 
     namespace: str = "default"
     run_id: str = "ds-run"
-    daskstep_image: str = field(default_factory=lambda: f"daskstep:{daskstep_version()}")
+    daskstep_image: str = field(default_factory=lambda: f"{DASKSTEP_IMAGE}:{daskstep_version()}")
     secrets_name: str = "reana-secretsstore"  # REANA's per-user Secret of CERN_USER, VONAME…
     workspace_claim: str = "daskstep-workspace"  # a ReadWriteMany PersistentVolumeClaim
     workspace_subpath: str = ""  # the run's folder inside the claim; "" = the claim's root
     root_uid: str | None = None  # the root's uid, known once it exists; None: no ownerReferences
     dashboard_host: str | None = None  # an Ingress for the dashboard on this host
     dashboard_auth_secret: str = "daskstep-dashboard-auth"  # htpasswd Secret for basic auth
+    ingress_namespace: str = INGRESS_NAMESPACE  # the only namespace let through to the dashboard
     scheduler_memory: str = "2Gi"
     scheduler_cpu: str = "1"
     extra_labels: dict[str, str] = field(default_factory=dict)
     tls: bool = True  # the run's own CA and certificates, as a Secret the root owns
+    # inline: that Secret, keys and all, is one of the run's objects (daskstep run creates it
+    # through the API); external: the objects only mount it, made beforehand (render's default,
+    # so that no private key is in YAML that goes to git)
+    tls_secret: str = "inline"
 
     @property
     def cluster_name(self) -> str:

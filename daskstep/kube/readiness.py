@@ -14,6 +14,7 @@ from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
 from daskstep.kube.api import KubeAPI
 from daskstep.kube.objects import DASK_CLUSTER_LABEL, DASK_COMPONENT_LABEL, KubeOptions
 from daskstep.kube.pending import why_not_ready
+from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
 POLL_SECONDS = 1.0
@@ -67,7 +68,7 @@ def wait_running(
     reasons = _reasons(api, namespace, waiting)[:REASONS_SHOWN] or [
         "no pods yet (is the dask-kubernetes operator installed and watching this namespace?)"
     ]
-    what = f"DaskCluster {name} is {phase}, {ready_workers}/{workers} workers ready"
+    what = f"DaskCluster {name} is {phase}, {ready_workers}/{plural(workers, 'worker')} ready"
     message = f"{what} after {timeout:g} s: " + "; ".join(reasons)
     if scheduler_ready and phase == "Running":
         raise TooFewWorkers(message)

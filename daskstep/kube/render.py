@@ -35,10 +35,11 @@ def cluster_objects(
     workflow: Workflow, options: KubeOptions, tls_files: dict[str, bytes] | None = None
 ) -> list[dict[str, Any]]:
     """What the run needs besides its root and its step Jobs, in the order they are created.
-    `tls_files`: the run's CA and certificates; without them, new ones are made."""
+    `tls_files`: the run's CA and certificates for an inline Secret; without them, new ones
+    are made. An external Secret is only mounted, never made here."""
     objects = [*build_log_reader(options), build_network_policy(options)]
     if workflow.dask is not None:
-        if options.tls:
+        if options.tls and options.tls_secret == "inline":
             files = tls_files or tls.make_files(options.run_id)
             objects.append(tls.build_tls_secret(options, files))
         objects.append(build_daskcluster(workflow, options))
@@ -47,9 +48,15 @@ def cluster_objects(
     return objects
 
 
-def render(workflow: Workflow, reana_yaml: str, options: KubeOptions) -> list[dict[str, Any]]:
+def render(
+    workflow: Workflow,
+    reana_yaml: str,
+    options: KubeOptions,
+    tls_files: dict[str, bytes] | None = None,
+) -> list[dict[str, Any]]:
     steps = [build_step_job(workflow, i, options) for i in range(len(workflow.steps))]
-    return [build_root(options, reana_yaml), *cluster_objects(workflow, options), *steps]
+    cluster = cluster_objects(workflow, options, tls_files)
+    return [build_root(options, reana_yaml), *cluster, *steps]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -66,10 +73,23 @@ TLS_NOTE = """\
 """
 
 
+EXTERNAL_TLS_NOTE = """\
+# The pods mount the Secret {secret}, the run's CA, certificates and keys,
+# which this output leaves out: create it before applying, from the folder that
+# daskstep render --tls-dir DIR makes (or through your secret store):
+#   kubectl create secret generic {secret} -n {namespace} --from-file=DIR
+# The root does not own it: delete it with the run.
+"""
+
+
 def dump(objects: list[dict[str, Any]], options: KubeOptions) -> str:
     text = HEADER.format(run=options.run_id, namespace=options.namespace)
     if any(o.get("kind") == "Secret" for o in objects):
         text += TLS_NOTE.format(secret=tls.secret_name(options))
+    elif tls.mounted(objects, options):
+        text += EXTERNAL_TLS_NOTE.format(
+            secret=tls.secret_name(options), namespace=options.namespace
+        )
     if not options.root_uid:
         text += NO_OWNER.format(
             run=options.run_id, namespace=options.namespace, root=options.root_name
