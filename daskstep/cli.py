@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -16,6 +15,7 @@ from daskstep.cli_passthrough import passthrough
 from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.record import Workspace
+from daskstep.terminal import quiet
 
 BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
 
@@ -285,7 +285,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         site=args.site,
         tls=args.tls == "on",
     )
-    return _tested(run.execute(), features, workflow, run.record, args.junit)
+    from daskstep.terminal import forgiving_streams
+
+    with forgiving_streams():  # `| tee run.log` and a Ctrl-C that ends tee too
+        return _tested(run.execute(), features, workflow, run.record, args.junit)
 
 
 def _tested(
@@ -394,15 +397,6 @@ COMMANDS = {
 }
 
 
-def _quiet_stdout() -> None:
-    """Nothing more reaches a closed pipe, not even the interpreter's flush at exit."""
-    import os
-
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["run"]:
         from daskstep.secret_env import SECRET_VARIABLES, reexec_without
@@ -422,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # the reader went (`daskstep logs | head`): stop quietly, as cat
-        _quiet_stdout()
+        quiet(sys.stdout)
         return 0
     except OSError as e:  # e.g. an unwritable workspace: one line, not a traceback
         print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)

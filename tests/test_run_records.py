@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -322,3 +323,34 @@ def test_the_run_s_own_lines_have_one_error_prefix(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert "daskstep: error" not in done.stderr and "daskstep: warning" not in done.stderr
     assert "daskstep: step say failed with exit code 3" in done.stderr
+
+
+def test_ctrl_c_of_a_run_piped_into_tee_is_still_a_cancelled_run(tmp_path: Path) -> None:
+    """`daskstep run … 2>&1 | tee run.log`, then Ctrl-C: tee dies with it, and the lines
+    daskstep writes after it must not change how the run ends."""
+    reana = saying(tmp_path, command="echo started-long; sleep 120", cluster=True)
+    log = tmp_path / "run.log"
+    read, write = os.pipe()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "daskstep", "run", str(reana)],
+        stdout=write,
+        stderr=subprocess.STDOUT,
+        process_group=0,  # the terminal's foreground group: daskstep and tee
+    )
+    tee = subprocess.Popen(
+        ["tee", str(log)], stdin=read, stdout=subprocess.DEVNULL, process_group=run.pid
+    )
+    os.close(read)
+    os.close(write)
+    try:
+        wait_for(lambda: log.exists() and "started-long" in log.read_text(), 120, "the step")
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C does
+        assert tee.wait(timeout=10) != 0  # tee is gone
+        code = run.wait(timeout=120)
+    finally:
+        run.kill()
+        tee.kill()
+    assert code == 130
+    doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
+    assert (doc["status"], doc["exit_code"]) == ("cancelled", 130)
+    assert (tmp_path / ".daskstep" / "report.html").is_file()
