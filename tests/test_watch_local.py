@@ -5,6 +5,7 @@ line in the job log and on the terminal; losing the scheduler fails the run at o
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +108,11 @@ def test_losing_the_scheduler_fails_the_run_at_once_and_leaves_nothing(tmp_path:
         "skipped"
     )
     assert "error: the local cluster stopped: the scheduler was killed by SIGKILL" in err
+    # daskstep stopped the step: said so, not as a step that failed; the error said once
+    assert re.search(r"daskstep: step \S+ stopped \(exit code \d+\): the cluster failed", err)
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        line for line in err.splitlines() if "the scheduler was killed by SIGKILL" in line
+    ][:1]
     assert not wait_gone(pids, 5), "processes of the run left running"
 
 
