@@ -25,9 +25,19 @@ class FakeBackend(ClusterBackend):
     name = "fake"
     scheduler_reachable = False  # no scheduler to watch, count or ask for its task stream
 
-    def __init__(self, events: list[str], *, cancel_in_start: bool = False, dies_at: int = 0):
+    def __init__(
+        self,
+        events: list[str],
+        *,
+        cancel_in_start: bool = False,
+        dies_at: int = 0,
+        refuses: str = "",
+        stop_fails: str = "",
+    ):
         super().__init__()
         self.events = events
+        self.refuses = refuses  # the start's failure, in the backend's own words
+        self.stop_fails = stop_fails  # every stop's failure
         self.cancel_in_start = cancel_in_start
         self.dies_at = dies_at  # the check_alive call that finds it dead (0: never)
         self.checks = 0
@@ -37,6 +47,8 @@ class FakeBackend(ClusterBackend):
         if self.cancel_in_start and self.cancel is not None:
             self.cancel.received(signal.SIGTERM)  # the user's Ctrl-C while it starts
         self.check_cancel()
+        if self.refuses:
+            raise ClusterError(self.refuses)
         return ClusterHandle("tcp://fake-scheduler:8786", None)
 
     def wait_ready(self, workers, timeout, progress=None, cancel=None) -> int:
@@ -50,6 +62,8 @@ class FakeBackend(ClusterBackend):
 
     def stop(self) -> None:
         self.events.append("cluster stop")
+        if self.stop_fails:
+            raise ClusterError(self.stop_fails)
 
 
 class FakeStep:
@@ -259,6 +273,43 @@ def test_a_cluster_dying_mid_step_stops_the_step_and_fails_the_run(tmp_path: Pat
     assert doc["status"] == "failed" and doc["exit_code"] == 69
     assert "its scheduler exited" in doc["message"]
     assert doc["steps"][0]["status"] == "failed" and doc["steps"][1]["status"] == "skipped"
+
+
+def test_a_refused_start_says_its_cause_first_and_teardown_failures_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sbatch's words were lost behind scancel's, and status.json stayed `running`."""
+    run, events, launcher = make_run(
+        tmp_path, ["one"], refuses="sbatch: not configured", stop_fails="scancel: not configured"
+    )
+    assert run.execute() == 69
+    assert launcher.started == [] and events[-2:] == ["logs drain", "status final"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": " in line]
+    errors = [line for line in lines if line.startswith(("error:", "warning:"))]
+    assert errors == [
+        "error: sbatch: not configured",
+        "warning: stopping the cluster: scancel: not configured",
+    ]
+    doc = status(tmp_path)
+    assert (doc["status"], doc["exit_code"], doc["reason"]) == ("failed", 69, "ClusterFailed")
+    assert doc["message"] == "sbatch: not configured" and doc["finished_at"]
+
+
+def test_an_error_that_is_not_daskstep_s_own_is_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, events, _ = make_run(tmp_path, ["one"])
+
+    def broken(self, spec):
+        raise KeyError("a library's own error")
+
+    monkeypatch.setattr(FakeLauncher, "start", broken)
+    assert run.execute() == 70
+    assert events[-3:] == ["cluster stop", "logs drain", "status final"]
+    doc = status(tmp_path)
+    assert (doc["status"], doc["reason"]) == ("failed", "InternalError")
+    assert "KeyError" in (tmp_path / ".daskstep" / "runs" / "1" / "error.log").read_text()
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_signal_handlers_are_given_back(tmp_path: Path) -> None:
