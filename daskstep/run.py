@@ -18,7 +18,14 @@ from pathlib import Path
 from daskstep import progress
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
-from daskstep.errors import Cancelled, ClusterError, DaskstepError, SchedulerLost
+from daskstep.errors import (
+    Cancelled,
+    ClusterError,
+    DaskstepError,
+    InternalError,
+    SchedulerLost,
+    described,
+)
 from daskstep.parts import LogShipper, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import StepProgress, WaitProgress
 from daskstep.report import RunRecorder, write_report
@@ -94,6 +101,9 @@ class Run:
                 self.status.event("scheduler", "lost", str(e))
                 self._job_log(f"daskstep: error: {e}")
             say(f"error: {e}")
+        except Exception as e:  # not daskstep's own (a library's, a bug): still a failed run
+            self.status.fail(described(e), InternalError.exit_code, InternalError.reason)
+            say(f"error: {described(e)}")
         finally:
             self._teardown()
         self._write_report()
