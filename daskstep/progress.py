@@ -29,13 +29,16 @@ _console: Any = None  # the rich console of the live display that is up, if any
 
 
 def say(message: str) -> None:
-    """One line from daskstep: above the live display when one is up, else plain on stderr."""
+    """One line from daskstep: above the live display when one is up, else plain on stderr.
+    An error is `error: …` with no `daskstep: ` before it, as the CLI's own errors are, so
+    that one pattern finds every error line daskstep prints."""
+    line = message if message.startswith("error: ") else f"daskstep: {message}"
     with _lock:
         console = _console
     if console is not None:
-        console.out(f"daskstep: {message}", highlight=False)
+        console.out(line, highlight=False)
     else:
-        print(f"daskstep: {message}", file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
 
 
 def _show(console: Any) -> None:

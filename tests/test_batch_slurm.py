@@ -150,7 +150,7 @@ def test_a_worker_job_that_cannot_start_is_named_on_timeout(slurm: Slurm, tmp_pa
     settings = site(tmp_path, "extra_directives: ['--begin=now+3600']\n")
     code, _, err = run(slurm, reana, "--site", settings, "--start-timeout", "3")
     assert code == 75, err
-    line = next(x for x in err.splitlines() if x.startswith("daskstep: error:"))
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert "only 0 of 2 workers" in line and "(job " in line and "PENDING: BeginTime" in line
     assert slurm.jobs_of_run(status(tmp_path)["cluster"]["run"]) == []
 
