@@ -9,6 +9,7 @@ Nothing can be pulled here, so the base images are made from Debian's own packag
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -134,6 +135,15 @@ def dask_image(engine: Engine, version: str, suite: str) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"daskstep images build {tag} failed:\n{done.stderr[-3000:]}")
+    return tag
+
+
+def derived_image(engine: Engine, tag: str, base: str, command: str) -> str:
+    """A small image made from a base by one shell command (the engine's cache keeps it)."""
+    dockerfile = f"FROM {base}\nRUN {command}\n".encode()
+    engine.client.images.build(
+        fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, forcerm=True, network_mode="none"
+    )
     return tag
 
 
