@@ -54,6 +54,7 @@ class UnusableImage(ImageError):
     exit_code = 2
 
 
+BUILD_STAGE_LABEL = "org.daskstep.stage"  # images/Dockerfile's stages: removed after a build
 INSPECT = "inspect"  # the daskstep.component of the throwaway containers that read an image
 
 
@@ -263,16 +264,51 @@ def build(
 
 def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], log: Any) -> None:
     """Through the SDK's low-level API, so the build's own lines show as they come."""
+    replaced = _image_id(client, tag)
+    made: list[str] = []  # what this build's steps committed (" ---> 1a2b3c4d5e6f")
     stream = client.api.build(
         path=str(context), tag=tag, buildargs=args, network_mode="host", rm=True,
         forcerm=True, pull=False, decode=True,
     )  # fmt: skip
-    for chunk in stream:
-        if "error" in chunk:
-            raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
-        line = (chunk.get("stream") or "").rstrip()
-        if line.startswith("Step "):
-            log(f"  {line}")
+    try:
+        for chunk in stream:
+            if "error" in chunk:
+                raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
+            line = (chunk.get("stream") or "").rstrip()
+            if committed := re.fullmatch(r" ---> ([0-9a-f]{12,64})", line):
+                made.append(committed.group(1))
+            if line.startswith("Step "):
+                log(f"  {line}")
+    finally:
+        _remove_leftovers(client, made, replaced, tag)
+
+
+def _image_id(client: Any, tag: str) -> str | None:
+    import docker
+
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _remove_leftovers(client: Any, made: list[str], replaced: str | None, tag: str) -> None:
+    """What a build leaves dangling, whether it worked or not: its build stage (the wheels and a
+    second copy of the environment, about 200 MB that nothing uses; the Dockerfiles label it),
+    and the image the tag named before, when the build replaced it."""
+    dangling = client.api.images(filters={"dangling": True})
+    ours = []
+    for row in dangling:
+        image_id = row["Id"]
+        short = image_id.split(":")[-1]
+        stage = BUILD_STAGE_LABEL in (row.get("Labels") or {})
+        if (stage and any(short.startswith(m) for m in made)) or (
+            image_id == replaced and _image_id(client, tag) != replaced
+        ):
+            ours.append(image_id)
+    for image_id in ours:
+        with contextlib.suppress(Exception):  # in use (a container of it, another build)
+            client.api.remove_image(image_id, noprune=False)
 
 
 def _project() -> Path:

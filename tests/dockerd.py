@@ -147,6 +147,23 @@ def derived_image(engine: Engine, tag: str, base: str, command: str) -> str:
     return tag
 
 
+def dangling_from(engine: Engine, base: str) -> set[str]:
+    """`docker images -f dangling=true` (untagged images nothing builds on), only those built
+    on `base`: what other builds on the same engine leave is not counted."""
+    import docker
+
+    root = engine.client.images.get(base).id
+    found = set()
+    for row in engine.client.api.images(filters={"dangling": True}):
+        image = row["Id"]
+        with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+            while image and image != root:
+                image = engine.client.api.inspect_image(image).get("Parent") or ""
+            if image == root:
+                found.add(row["Id"])
+    return found
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Engine]:
     """The private engine, with the base images; DOCKER_HOST is set for the session."""
