@@ -10,6 +10,8 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+# daskstep removes this stage once the image is built (it names its steps' images by this)
+LABEL org.daskstep.stage=build
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/daskstep \
  && /opt/daskstep/bin/python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels daskstep \

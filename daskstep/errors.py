@@ -83,3 +83,14 @@ class Cancelled(DaskstepError):
         super().__init__(f"cancelled by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def described(e: BaseException) -> str:
+    """An error that is not daskstep's own, in one line: the Docker engine's own words (an
+    APIError's `explanation`) when it gives them, else the error's type and message."""
+    explanation = getattr(e, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    if explanation:
+        return " ".join(str(explanation).split())
+    return " ".join(f"{type(e).__name__}: {e}".split())

@@ -8,6 +8,7 @@ no compiler (`--only-binary`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from daskstep.errors import DaskstepError, InputError, Problem
+from daskstep.errors import DaskstepError, InputError, Problem, described
 
 DEFAULT_PYTHON = "3.12"
 PACKAGES = ("dask", "distributed", "msgpack", "cloudpickle")
@@ -44,6 +45,17 @@ VERSION_PATTERN = re.compile(r"^\d+(\.\d+){1,2}([a-z]+\d*)?$")
 
 class ImageError(DaskstepError):
     exit_code = 69  # the engine or the package index is unavailable, or the build failed
+
+
+class UnusableImage(ImageError):
+    """An image the user named that cannot serve (not here: runs never pull; no python3 in
+    it): bad input, one line, exit 2."""
+
+    exit_code = 2
+
+
+BUILD_STAGE_LABEL = "org.daskstep.stage"  # images/Dockerfile's stages: removed after a build
+INSPECT = "inspect"  # the daskstep.component of the throwaway containers that read an image
 
 
 def recipes() -> Path:
@@ -97,32 +109,57 @@ def os_reason(error: BaseException) -> str:
     return found.group(1) if found else " ".join(str(error).split())[:160]
 
 
-def run_python(client: Any, image: str, code: str) -> str:
-    """Run `python3 -c code` in a throwaway container of a local image (never pulled)."""
+def run_python(client: Any, image: str, code: str, field: str = "") -> str:
+    """`python3 -c code` in a throwaway container of a local image (never pulled). The
+    container carries daskstep's labels, so that `daskstep gc` finds it if we die meanwhile,
+    and is removed whatever happens."""
     import docker
 
+    from daskstep.containers import new_run_id, run_labels
+
+    local_image(client, image, field)
+    where = f"{field}: " if field else ""
+    labels = run_labels(new_run_id(), INSPECT)
+    container = client.containers.create(
+        image, ["python3", "-c", code], network_mode="none", labels=labels
+    )
     try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        raise ImageError(f"image {image} is not here; build or pull it first") from None
-    try:
-        out = client.containers.run(
-            image, ["python3", "-c", code], remove=True, network_mode="none", stderr=True
-        )
-    except docker.errors.ContainerError as e:
-        raise ImageError(f"{image}: python3 failed: {e.stderr!r}") from None
-    return out.decode(errors="replace")
+        try:
+            container.start()
+        except docker.errors.APIError as e:
+            said = described(e)
+            if '"python3"' in said and ("not found" in said or "no such file" in said):
+                raise UnusableImage(
+                    f"{where}{image} has no python3; use an image with Python 3 on its PATH, "
+                    "which daskstep needs to read its Dask versions and to run the step "
+                    "wrapper (daskstep images build makes one)"
+                ) from None
+            raise ImageError(f"{where}{image}: the engine cannot start python3: {said}") from None
+        code = int(container.wait().get("StatusCode", 1))
+        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        if code != 0:
+            err = container.logs(stdout=False, stderr=True).decode(errors="replace").split("\n")
+            last = next((ln.strip() for ln in reversed(err) if ln.strip()), f"exit code {code}")
+            raise UnusableImage(
+                f"{where}{image}: its python3 failed ({last}); daskstep needs Python 3.9 or "
+                "newer in the image"
+            )
+    finally:
+        with contextlib.suppress(Exception):  # gone already
+            container.remove(force=True, v=True)
+    return out
 
 
-def local_image(client: Any, image: str, field: str) -> str:
+def local_image(client: Any, image: str, field: str = "") -> str:
     """`image`, when the engine has it: runs never pull (and cannot, on a closed network)."""
     import docker
 
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise ImageError(
-            f"{field}: image {image} is not here; pull it (docker pull {image}) or build it "
+        where = f"{field}: " if field else ""
+        raise UnusableImage(
+            f"{where}image {image} is not here; pull it (docker pull {image}) or build it "
             "(daskstep images build)"
         ) from None
     return image
@@ -139,7 +176,11 @@ def _line(version: str | None, key: str) -> str:
 
 def mismatches(step: dict[str, Any], cluster: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(package, step's, cluster's) where a step's Dask could not talk to the cluster's:
-    Python by major.minor, the rest exactly."""
+    Python by major.minor, the rest exactly. None for a step image without distributed: it
+    does not talk to the cluster in Dask's words (its entrypoint counts the workers over the
+    scheduler's HTTP), so there is nothing to compare."""
+    if not step.get("distributed"):
+        return []
     out = []
     for key in COMPATIBLE:
         mine, theirs = _line(step.get(key), key), _line(cluster.get(key), key)
@@ -165,14 +206,9 @@ def no_dask_cli(image: str) -> Problem:
     )
 
 
-def problem(field: str, error: ImageError) -> Problem:
-    """An image error as the user's input problem (the message names the field already)."""
-    return Problem("", str(error)) if str(error).startswith(field) else Problem(field, str(error))
-
-
-def inspect(client: Any, image: str) -> dict[str, Any]:
+def inspect(client: Any, image: str, field: str = "") -> dict[str, Any]:
     """Python, dask, distributed, msgpack and cloudpickle versions, and whether `dask` is there."""
-    lines = run_python(client, image, PROBE).strip().splitlines()
+    lines = run_python(client, image, PROBE, field).strip().splitlines()
     return json.loads(lines[-1]) if lines else {}
 
 
@@ -183,7 +219,7 @@ def _python_of(client: Any, base: str, python: str | None) -> str:
     if match:
         return match.group(1)
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
-    return run_python(client, base, code).strip().splitlines()[-1]
+    return run_python(client, base, code, "--base").strip().splitlines()[-1]
 
 
 def download_wheels(dest: Path, python: str, requirements: list[str]) -> None:
@@ -234,16 +270,51 @@ def build(
 
 def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], log: Any) -> None:
     """Through the SDK's low-level API, so the build's own lines show as they come."""
+    replaced = _image_id(client, tag)
+    made: list[str] = []  # what this build's steps committed (" ---> 1a2b3c4d5e6f")
     stream = client.api.build(
         path=str(context), tag=tag, buildargs=args, network_mode="host", rm=True,
         forcerm=True, pull=False, decode=True,
     )  # fmt: skip
-    for chunk in stream:
-        if "error" in chunk:
-            raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
-        line = (chunk.get("stream") or "").rstrip()
-        if line.startswith("Step "):
-            log(f"  {line}")
+    try:
+        for chunk in stream:
+            if "error" in chunk:
+                raise ImageError(f"building {tag} failed: {chunk['error'].strip()}")
+            line = (chunk.get("stream") or "").rstrip()
+            if committed := re.fullmatch(r" ---> ([0-9a-f]{12,64})", line):
+                made.append(committed.group(1))
+            if line.startswith("Step "):
+                log(f"  {line}")
+    finally:
+        _remove_leftovers(client, made, replaced, tag)
+
+
+def _image_id(client: Any, tag: str) -> str | None:
+    import docker
+
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _remove_leftovers(client: Any, made: list[str], replaced: str | None, tag: str) -> None:
+    """What a build leaves dangling, whether it worked or not: its build stage (the wheels and a
+    second copy of the environment, about 200 MB that nothing uses; the Dockerfiles label it),
+    and the image the tag named before, when the build replaced it."""
+    dangling = client.api.images(filters={"dangling": True})
+    ours = []
+    for row in dangling:
+        image_id = row["Id"]
+        short = image_id.split(":")[-1]
+        stage = BUILD_STAGE_LABEL in (row.get("Labels") or {})
+        if (stage and any(short.startswith(m) for m in made)) or (
+            image_id == replaced and _image_id(client, tag) != replaced
+        ):
+            ours.append(image_id)
+    for image_id in ours:
+        with contextlib.suppress(Exception):  # in use (a container of it, another build)
+            client.api.remove_image(image_id, noprune=False)
 
 
 def _project() -> Path:

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from daskstep import progress
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
-from daskstep.errors import Cancelled, ClusterError, DaskstepError, InternalError, SchedulerLost
+from daskstep.errors import (
+    Cancelled,
+    ClusterError,
+    DaskstepError,
+    InternalError,
+    SchedulerLost,
+    described,
+)
 from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import StepProgress, WaitProgress
 from daskstep.record import RunFolder, Workspace
@@ -110,8 +117,8 @@ class Run:
             pass
         except DaskstepError as e:
             self._fail(e)
-        except Exception as e:  # a bug, or a library's own error: still a run that failed
-            self._fail(InternalError(f"{type(e).__name__}: {e}"), traceback.format_exc())
+        except Exception as e:  # not daskstep's own (a library's, a bug): still a failed run
+            self._fail(InternalError(described(e)), traceback.format_exc())
         finally:
             self._teardown()
         self._write_report()
@@ -132,7 +139,7 @@ class Run:
             where = self.state / "error.log"
             with contextlib.suppress(OSError):
                 where.write_text(details)
-            say(f"error: {e} (an internal error; its traceback is in {where})")
+            say(f"error: {e} (not daskstep's own error; its traceback: {where})")
         else:
             say(f"error: {e}")
 

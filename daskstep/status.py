@@ -173,4 +173,6 @@ class RunStatus:
         for entry in self.steps:
             if entry["status"] == "pending":
                 entry["status"] = "skipped"
+            elif entry["status"] == "running":  # its launcher failed: it never ended itself
+                entry.update(status="failed", finished_at=iso(self.finished))
         self.write()

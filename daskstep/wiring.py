@@ -163,38 +163,47 @@ def _batch_launcher(
 
 
 def _checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:
-    """Every image the run needs is here, the cluster's has the `dask` CLI, and the steps'
-    Dask can talk to it; else one line per problem, before anything starts."""
+    """The engine can give each worker its threads, every image the run needs is here with
+    python3, the cluster's has the `dask` CLI, and the Dask of each step that has one can talk
+    to it; else one line per problem, before anything starts."""
     from daskstep import images
+    from daskstep.backends.docker import cpu_problem
 
     assert workflow.dask is not None
     client = images.docker_client()
+    problems = []
+    if too_many := cpu_problem(workflow.dask.single_worker_threads, client.info().get("NCPU")):
+        problems.append(too_many)
     cluster_image = workflow.dask.image
-    wanted = [("workflow.resources.dask.image", cluster_image)]
+    wanted = [("workflow.resources.dask.image", cluster_image, "")]
     wanted += [
-        (f"{STEPS_PATH}[{i}].environment", step.environment)
+        (f"{STEPS_PATH}[{i}].environment", step.environment, step.name)
         for i, step in enumerate(workflow.steps)
         if step.environment
     ]
     found: dict[str, dict] = {}
-    problems = []
-    for field, image in wanted:
-        if image in found:
-            continue
-        try:
-            found[image] = images.inspect(client, images.local_image(client, image, field))
-        except images.ImageError as e:
-            problems.append(images.problem(field, e))
+    unusable: dict[str, str] = {}  # image -> why, said once for each field that names it
+    for field, image, _ in wanted:
+        if image not in found and image not in unusable:
+            try:
+                found[image] = images.inspect(client, image)
+            except images.UnusableImage as e:
+                unusable[image] = str(e)
+        if image in unusable:
+            problems.append(Problem(field, unusable[image]))
     if problems:
         raise InputError(problems)
     cluster = found[cluster_image]
     if not cluster.get("dask_cli"):
         problems.append(images.no_dask_cli(cluster_image))
-    for field, image in wanted[1:]:
+    for field, image, step in wanted[1:]:
         mismatches = images.mismatches(found[image], cluster)
-        if allow_mismatch:
+        if allow_mismatch:  # each step that differs is named, with both versions
             for key, mine, theirs in mismatches:
-                say(f"warning: {field}: {image} has {key} {mine}, the cluster {theirs}")
+                say(
+                    f"warning: {field}: step {step}: {image} has {key} {mine}, the cluster "
+                    f"{cluster_image} {theirs}; running anyway (--allow-version-mismatch)"
+                )
         else:
             problems += [
                 images.mismatch_problem(field, image, cluster_image, m) for m in mismatches

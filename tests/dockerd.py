@@ -9,6 +9,7 @@ Nothing can be pulled here, so the base images are made from Debian's own packag
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -135,6 +136,32 @@ def dask_image(engine: Engine, version: str, suite: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"daskstep images build {tag} failed:\n{done.stderr[-3000:]}")
     return tag
+
+
+def derived_image(engine: Engine, tag: str, base: str, command: str) -> str:
+    """A small image made from a base by one shell command (the engine's cache keeps it)."""
+    dockerfile = f"FROM {base}\nRUN {command}\n".encode()
+    engine.client.images.build(
+        fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, forcerm=True, network_mode="none"
+    )
+    return tag
+
+
+def dangling_from(engine: Engine, base: str) -> set[str]:
+    """`docker images -f dangling=true` (untagged images nothing builds on), only those built
+    on `base`: what other builds on the same engine leave is not counted."""
+    import docker
+
+    root = engine.client.images.get(base).id
+    found = set()
+    for row in engine.client.api.images(filters={"dangling": True}):
+        image = row["Id"]
+        with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+            while image and image != root:
+                image = engine.client.api.inspect_image(image).get("Parent") or ""
+            if image == root:
+                found.add(row["Id"])
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
-from dockerd import BASES, OLD_DASK, Engine, dask_image
+from dockerd import BASES, OLD_DASK, Engine, dangling_from, dask_image, derived_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,7 +54,7 @@ def test_the_table_names_every_version(docker_engine: Engine) -> None:
     [
         (["--dask", "latest", "--tag", "x"], 2, "error: --dask: 'latest' is not a version"),
         (["--dask", "2024.1.1", "--python", "3", "--tag", "x"], 2, "error: --python: '3'"),
-        (["--dask", "2024.1.1", "--base", "no/none:1", "--tag", "x"], 69, "error: image no/none"),
+        (["--dask", "2024.1.1", "--base", "no/none:1", "--tag", "x"], 2, "error: --base: image"),
     ],
 )
 def test_bad_builds_are_one_line(docker_engine: Engine, args: list[str], code: int, words: str):
@@ -63,12 +63,41 @@ def test_bad_builds_are_one_line(docker_engine: Engine, args: list[str], code: i
     assert done.stderr.startswith(words) and "Traceback" not in done.stderr
 
 
+@pytest.fixture(scope="module")
+def build_base(docker_engine: Engine) -> str:
+    """A base only these tests build on (bookworm's, one empty layer on top), so that what
+    other builds on the engine leave is not counted."""
+    tag = derived_image(docker_engine, "daskstep-test/build-base:1", BASES["bookworm"], "true")
+    for image in dangling_from(docker_engine, tag):  # what an earlier daskstep left
+        docker_engine.client.api.remove_image(image)
+    return tag
+
+
+def test_a_build_leaves_no_dangling_image(docker_engine: Engine, build_base: str) -> None:
+    """Not its build stage: the wheels and a second environment, about 200 MB."""
+    done = daskstep("images", "build", "--dask", version("distributed"), "--base", build_base,
+                    "--tag", "daskstep-test/built:1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dangling_from(docker_engine, build_base) == set()
+
+
+def test_a_failed_build_leaves_no_dangling_image(docker_engine: Engine, build_base: str) -> None:
+    no_venv = derived_image(docker_engine, "daskstep-test/no-venv:1", build_base,
+                            "rm -r /usr/lib/python3.11/venv")  # fmt: skip
+    done = daskstep("images", "build", "--dask", version("distributed"), "--base", no_venv,
+                    "--tag", "daskstep-test/never:1")  # fmt: skip
+    assert done.returncode == 69, done.stderr
+    assert "error: building daskstep-test/never:1 failed" in done.stderr
+    assert dangling_from(docker_engine, build_base) == set()
+
+
 def test_the_daskstep_image_runs_the_cli_and_installs_the_entrypoint(
-    docker_engine: Engine, tmp_path
+    docker_engine: Engine, build_base: str, tmp_path
 ) -> None:
     tag = "daskstep-test/daskstep:dev"
-    done = daskstep("images", "build-daskstep", "--tag", tag, "--base", BASES["bookworm"])
+    done = daskstep("images", "build-daskstep", "--tag", tag, "--base", build_base)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert dangling_from(docker_engine, build_base) == set()  # no build stage left
     assert done.stdout.startswith("daskstep 0.")
     client = docker_engine.client
     helped = client.containers.run(tag, ["daskstep", "--help"], remove=True, network_mode="none")

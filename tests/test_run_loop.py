@@ -33,17 +33,21 @@ class FakeBackend(ClusterBackend):
         dies_at: int = 0,
         refuses: str = "",
         stop_fails: str = "",
+        refused: Exception | None = None,
     ):
         super().__init__()
         self.events = events
         self.refuses = refuses  # the start's failure, in the backend's own words
         self.stop_fails = stop_fails  # every stop's failure
         self.cancel_in_start = cancel_in_start
+        self.refused = refused  # raised by start, as an engine's own error would be
         self.dies_at = dies_at  # the check_alive call that finds it dead (0: never)
         self.checks = 0
 
     def _start(self, spec: ClusterSpec, workspace: Path) -> ClusterHandle:
         self.events.append(f"cluster start {spec.workers}")
+        if self.refused is not None:
+            raise self.refused
         if self.cancel_in_start and self.cancel is not None:
             self.cancel.received(signal.SIGTERM)  # the user's Ctrl-C while it starts
         self.check_cancel()
@@ -308,6 +312,7 @@ def test_an_error_that_is_not_daskstep_s_own_is_a_failed_run(
     assert events[-3:] == ["cluster stop", "logs drain", "status final"]
     doc = status(tmp_path)
     assert (doc["status"], doc["reason"]) == ("failed", "InternalError")
+    assert doc["steps"][0]["status"] == "failed"
     assert "KeyError" in (tmp_path / ".daskstep" / "runs" / "1" / "error.log").read_text()
     assert "Traceback" not in capsys.readouterr().err
 
@@ -317,3 +322,26 @@ def test_signal_handlers_are_given_back(tmp_path: Path) -> None:
     run, _, _ = make_run(tmp_path, ["one"])
     run.execute()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_error_that_is_not_dasksteps_own_fails_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine's raw error out of the cluster's start (or a bug): the run fails with one
+    error line, 70, tears down, and still writes status.json and the report; never
+    "finished" with 0."""
+    refused = RuntimeError("400 Client Error: Range of CPUs is from 0.01 to 2.00")
+    run, events, launcher = make_run(tmp_path, ["one"], refused=refused)
+    assert run.execute() == 70
+    assert launcher.started == []
+    assert events[-3:] == ["cluster stop", "logs drain", "status final"]
+    doc = status(tmp_path)
+    assert doc["status"] == "failed" and doc["exit_code"] == 70
+    assert doc["message"] == "RuntimeError: 400 Client Error: Range of CPUs is from 0.01 to 2.00"
+    assert doc["reason"] == "InternalError" and doc["steps"][0]["status"] == "skipped"
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    traceback = tmp_path / ".daskstep" / "runs" / "1" / "error.log"
+    assert errors == [f"error: {doc['message']} (not daskstep's own error; its traceback: "
+                      f"{traceback})"]  # fmt: skip
+    assert "RuntimeError" in traceback.read_text()
+    assert (tmp_path / ".daskstep" / "report.html").is_file()

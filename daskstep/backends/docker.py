@@ -48,13 +48,25 @@ from daskstep.containers import (
     run_labels,
     user_options,
 )
-from daskstep.errors import ClusterError, SchedulerLost
+from daskstep.errors import ClusterError, Problem, SchedulerLost, described
 from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
 
 Event = Callable[[str, str, str], None]  # (component, what, why)
+
+
+def cpu_problem(threads: int, engine_cpus: int | None) -> Problem | None:
+    """Each worker gets as many CPUs as threads, and the engine refuses a container more CPUs
+    than it has: said before anything starts, not as the engine's refusal half-way."""
+    if not engine_cpus or threads <= engine_cpus:
+        return None
+    cpus = f"{engine_cpus} CPU{'s' if engine_cpus > 1 else ''}"
+    return Problem(
+        "workflow.resources.dask.single_worker_threads",
+        f"{threads} is more than the {cpus} the Docker engine has; ask for at most {engine_cpus}",
+    )
 
 
 def free_port(host: str) -> int:
@@ -121,10 +133,13 @@ class DockerBackend(ClusterBackend):
             }
             labels = run_labels(self.run_id, "worker", **{WORKER_LABEL: name})
             runs.append((worker, {"name": f"{self.run_id}-{name}", "labels": labels, **limits}))
-        in_parallel(
-            [lambda a=argv, o=options: self.client.containers.run(image, a, **{**common, **o})
-             for argv, options in runs]
-        )  # fmt: skip
+        try:
+            in_parallel(
+                [lambda a=argv, o=options: self.client.containers.run(image, a, **{**common, **o})
+                 for argv, options in runs]
+            )  # fmt: skip
+        except Exception as e:  # the engine's refusal, in its own words; stop() cleans up
+            raise ClusterError(f"the Docker engine refused the cluster: {described(e)}") from e
         return ClusterHandle(scheduler_address=address, dashboard_url=f"{self.http}/status")
 
     def _container_options(self, spec: ClusterSpec, workspace: Path) -> dict[str, Any]:
