@@ -209,17 +209,38 @@ def run_ended(run: RunFolder) -> bool:
     return read_status(run).get("status") not in (None, "pending", "running")
 
 
+def controller_mark() -> str:
+    """host:pid of this `daskstep run`, put in its status.json and on what a run leaves outside
+    its process tree (containers, batch jobs), so that readers, the reaper and `daskstep gc`
+    can tell whether the run lives."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def _here(mark: object) -> int | None:
+    """The pid a mark names, when it is a process of this host."""
+    if not isinstance(mark, str):
+        return None
+    host, _, pid = mark.rpartition(":")
+    return int(pid) if host == os.uname().nodename and pid.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def controller_alive(mark: object) -> bool:
+    """Whether the controller a mark names runs (another host's: not known to, so no)."""
+    pid = _here(mark)
+    return pid is not None and _pid_alive(pid)
+
+
 def _controller_gone(mark: object) -> bool:
     """Only a controller of this host can be known dead; another host's may live."""
-    if not isinstance(mark, str):
-        return False
-    host, _, pid = mark.rpartition(":")
-    if host != os.uname().nodename or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    pid = _here(mark)
+    return pid is not None and not _pid_alive(pid)

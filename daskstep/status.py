@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daskstep.backends.procutil import controller_mark
+from daskstep.record import controller_mark
 from entrypoint.reporter import atomic_write, iso
 
 

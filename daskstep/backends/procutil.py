@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import psutil
 
+from daskstep.record import controller_alive, controller_mark
 from entrypoint.lifetime import become_subreaper, die_with_parent
 
 __all__ = [
@@ -19,26 +20,6 @@ __all__ = [
     "kill_group",
     "kill_tree",
 ]
-
-
-def controller_mark() -> str:
-    """host:pid of this controller, put on what a run leaves outside this process tree
-    (containers, batch jobs), so that a later `daskstep gc` can tell whether the run lives."""
-    return f"{os.uname().nodename}:{os.getpid()}"
-
-
-def controller_alive(mark: str) -> bool:
-    """Whether the controller a mark names still runs (a mark from another host: no)."""
-    host, _, pid = mark.rpartition(":")
-    if host != os.uname().nodename or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def kill_tree(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
