@@ -153,7 +153,7 @@ def run_daskstep(workers: int, tmp: Path, tls: bool = True) -> Timings:
         t0 = time.perf_counter()
         if tls:
             backend.tls = RunTLS.create(tmp / "tls", "bench")
-        handle = backend.start(spec, workspace=tmp)
+        handle = backend.start(spec, tmp)
         backend.wait_ready(workers, timeout=READY_TIMEOUT)
         ready = time.perf_counter() - t0
         dashboard = wait_dashboard(handle.dashboard_url, t0)

@@ -55,7 +55,7 @@ def daskstep_docker(image: str) -> Callable[[int, Path], Timings]:
         spec = ClusterSpec(workers=workers, threads=THREADS, memory=MEMORY, image=image)
         try:
             t0 = time.perf_counter()
-            backend.start(spec, workspace=tmp)
+            backend.start(spec, tmp)
             backend.wait_ready(workers, timeout=READY_TIMEOUT)
             ready = time.perf_counter() - t0
         finally:
