@@ -1,15 +1,22 @@
-"""The post-mortem report: `.daskstep/report.html` (interactive, bokeh, readable from the file
-with no server) and `.daskstep/report.png` (one matplotlib figure), written after every run so
-that where the time and memory went outlives the cluster.
+"""The post-mortem report: the run's `report.html` (interactive, bokeh, readable from the file
+with no server) and `report.png` (one matplotlib figure), written after every run so that where
+the time and memory went outlives the cluster.
 
 Only the standard library is imported here: `daskstep run` holds a `RunRecorder` for the whole
-run, and bokeh and matplotlib are imported only once the report is written.
+run, and bokeh and matplotlib are imported only once the report is written. That takes about
+3 s, most of it imports, which every run's prompt waited for: `daskstep run` now hands what the
+report needs to a process of its own (`python -m daskstep.report FOLDER`), which outlives the
+prompt, and leaves a page in its place that reloads itself until the report is there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -20,6 +27,11 @@ from typing import Any
 from daskstep.report_data import WorkerSeries
 
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
+DATA = "report-data.json"  # what the report is drawn from, until it is drawn
+PENDING = (
+    '<!DOCTYPE html><title>daskstep report</title><meta http-equiv="refresh" content="1">'
+    "<p>The report is being written; this page reloads until it is there.</p>\n"
+)
 
 
 def _number(value: Any) -> float:
@@ -108,11 +120,67 @@ class RunRecorder:
             return dict(self.names), copies
 
 
+class Recorded:
+    """What a RunRecorder saw, read back from the report's data file."""
+
+    def __init__(self, names: dict[str, str], series: list[WorkerSeries]) -> None:
+        self.names, self.series = names, series
+
+    def snapshot(self) -> tuple[dict[str, str], list[WorkerSeries]]:
+        return self.names, self.series
+
+
+def write_report_later(
+    state_dir: Path, status: dict, task_stream: list[dict], recorder: RunRecorder | None
+) -> Path:
+    """The report, drawn by a process of its own that outlives the prompt; its messages go to
+    `report.log` beside it. The page that stands in for it meanwhile is returned."""
+    from daskstep.secret_env import child_env
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    names, series = recorder.snapshot() if recorder is not None else ({}, [])
+    data = {
+        "status": status,
+        "task_stream": task_stream,
+        "names": names,
+        "series": [dataclasses.asdict(s) for s in series],
+    }
+    _atomic_write(state_dir / DATA, json.dumps(data, default=str).encode())
+    html_path = state_dir / "report.html"
+    _atomic_write(html_path, PENDING.encode())
+    with open(state_dir / "report.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "daskstep.report", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=child_env(),
+            start_new_session=True,  # a Ctrl-C at the prompt is not for it
+        )
+    return html_path
+
+
+def main(argv: list[str]) -> int:
+    """`python -m daskstep.report FOLDER`: draw the report from FOLDER's data file."""
+    folder = Path(argv[0])
+    data = json.loads((folder / DATA).read_text())
+    series = [WorkerSeries(**s) for s in data.get("series", [])]
+    recorded = Recorded(data.get("names", {}), series)
+    try:
+        write_report(folder, data.get("status") or {}, data.get("task_stream") or [], recorded)
+    except Exception as e:
+        print(f"warning: the report could not be written: {type(e).__name__}: {e}")
+        return 1
+    (folder / DATA).unlink(missing_ok=True)
+    return 0
+
+
 def write_report(
     state_dir: Path,
     status: dict,
     task_stream: list[dict],
-    recorder: RunRecorder | None,
+    recorder: RunRecorder | Recorded | None,
 ) -> tuple[Path, Path]:
     """Writes state_dir/report.html and state_dir/report.png; returns their paths.
 
@@ -174,3 +242,7 @@ def _atomic_write(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(content)
     temporary.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

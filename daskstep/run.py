@@ -30,7 +30,7 @@ from daskstep.errors import (
 from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import StepProgress, WaitProgress
 from daskstep.record import RunFolder, Workspace
-from daskstep.report import RunRecorder, write_report
+from daskstep.report import RunRecorder, write_report_later
 from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 from daskstep.watch import SchedulerWatch
@@ -369,10 +369,11 @@ class Run:
             self.status.cluster_stopped(time.monotonic() - t)
 
     def _write_report(self) -> None:
-        """After every run, failed ones too; a report that cannot be drawn is one warning,
-        never the run's failure."""
+        """After every run, failed ones too, drawn by a process of its own: the prompt does
+        not wait for it. A report that cannot be drawn is one warning, never the run's
+        failure."""
         try:
-            html, _ = write_report(
+            html = write_report_later(
                 self.state, self.status.document(), self.task_stream, self.recorder
             )
             say(f"report: {html}")

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from daskstep import report_png
-from daskstep.report import MAX_POINTS, RunRecorder, write_report
+from daskstep.report import DATA, MAX_POINTS, PENDING, RunRecorder, write_report, write_report_later
 from daskstep.report_data import ERROR_COLOR, build
 from entrypoint.reporter import iso
 
@@ -408,8 +408,20 @@ def real_cluster_run(workspace: Path) -> tuple[dict, list[dict], RunRecorder, fl
         ],
     }
     begin = time.perf_counter()
-    write_report(workspace / ".daskstep", status, stream, recorder)
+    # as `daskstep run` does: the data through a file, drawn by a process of its own
+    page = write_report_later(workspace / ".daskstep", status, stream, recorder)
+    waited = time.perf_counter() - begin
+    assert PENDING in page.read_text() and waited < 1.0, "the run's prompt waited for it"
+    wait_for_report(workspace / ".daskstep")
     return status, stream, recorder, time.perf_counter() - begin
+
+
+def wait_for_report(folder: Path, timeout: float = 120) -> None:
+    """Until the process drawing it has written both files (and removed its data)."""
+    deadline = time.monotonic() + timeout
+    while (folder / DATA).exists() or PENDING in (folder / "report.html").read_text():
+        assert time.monotonic() < deadline, (folder / "report.log").read_text()
+        time.sleep(0.1)
 
 
 @pytest.mark.integration
