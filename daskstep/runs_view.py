@@ -101,11 +101,13 @@ def show_status(run: RunFolder, as_json: bool, out: TextIO = sys.stdout) -> int:
         status += f" ({doc['reason']})"
     lines = [f"run {run.number}: {status}, exit code {_code(doc.get('exit_code'))}"]
     lines.append(f"  workflow  {doc.get('workflow') or '-'}")
-    lines.append(
-        f"  started   {_when(doc.get('started_at'))}, "
-        f"{'took' if doc.get('finished_at') else 'running for'} "
-        f"{_seconds(doc.get('duration_seconds'))}"
-    )
+    if doc.get("finished_at"):
+        took = f"took {_seconds(doc.get('duration_seconds'))}"
+    else:  # status.json's duration is as old as its last write
+        started = _moment(doc.get("started_at"))
+        running = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+        took = f"running for {_seconds(running)}"
+    lines.append(f"  started   {_when(doc.get('started_at'))}, {took}")
     if doc.get("message"):
         lines.append(f"  message   {doc['message']}")
     lines.append(f"  cluster   {_cluster(doc.get('cluster'))}")
