@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -398,11 +399,29 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and sys.argv[1:2] == ["run"]:
+    running = argv is None and sys.argv[1:2] == ["run"]
+    if running:
         from daskstep.secret_env import SECRET_VARIABLES, reexec_without
 
         reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
-    argv = sys.argv[1:] if argv is None else argv
+    code = _main(sys.argv[1:] if argv is None else argv)
+    if running:  # everything is stopped, written and said
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Skip the interpreter's shutdown with distributed imported (0.3 s at every run's end):
+    teardown has stopped what the run started, and the report's process is on its own."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     if (code := passthrough(argv)) is not None:
         return code
     args = _parser().parse_args(argv)
