@@ -21,8 +21,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers: most of the suite waits on servers, timeouts and sleeps (see tests/conftest.py
+# for how tests that share a machine-wide server stay on one worker).
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/cluster_start.py

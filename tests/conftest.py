@@ -25,6 +25,31 @@ from kdc import kdc  # noqa: E402, F401
 from slurm import slurm  # noqa: E402, F401
 from vomsd import vomsd  # noqa: E402, F401
 
+# The suite runs in parallel (pytest-xdist, `--dist loadgroup`, see the Makefile): each module is
+# one group, so its module-scoped servers start once; modules that use one of these session
+# servers, whose state or cache is one per machine (a Docker engine's data root, a Slurm's
+# step daemons, HTCondor's and the old Pythons' caches), share one group, so one worker
+# starts that server and runs them all.
+MACHINE_WIDE = {
+    "docker_engine": "docker",
+    "slurm": "slurm",
+    "pool": "htcondor",
+    "bullseye_root": "old-pythons",
+    "dask_pythons": "old-pythons",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        for fixture, group in MACHINE_WIDE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                groups.setdefault(module, group)
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(groups.get(module, module)))
+
 
 def require(available: bool, reason: str) -> None:
     """Skip when a server is missing here; in CI (DASKSTEP_REQUIRE_INTEGRATION=1) fail instead."""
