@@ -14,7 +14,7 @@ FROM ${BASE_IMAGE} AS build
 LABEL org.daskstep.stage=build
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/daskstep \
- && /opt/daskstep/bin/python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels daskstep \
+ && /opt/daskstep/bin/python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels "daskstep[kubernetes]" \
  && mkdir -p /daskstep \
  && /opt/daskstep/bin/daskstep pack-entrypoint --output /daskstep/entrypoint.pyz
 

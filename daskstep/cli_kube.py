@@ -112,10 +112,12 @@ def say(message: str) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     from daskstep.cli import _load
     from daskstep.errors import InputError, Problem
+    from daskstep.extras import require_extra
     from daskstep.kube import tls
     from daskstep.kube.options import options_from
     from daskstep.kube.render import dump, render
 
+    require_extra("kubernetes", "render", "rendering a run's Kubernetes objects")
     workflow = _load(args.reana_yaml, args.limits)
     if workflow.type != "serial":  # the engine runs on the local backend only, for now
         message = f"kubernetes cannot run {workflow.type} workflows yet; use daskstep run"

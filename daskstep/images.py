@@ -71,6 +71,9 @@ def recipes() -> Path:
 
 def docker_client() -> Any:
     """The engine named by DOCKER_HOST (or the default socket); one line when it is not there."""
+    from daskstep.extras import require_extra
+
+    require_extra("docker", "docker", "talking to the Docker engine")
     import docker
 
     try:
@@ -325,11 +328,19 @@ def _project() -> Path:
     return root
 
 
+IMAGE_EXTRA = "kubernetes"  # the image's sidecars follow pods (the Kubernetes log source)
+
+
 def _requirements() -> list[str]:
-    """daskstep's own dependencies, without the extras (examples, tests)."""
+    """daskstep's own dependencies and the image's extra's, not the others (tests, ...)."""
     from importlib.metadata import requires
 
-    return [r.split(";")[0].strip() for r in requires("daskstep") or [] if "extra ==" not in r]
+    wanted = []
+    for requirement in requires("daskstep") or []:
+        spec, _, marker = requirement.partition(";")
+        if not marker.strip() or f'extra == "{IMAGE_EXTRA}"' in marker:
+            wanted.append(spec.strip())
+    return wanted
 
 
 def build_daskstep(tag: str, base: str | None = None, log: Any = print) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daskstep.extras import missing
 from daskstep.report_data import WorkerSeries
 
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
@@ -201,6 +202,10 @@ def write_report(
         raise
     failures: list[BaseException] = []
     for path, writer in ((html_path, _write_html), (png_path, _write_png)):
+        if path == png_path and missing("report"):  # the figure is an extra's: a note
+            print("note: no report.png without matplotlib; pip install 'daskstep[report]'")
+            path.unlink(missing_ok=True)
+            continue
         try:
             with warnings.catch_warnings():  # a figure's layout advice is no news for the run
                 warnings.simplefilter("ignore")

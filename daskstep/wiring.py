@@ -15,6 +15,7 @@ from daskstep.backends.batch import BatchBackend
 from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.steps import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
+from daskstep.extras import require_extra
 from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
 from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
@@ -38,6 +39,8 @@ def prepare_run(
 ) -> Run:
     engine = is_engine(workflow)  # cwl or snakemake: the engine runs as one step (engines/)
     check_inputs(workflow, *(engine_problems(workflow, backend) if engine else ()))
+    if backend in ("docker", "kubernetes") and workflow.dask is not None:
+        require_extra(backend, "--backend", f"the {backend} backend")
     if backend == "kubernetes":
         return _kubernetes_run(workflow, workspace, start_timeout, kubernetes, tls)
     systems = batch_systems(workflow, backend, site)
@@ -126,6 +129,9 @@ def batch_systems(workflow: Workflow, backend: str, site: str | None) -> dict[st
         elif step.compute_backend == "kubernetes" and backend != "kubernetes":
             say(f"warning: {STEPS_PATH}[{i}].compute_backend: kubernetes: the step runs with "
                 f"the {backend} backend's steps")  # fmt: skip
+    if wanted:
+        field = "--backend" if backend in wanted else "compute_backend"
+        require_extra("batch", field, " and ".join(sorted(wanted)))
     settings = load_site(site) if wanted else None
     systems = {}
     for name in sorted(wanted):

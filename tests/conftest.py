@@ -39,6 +39,7 @@ MACHINE_WIDE = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     groups: dict[str, str] = {}
     for item in items:
@@ -49,6 +50,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         module = item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(groups.get(module, module)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Groups that xdist did not take would let two workers drive the one Docker engine at
+    once (pytest 9.2 and xdist 3.8 lost them without a word): then nothing runs."""
+    if getattr(session.config.option, "loadgroup", False) and session.items:
+        lost = [item.nodeid for item in session.items if "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"pytest-xdist lost the test groups (e.g. {lost[0]})")
 
 
 def require(available: bool, reason: str) -> None:
@@ -116,10 +126,20 @@ def daskstep(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def descendants(pid: int) -> set[int]:
+    """The process's descendants, but for the run's report writer, which outlives the run by
+    design (the prompt does not wait for it) and ends by itself once the report is drawn."""
     try:
-        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        found = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return set()
+    return {p.pid for p in found if not _report_writer(p)}
+
+
+def _report_writer(p: psutil.Process) -> bool:
+    try:
+        return "daskstep.report" in p.cmdline()
+    except psutil.Error:
+        return False
 
 
 def alive(pids: set[int]) -> set[int]:
