@@ -1,17 +1,19 @@
 """`python3 -m entrypoint [OPTIONS] -- CMD...`: wiring, and the one exit-code table.
 
-Exit codes (docs/architecture.md): the child's own code; 128+n for a child killed by signal n;
-64 usage; 69 scheduler unreachable; 70 internal error; 75 too few workers; 78 version mismatch;
-124 step timeout.
+Exit codes (docs/architecture.md): the child's own code; 128+n for a child killed by signal n
+(or for signal n while still waiting); 64 usage; 69 scheduler unreachable; 70 internal error;
+75 too few workers; 78 version mismatch; 124 step timeout.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from entrypoint.core import Entrypointer, EntrypointError, Readiness, Status, UsageError
+from entrypoint.lifetime import die_with_parent, parent_pid
 from entrypoint.reporter import FileReporter
 from entrypoint.runner import ProcessRunner
 from entrypoint.versions import VersionCheck
@@ -101,7 +103,7 @@ def parse(argv: list[str], prog: str = PROG, epilog: str | None = None) -> argpa
         "--die-with-parent",
         action="store_true",
         default=env.get("DASKSTEP_DIE_WITH_PARENT") == "1",
-        help="stop the step when the process that started us dies",
+        help="stop the step (or the wait for the scheduler) when the process that started us dies",
     )
     p.add_argument("--shell", action="append", default=[], metavar="CMD")
     p.add_argument("command", nargs=argparse.REMAINDER)
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None, prog: str = PROG, epilog: str | None = N
 
             health = Health()
             health.serve(args.health_port, args.health_host)
+        if args.die_with_parent:  # before the wait: the parent may die while we wait
+            die_with_parent(signal.SIGTERM, expected_parent=parent_pid())
         waiter = SchedulerWaiter(
             args.scheduler, args.wait_timeout, args.wait_workers, args.wait_file, args.dashboard
         )

@@ -7,6 +7,7 @@ imports alone would cost more than the rest of it.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -49,6 +50,40 @@ class TooFewWorkers(EntrypointError):
 class VersionMismatch(EntrypointError):
     exit_code = 78
     reason = "VersionMismatch"
+
+
+class StoppedWhileWaiting(EntrypointError):
+    """A signal (Ctrl-C, a SIGTERM, the parent's death) before the step started."""
+
+    reason = "Signaled"
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum} while waiting; the step did not start")
+        self.exit_code = 128 + signum
+
+
+class _SignalsEndTheWait:
+    """While waiting there is no child to forward a signal to: the wait itself ends, and the
+    status still says so (the default action would have left none)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __enter__(self) -> _SignalsEndTheWait:
+        self.previous = {}
+        try:
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._stop)
+        except ValueError:  # not the main thread (unit tests): nothing to install
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @staticmethod
+    def _stop(signum: int, frame: object) -> None:
+        raise StoppedWhileWaiting(signum)
 
 
 class Readiness:
@@ -105,7 +140,8 @@ class Entrypointer:
         started = time.time()
         status = Status(reason="Error", exit_code=70, started_at=started, finished_at=started)
         try:
-            ready = self.waiter.wait()
+            with _SignalsEndTheWait():
+                ready = self.waiter.wait()
             status.scheduler, status.workers = ready.scheduler, ready.workers
             if ready.scheduler:
                 env = dict(env, DASK_SCHEDULER_URI=ready.scheduler)

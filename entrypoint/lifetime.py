@@ -22,6 +22,12 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
+def parent_pid() -> int:
+    """The parent as `daskstep run` names it (DASKSTEP_PARENT_PID): it may have died before we
+    could ask, and then getppid() already names the reaper that adopted us."""
+    return int(os.environ.get("DASKSTEP_PARENT_PID") or os.getppid())
+
+
 def die_with_parent(sig: int = signal.SIGTERM, expected_parent: int | None = None) -> bool:
     """Ask the kernel to send `sig` when our parent dies; False where unsupported.
 

@@ -14,7 +14,7 @@ import threading
 import time
 
 from entrypoint.core import RunResult
-from entrypoint.lifetime import die_with_parent
+from entrypoint.lifetime import die_with_parent, parent_pid
 
 try:  # optional: a finer peak-RSS measure (the whole tree, sampled)
     import psutil
@@ -119,8 +119,7 @@ class ProcessRunner:
         self.cwd = cwd
         self.watch_parent = watch_parent
         self.poll_interval = poll_interval
-        # The parent as `daskstep run` names it: it may have died before we got here.
-        self.parent = int(os.environ.get("DASKSTEP_PARENT_PID") or os.getppid())
+        self.parent = parent_pid()
 
     def run(self, commands: list[list[str]], env: dict[str, str]) -> RunResult:
         if self.watch_parent:

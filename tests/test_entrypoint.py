@@ -146,6 +146,53 @@ def test_sigterm_to_the_wrapper_gives_143_and_writes_the_status(tmp_path: Path) 
     assert {"started_at", "finished_at", "scheduler", "workers", "peak_rss_bytes"} <= set(doc)
 
 
+def test_sigterm_while_waiting_for_the_scheduler_gives_143_and_a_status(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    started = tmp_path / "started"
+    wrapper = subprocess.Popen(
+        [*ENTRYPOINT, "--status-file", str(status), "--scheduler", "127.0.0.1:9"]
+        + ["--", "touch", str(started)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "waiting for scheduler" in wrapper.stderr.readline()
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) == 143
+    assert not started.exists()
+    doc = json.loads(status.read_text())
+    assert (doc["reason"], doc["exit_code"]) == ("Signaled", 143)
+    assert "did not start" in doc["message"]
+
+
+# The parent is a shell that starts the wrapper and waits: it is SIGKILLed, as `daskstep run`
+# may be, while the wrapper still waits for a scheduler that will never come (the run's reaper
+# has removed it). The wrapper must not wait out its 300 s.
+ORPHAN = """
+import os, subprocess, sys
+env = dict(os.environ, DASKSTEP_PARENT_PID=str(os.getpid()))
+child = subprocess.Popen(sys.argv[1:], env=env)
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_a_wrapper_waiting_for_the_scheduler_dies_with_its_parent(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, *ENTRYPOINT, "--die-with-parent"]
+        + ["--status-file", str(status), "--scheduler", "127.0.0.1:9", "--", "true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wrapper = int(parent.stdout.readline())
+    assert "waiting for scheduler" in parent.stderr.readline()
+    parent.kill()
+    parent.wait()
+    assert wait_gone({wrapper}, 5) == set(), "the wrapper outlived its parent"
+    assert json.loads(status.read_text())["exit_code"] == 143
+
+
 def test_usage_error_is_64_and_still_leaves_a_status(tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     code = subprocess.call(
