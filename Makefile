@@ -33,7 +33,7 @@ lint: $(TEST_STAMP)
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/python -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/whole_run.py

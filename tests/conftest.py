@@ -39,6 +39,10 @@ MACHINE_WIDE = {
 }
 
 
+# Measured in CI: the Docker group is the longest, then Slurm's, then the old Pythons'.
+MACHINE_WIDE_BY_SIZE = ("docker", "slurm", "old-pythons", "htcondor")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     groups: dict[str, str] = {}
@@ -47,9 +51,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for fixture, group in MACHINE_WIDE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 groups.setdefault(module, group)
+    of: dict[str, str] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(groups.get(module, module)))
+        of[item.nodeid] = groups.get(module, module)
+        item.add_marker(pytest.mark.xdist_group(of[item.nodeid]))
+    # Longest first (the Makefile turns xdist's own order, by test count, off): a group of
+    # slow tests started last would leave the other worker idle at the end.
+    cost: dict[str, int] = {}
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        cost[of[item.nodeid]] = cost.get(of[item.nodeid], 0) + (20 if slow else 1)
+    for rank, group in enumerate(MACHINE_WIDE_BY_SIZE):
+        cost[group] = 100_000 - rank
+    items.sort(key=lambda item: -cost[of[item.nodeid]])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -215,6 +230,29 @@ def nothing_left_running() -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"daskstep processes left running after the tests: {sorted(left)}"
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_state() -> tuple:
+    """What a child started now would inherit (ignored and blocked signals survive exec), and
+    this process's own handlers."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    inherited = [line for line in status if line.startswith(("SigIgn", "SigBlk"))]
+    handlers = [signal.getsignal(s) for s in STOP_SIGNALS]
+    return inherited, handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found() -> Iterator[None]:
+    """A test that runs daskstep's code in-process must give the signals back: a SIGINT left
+    ignored or blocked in a worker reaches every later test's children (a Ctrl-C that does
+    not stop `tee`)."""
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    assert after == before, f"the test changed this process's signals: {before} -> {after}"
 
 
 @pytest.fixture

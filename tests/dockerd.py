@@ -9,6 +9,7 @@ Nothing can be pulled here, so the base images are made from Debian's own packag
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -124,10 +125,26 @@ def _import_base(engine: Engine, suite: str, tag: str) -> None:
             raise RuntimeError(f"docker import {tag} failed: {imported.stderr.strip()}")
 
 
+def _recipe() -> str:
+    """What a `daskstep images build` image is made from, besides its arguments."""
+    repo = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted((repo / "images").rglob("*")) + [repo / "daskstep" / "images.py"]:
+        if path.is_file():
+            digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def dask_image(engine: Engine, version: str, suite: str) -> str:
-    """A Dask image built by `daskstep images build` (docker's layer cache makes a rebuild of
-    an unchanged one take seconds)."""
-    tag = f"daskstep-test/dask:{version}-{suite}"
+    """A Dask image built by `daskstep images build`, once per machine for each recipe: its
+    tag names the recipe's digest, and the engine's data root outlives the session. (The build
+    itself is tested by test_images.py, which builds every time.)"""
+    import docker
+
+    tag = f"daskstep-test/dask:{version}-{suite}-{_recipe()}"
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        engine.client.images.get(tag)
+        return tag
     cmd = [sys.executable, "-m", "daskstep", "images", "build", "--dask", version]
     cmd += ["--base", BASES[suite], "--tag", tag]
     done = subprocess.run(
@@ -135,6 +152,12 @@ def dask_image(engine: Engine, version: str, suite: str) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"daskstep images build {tag} failed:\n{done.stderr[-3000:]}")
+    prefix = f"daskstep-test/dask:{version}-{suite}"
+    for image in engine.client.images.list(name="daskstep-test/dask"):
+        for old in image.tags:  # the same image from an earlier recipe
+            if old.startswith(prefix) and old != tag:
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.client.images.remove(old)
     return tag
 
 

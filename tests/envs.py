@@ -2,9 +2,11 @@
 no Dask) and virtual environments holding past `distributed` releases, plus real clusters of
 each version.
 
-The builders are slow (about a minute each), so their results are cached under `build/` and
-reused. Each is built in a temporary folder and renamed when complete, under a file lock, so an
-interrupted or concurrent build is never mistaken for a finished one.
+The builders are slow (about a minute each), so their results are cached outside the clone,
+under /var/tmp/daskstep-envs (DASKSTEP_ENVS_CACHE), as the Docker images and HTCondor are: a
+clean clone on a warm machine reuses them. Each is built in a temporary folder and renamed when
+complete, under a file lock, so an interrupted or concurrent build is never mistaken for a
+finished one.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ import psutil
 import pytest
 from conftest import require
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "build"
+BUILD = Path(os.environ.get("DASKSTEP_ENVS_CACHE", "/var/tmp/daskstep-envs"))
 BULLSEYE = BUILD / "rootfs" / "bullseye"
 DASK_VERSIONS_DIR = BUILD / "dask-versions"
 DASK_VERSIONS = ("2023.3.2", "2024.1.1", "2025.1.0")
@@ -99,7 +100,7 @@ def build_bullseye(root: Path = BULLSEYE) -> Path:
         _remove_stale(root.parent, f".{root.name}.tmp-*")
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
         # In a private mount namespace, debootstrap's /proc and /sys mounts vanish with it, even
-        # when it is interrupted, so nothing stays mounted under build/.
+        # when it is interrupted, so nothing stays mounted under the cache.
         cmd = ["unshare", "--mount", "--propagation", "private", "--"]
         cmd += ["debootstrap", "--variant=minbase", "--include=python3", "bullseye", str(tmp)]
         done = subprocess.run([*cmd, mirror], capture_output=True, text=True, timeout=900)
