@@ -49,7 +49,7 @@ def saying(folder: Path, word: str = "alpha", command: str = "echo said-$word", 
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster", [False, True], ids=["no-cluster", "cluster"])
 @settings(
-    max_examples=5,
+    max_examples=9,  # and the example below: 10 runs each, 20 in all (the CI version)
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
