@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 PASSPHRASE = "corr3ct-h0rse-battery"
 VO = "testvo"
@@ -283,14 +284,6 @@ def make_grid_ca(root: Path, vomsd_port: int) -> GridCA:
     )
     ca.write_vomses(ca.vomses, VO, vomsd_port)
     return ca
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+from ports import free_port
 
 CACHE = Path(os.environ.get("DASKSTEP_HTCONDOR_CACHE", "/var/tmp/daskstep-htcondor"))
 POOL_UID = POOL_GID = 65534
@@ -305,9 +305,7 @@ class HTCondorPool:
         )
 
     def _write_config(self) -> None:
-        with socket.socket() as s:  # not 9618: another pool may hold it
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()  # not 9618: another pool may hold it
         self.config.write_text(
             f"""\
 RELEASE_DIR = {self.root}/usr

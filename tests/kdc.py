@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 
 REALM = "DASKSTEP.TEST"
 
@@ -26,13 +26,6 @@ def kdc_available() -> tuple[bool, str]:
         if not (shutil.which(tool) or Path("/usr/sbin", tool).exists()):
             return False, f"{tool} not found (apt-get install krb5-kdc krb5-admin-server)"
     return True, ""
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from kdc import free_port
+from ports import free_port
 
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 

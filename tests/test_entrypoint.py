@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require, wait_for, wait_gone
+from ports import free_port
 
 from entrypoint.core import (
     Entrypointer,
@@ -214,12 +214,6 @@ def test_absent_scheduler_gives_69_within_the_timeout() -> None:
 
 
 # --- readiness, files, health, versions -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

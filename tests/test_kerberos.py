@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from kdc import REALM, Kdc, free_port
+from kdc import REALM, Kdc
 from leaks import keytab_needles
+from ports import free_port
 
 from sidecar.kerberos import parse_duration
 from sidecar.krb5tools import Ticket, classify_kinit_error, parse_klist

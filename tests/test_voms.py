@@ -21,8 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import require
-from gridca import VO, GridCA, free_port, grid_ca  # noqa: F401  (fixtures)
+from gridca import VO, GridCA, grid_ca  # noqa: F401  (fixtures)
 from leaks import pem_lines
+from ports import free_port
 from vomsd import vomsd  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdc import free_port
+from ports import free_port
 
 XROOTD = "/usr/bin/xrootd"
 SECLIBS = ("libXrdSeckrb5-5.so", "libXrdSecgsi-5.so", "libXrdVoms-5.so")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -53,6 +52,7 @@ from daskstep.record import RunFolder
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0
+SCHEDULER_START_TIMEOUT = 120.0  # an image's first start may be slow (a cold disk)
 
 Event = Callable[[str, str, str], None]  # (component, what, why)
 
@@ -67,13 +67,6 @@ def cpu_problem(threads: int, engine_cpus: int | None) -> Problem | None:
         "workflow.resources.dask.single_worker_threads",
         f"{threads} is more than the {cpus} the Docker engine has; ask for at most {engine_cpus}",
     )
-
-
-def free_port(host: str) -> int:
-    """A port nobody listens on now, for a container on the host's network to take."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class DockerBackend(ClusterBackend):
@@ -95,8 +88,10 @@ class DockerBackend(ClusterBackend):
 
     # -- start ----------------------------------------------------------------------------------
     def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
-        """All containers at once: the scheduler on ports chosen here, so the workers need not
-        wait for it to say where it listens (they retry until it does)."""
+        """All containers at once. The scheduler takes its own ports and says them in the
+        scheduler file in the run's folder (the workspace is mounted at its own path), which
+        the workers wait for: a port chosen here and taken by the scheduler seconds later may
+        be another process's by then."""
         from daskstep.images import docker_client, local_image
 
         if self.client is None:
@@ -105,22 +100,23 @@ class DockerBackend(ClusterBackend):
         # before any container: whatever happens to us from here on, it removes them
         self._reaper = Reaper("--label", f"{RUN_LABEL}={self.run_id}")
         self._memory = spec.memory
-        port, http_port = free_port(self.host), free_port(self.host)
-        address = f"{'tls' if self.tls else 'tcp'}://{self.host}:{port}"
-        self.http = f"http://{self.host}:{http_port}"
+        scheduler_file = (run.folder / "scheduler.json").resolve()
+        scheduler_file.unlink(missing_ok=True)  # a dead run's would mislead the workers
         self._watch_events()
         common = self._container_options(spec, run.workspace)
         before, after = nanny_environment(spec.environment)
         nanny_env = {**before, **after}
         tls = self.tls.cli_options() if self.tls else []  # its folder is mounted where it is
-        scheduler = ["dask", "scheduler", "--host", self.host, "--port", str(port), *tls]
+        scheduler = ["dask", "scheduler", "--host", self.host, "--port", "0", *tls]
         scheduler += ["--protocol", "tls"] if self.tls else []
-        scheduler += ["--dashboard-address", f"{self.host}:{http_port}"]
+        scheduler += ["--dashboard-address", f"{self.host}:0"]
+        scheduler += ["--scheduler-file", str(scheduler_file)]
         runs = [(scheduler, {"name": f"{self.run_id}-scheduler",
                              "labels": run_labels(self.run_id, "scheduler")})]  # fmt: skip
         for i in range(spec.workers):
             name = f"worker-{i}"
-            worker = ["dask", "worker", address, "--name", name, "--host", self.host, *tls]
+            worker = ["dask", "worker", "--scheduler-file", str(scheduler_file)]
+            worker += ["--name", name, "--host", self.host, *tls]
             worker += ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
             worker += ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"]
             worker += ["--no-nanny"]  # the engine is the nanny: see the module doc
@@ -140,7 +136,30 @@ class DockerBackend(ClusterBackend):
             )  # fmt: skip
         except Exception as e:  # the engine's refusal, in its own words; stop() cleans up
             raise ClusterError(f"the Docker engine refused the cluster: {described(e)}") from e
-        return ClusterHandle(scheduler_address=address, dashboard_url=f"{self.http}/status")
+        identity = self._await_scheduler_file(scheduler_file, SCHEDULER_START_TIMEOUT)
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        self.http = f"http://{host}:{identity['services']['dashboard']}"
+        return ClusterHandle(
+            scheduler_address=identity["address"], dashboard_url=f"{self.http}/status"
+        )
+
+    def _await_scheduler_file(self, path: Path, timeout: float) -> dict[str, Any]:
+        """The scheduler's identity once it listens; its container's end, said in its last
+        line, if it never does (a cancel ends the wait too)."""
+        deadline = time.monotonic() + timeout
+        looked = time.monotonic()
+        while True:
+            self.check_cancel()
+            with contextlib.suppress(OSError, ValueError):
+                identity = json.loads(path.read_text())
+                if identity.get("address") and "dashboard" in identity.get("services", {}):
+                    return identity
+            if time.monotonic() - looked > 0.5:  # an engine call: not every turn
+                looked = time.monotonic()
+                self.check_alive()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the scheduler container did not listen within {timeout:g} s")
+            time.sleep(0.05)
 
     def _container_options(self, spec: ClusterSpec, workspace: Path) -> dict[str, Any]:
         """The workspace at its own path (REANA mounts it into the workers too), credentials
