@@ -39,26 +39,32 @@ STEP = textwrap.dedent(
     import dask.bag as db
     from distributed import Client
 
-    size, workers = int(sys.argv[1]), int(sys.argv[2])
-    if "DASK_SCHEDULER_URI" in os.environ:
-        client = Client(os.environ["DASK_SCHEDULER_URI"])
-    else:  # a user's own script: its cluster inside it
-        from distributed import LocalCluster
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               memory_limit=sys.argv[3], host="127.0.0.1")
-        client = Client(cluster)
-    client.wait_for_workers(workers)
-    t0 = time.perf_counter()
-    x = da.random.RandomState(42).random_sample((size, size), chunks=size // 4)
-    total = float((x @ x.T).sum().compute())
-    t1 = time.perf_counter()
-    words = db.from_sequence(range(400_000), npartitions=4 * workers)
-    kept = words.map(lambda i: (i * 2654435761) % 1000).filter(lambda v: v % 3 == 0).count()
-    count = int(kept.compute())
-    t2 = time.perf_counter()
-    print("WORKLOAD " + json.dumps({"matmul": t1 - t0, "bag": t2 - t1, "total": t2 - t0,
-                                   "check": [round(total, -3), count]}), flush=True)
-    client.close()
+
+    def main():
+        size, workers = int(sys.argv[1]), int(sys.argv[2])
+        if "DASK_SCHEDULER_URI" in os.environ:
+            client = Client(os.environ["DASK_SCHEDULER_URI"])
+        else:  # a user's own script: its cluster inside it
+            from distributed import LocalCluster
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   memory_limit=sys.argv[3], host="127.0.0.1")
+            client = Client(cluster)
+        client.wait_for_workers(workers)
+        t0 = time.perf_counter()
+        x = da.random.RandomState(42).random_sample((size, size), chunks=size // 4)
+        total = float((x @ x.T).sum().compute())
+        t1 = time.perf_counter()
+        words = db.from_sequence(range(400_000), npartitions=4 * workers)
+        kept = words.map(lambda i: (i * 2654435761) % 1000).filter(lambda v: v % 3 == 0).count()
+        count = int(kept.compute())
+        t2 = time.perf_counter()
+        print("WORKLOAD " + json.dumps({"matmul": t1 - t0, "bag": t2 - t1, "total": t2 - t0,
+                                       "check": [round(total, -3), count]}), flush=True)
+        client.close()
+
+
+    if __name__ == "__main__":  # the in-process cluster's workers import this file
+        main()
     """
 )
 
