@@ -7,7 +7,6 @@ Exit codes (docs/architecture.md): the child's own code; 128+n for a child kille
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -29,9 +28,26 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 PROG = "daskstep-entrypoint"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> "None":  # type: ignore[override]
-        raise UsageError(f"{message}; see {self.prog} --help")
+class _Parser:  # argparse, imported only for --help and for a usage error's words
+    @staticmethod
+    def make(prog: str, epilog: str | None):
+        import argparse
+
+        class Parser(argparse.ArgumentParser):
+            def error(self, message: str) -> "None":  # type: ignore[override]
+                raise UsageError(f"{message}; see {self.prog} --help")
+
+        p = Parser(prog=prog, description="Run a step next to a Dask cluster.", epilog=epilog)
+        for flag, kind, default, extra in OPTIONS:
+            extra = {**extra, "default": default(os.environ)}
+            if kind == "flag":
+                p.add_argument(flag, action="store_true", **extra)
+            elif kind == "list":
+                p.add_argument(flag, action="append", **extra)
+            else:
+                p.add_argument(flag, type={"str": str, "int": int, "float": float}[kind], **extra)
+        p.add_argument("command", nargs=argparse.REMAINDER)
+        return p
 
 
 def _env_float(name: str, default: float | None) -> float | None:
@@ -42,6 +58,44 @@ def _env_float(name: str, default: float | None) -> float | None:
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
+
+
+def _env_list(name: str) -> list[str]:
+    return [f for f in os.environ.get(name, "").split(os.pathsep) if f]
+
+
+# The options: flag, kind, its default (from the environment), and argparse's extras. One table
+# for the two parsers: a quick one for well-formed options (every step starts through it, and
+# importing argparse costs more than the rest of the wrapper), and argparse for the rest.
+OPTIONS: tuple = (
+    ("--scheduler", "str",
+     lambda env: env.get("DASKSTEP_SCHEDULER") or env.get("DASK_SCHEDULER_URI")
+     or env.get("DASK_SCHEDULER_ADDRESS"), {}),
+    ("--tls-dir", "str", lambda env: env.get("DASKSTEP_TLS_DIR"),
+     {"help": "the run's TLS folder (ca.pem, client.pem, client-key.pem): exported as the "
+      "DASK_DISTRIBUTED__COMM__TLS__* variables for the step"}),
+    ("--wait-timeout", "float", lambda env: _env_float("DASKSTEP_WAIT_TIMEOUT", 300.0), {}),
+    ("--wait-workers", "int", lambda env: int(env.get("DASKSTEP_WAIT_WORKERS", 0)), {}),
+    ("--wait-file", "list", lambda env: _env_list("DASKSTEP_WAIT_FILES"),
+     {"metavar": "PATH", "help": "wait until PATH exists and is not empty (repeatable)"}),
+    ("--versions", "str", lambda env: env.get("DASKSTEP_VERSIONS", "warn"),
+     {"choices": ("off", "warn", "fail")}),
+    ("--dashboard", "str", lambda env: env.get("DASKSTEP_DASHBOARD"),
+     {"help": "the scheduler's HTTP address, to count workers without distributed"}),
+    ("--health-port", "int", lambda env: _env_int("DASKSTEP_HEALTH_PORT"), {}),
+    ("--health-host", "str", lambda env: env.get("DASKSTEP_HEALTH_HOST", "0.0.0.0"), {}),
+    ("--timeout", "float", lambda env: _env_float("DASKSTEP_TIMEOUT", None), {}),
+    ("--grace-period", "float", lambda env: _env_float("DASKSTEP_GRACE_PERIOD", 10.0), {}),
+    ("--status-file", "str", lambda env: env.get("DASKSTEP_STATUS_FILE"), {}),
+    ("--termination-log", "str", lambda env: env.get("DASKSTEP_TERMINATION_LOG"), {}),
+    ("--workdir", "str", lambda env: env.get("DASKSTEP_WORKDIR"), {}),
+    ("--die-with-parent", "flag", lambda env: env.get("DASKSTEP_DIE_WITH_PARENT") == "1",
+     {"help": "stop the step (or the wait for the scheduler) when the process that started "
+      "us dies"}),
+    ("--shell", "list", lambda env: [], {"metavar": "CMD"}),
+)  # fmt: skip
+_KINDS = {flag: kind for flag, kind, _d, _e in OPTIONS}
+_CHOICES = {flag: extra["choices"] for flag, _k, _d, extra in OPTIONS if "choices" in extra}
 
 
 class StepGate:
@@ -58,56 +112,63 @@ class StepGate:
         return ready
 
 
-def parse(argv: list[str], prog: str = PROG, epilog: str | None = None) -> argparse.Namespace:
+class Options:
+    """What the options say (argparse's Namespace, without importing argparse)."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
+def _defaults() -> dict[str, object]:
+    return {flag[2:].replace("-", "_"): default(os.environ) for flag, _k, default, _e in OPTIONS}
+
+
+def _quick(argv: list[str]) -> Options | None:
+    """The options when every one is well formed; None for anything argparse must judge
+    (help, an unknown or abbreviated option, a missing or bad value)."""
+    values = _defaults()
+    command: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-"):
+            command = argv[i:]
+            break
+        flag, eq, value = arg.partition("=")
+        kind = _KINDS.get(flag)
+        if kind is None or (kind == "flag" and eq):
+            return None
+        dest = flag[2:].replace("-", "_")
+        if kind == "flag":
+            values[dest] = True
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(argv):
+                return None
+            value = argv[i + 1]
+        if value.startswith("-"):  # an option, a negative number, "--": argparse's to judge
+            return None
+        i += 1 if eq else 2
+        try:
+            converted = {"int": int, "float": float}.get(kind, str)(value)
+        except ValueError:
+            return None
+        if converted not in _CHOICES.get(flag, (converted,)):
+            return None
+        if kind == "list":  # given on the command line: added to the environment's
+            values[dest] = [*values[dest], value]  # type: ignore[list-item]
+        else:
+            values[dest] = converted
+    return Options(**values, command=command)
+
+
+def parse(argv: list[str], prog: str = PROG, epilog: str | None = None) -> Options:
     """The options; `prog` and `epilog` let a program that embeds the entrypoint name itself
     in the usage and add a word about its own commands."""
-    env = os.environ
-    p = _Parser(prog=prog, description="Run a step next to a Dask cluster.", epilog=epilog)
-    p.add_argument(
-        "--scheduler",
-        default=env.get("DASKSTEP_SCHEDULER")
-        or env.get("DASK_SCHEDULER_URI")
-        or env.get("DASK_SCHEDULER_ADDRESS"),
-    )
-    p.add_argument(
-        "--tls-dir",
-        default=env.get("DASKSTEP_TLS_DIR"),
-        help="the run's TLS folder (ca.pem, client.pem, client-key.pem): exported as the "
-        "DASK_DISTRIBUTED__COMM__TLS__* variables for the step",
-    )
-    p.add_argument("--wait-timeout", type=float, default=_env_float("DASKSTEP_WAIT_TIMEOUT", 300.0))
-    p.add_argument("--wait-workers", type=int, default=int(env.get("DASKSTEP_WAIT_WORKERS", 0)))
-    p.add_argument(
-        "--wait-file",
-        action="append",
-        default=[f for f in env.get("DASKSTEP_WAIT_FILES", "").split(os.pathsep) if f],
-        metavar="PATH",
-        help="wait until PATH exists and is not empty (repeatable)",
-    )
-    p.add_argument(
-        "--versions", choices=("off", "warn", "fail"), default=env.get("DASKSTEP_VERSIONS", "warn")
-    )
-    p.add_argument(
-        "--dashboard",
-        default=env.get("DASKSTEP_DASHBOARD"),
-        help="the scheduler's HTTP address, to count workers without distributed",
-    )
-    p.add_argument("--health-port", type=int, default=_env_int("DASKSTEP_HEALTH_PORT"))
-    p.add_argument("--health-host", default=env.get("DASKSTEP_HEALTH_HOST", "0.0.0.0"))
-    p.add_argument("--timeout", type=float, default=_env_float("DASKSTEP_TIMEOUT", None))
-    p.add_argument("--grace-period", type=float, default=_env_float("DASKSTEP_GRACE_PERIOD", 10.0))
-    p.add_argument("--status-file", default=env.get("DASKSTEP_STATUS_FILE"))
-    p.add_argument("--termination-log", default=env.get("DASKSTEP_TERMINATION_LOG"))
-    p.add_argument("--workdir", default=env.get("DASKSTEP_WORKDIR"))
-    p.add_argument(
-        "--die-with-parent",
-        action="store_true",
-        default=env.get("DASKSTEP_DIE_WITH_PARENT") == "1",
-        help="stop the step (or the wait for the scheduler) when the process that started us dies",
-    )
-    p.add_argument("--shell", action="append", default=[], metavar="CMD")
-    p.add_argument("command", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    args = _quick(argv)
+    if args is None:
+        args = Options(**vars(_Parser.make(prog, epilog).parse_args(argv)))
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
     if bool(args.shell) == bool(args.command):

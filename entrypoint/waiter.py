@@ -87,11 +87,20 @@ def _tls_context():  # -> ssl.SSLContext; ssl is imported only when a tls:// sch
     return context
 
 
+def _ascii(host: str) -> str | bytes:
+    """An ASCII host as bytes: given a str, the resolver encodes it with the idna codec, whose
+    import (unicodedata, stringprep) costs a step's start more than the connection itself."""
+    try:
+        return host.encode("ascii")
+    except UnicodeEncodeError:
+        return host
+
+
 def dask_handshake(uri: str, timeout: float) -> bytes:
     """Connect and read the scheduler's first message; raises OSError if it is not Dask."""
     host, port = host_port(uri)
     scheme = uri.split("://", 1)[0]
-    with socket.create_connection((host, port), timeout=timeout) as raw:
+    with socket.create_connection((_ascii(host), port), timeout=timeout) as raw:
         sock = _tls_context().wrap_socket(raw) if scheme == "tls" else raw
         if scheme not in ("tcp", "tls"):
             return b""  # ws://, ucx://: an open port is all we can check without distributed
