@@ -276,6 +276,7 @@ def _logs(workspace: Path, component: str) -> str:
 
 
 ENGINE_LINES = {"cwl": "Final process status is success", "snakemake": "steps (100%) done"}
+FAILED_MARK = "daskstep: step compute failed with exit code 3"
 FAILED_LINES = {"cwl": "Final process status is permanentFail", "snakemake": "Error in rule"}
 
 
@@ -340,7 +341,11 @@ def test_a_failing_step_fails_the_run_with_its_exit_code(tmp_path: Path, kind: s
     assert "giving up" in _logs(workspace, "job")
     assert FAILED_LINES[kind] in _logs(workspace, "engine")
     assert not (workspace / "results" / "checked.txt").exists()
-    assert "giving up\ndaskstep: step compute failed with exit code 3\n" in out
+    # the tool's lines and its wrapper's marks, in order in the job log and on the terminal;
+    # the engine's own lines reach the terminal through another pipe, and may come between
+    assert "giving up\ndaskstep: step compute failed with exit code 3\n" in _logs(workspace, "job")
+    order = ["daskstep: step compute started", "giving up", FAILED_MARK]
+    assert [line for line in out.splitlines() if line in order] == order, out
 
 
 @pytest.mark.integration
