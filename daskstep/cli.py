@@ -351,8 +351,10 @@ def _cmd_images(args: argparse.Namespace) -> int:
     from daskstep import images
 
     if args.verb == "build-daskstep":
+        from daskstep.daskstep_image import build_daskstep
+
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-        print(images.build_daskstep(args.tag, args.base, log=log)["version"])
+        print(build_daskstep(args.tag, args.base, log=log)["version"])
         return 0
     if args.verb == "build":
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731

@@ -215,7 +215,7 @@ def inspect(client: Any, image: str, field: str = "") -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _python_of(client: Any, base: str, python: str | None) -> str:
+def python_of(client: Any, base: str, python: str | None) -> str:
     if python:
         return python
     match = re.match(r"^(?:.*/)?python:(\d+\.\d+)", base)
@@ -256,7 +256,7 @@ def build(
     if problems:
         raise InputError(problems)
     client = docker_client()
-    python = _python_of(client, base or f"python:{python or DEFAULT_PYTHON}-slim", python)
+    python = python_of(client, base or f"python:{python or DEFAULT_PYTHON}-slim", python)
     base = base or f"python:{python}-slim"
     with tempfile.TemporaryDirectory(prefix="daskstep-image-") as tmp:
         context = Path(tmp)
@@ -267,17 +267,25 @@ def build(
         args = {"BASE_IMAGE": base, "PYTHON": python, "DASK_VERSION": dask}
         args["PACKAGES"] = " ".join(packages)
         log(f"daskstep: building {tag} from {base}")
-        _docker_build(client, context, tag, args, log)
+        docker_build(client, context, tag, args, log)
     return inspect(client, tag)
 
 
-def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], log: Any) -> None:
+def docker_build(
+    client: Any,
+    context: Path,
+    tag: str,
+    args: dict[str, str],
+    log: Any,
+    dockerfile: str = "Dockerfile",
+    labels: dict[str, str] | None = None,
+) -> None:
     """Through the SDK's low-level API, so the build's own lines show as they come."""
-    replaced = _image_id(client, tag)
+    replaced = image_id(client, tag)
     made: list[str] = []  # what this build's steps committed (" ---> 1a2b3c4d5e6f")
     stream = client.api.build(
-        path=str(context), tag=tag, buildargs=args, network_mode="host", rm=True,
-        forcerm=True, pull=False, decode=True,
+        path=str(context), dockerfile=dockerfile, tag=tag, buildargs=args, labels=labels,
+        network_mode="host", rm=True, forcerm=True, pull=False, decode=True,
     )  # fmt: skip
     try:
         for chunk in stream:
@@ -292,7 +300,7 @@ def _docker_build(client: Any, context: Path, tag: str, args: dict[str, str], lo
         _remove_leftovers(client, made, replaced, tag)
 
 
-def _image_id(client: Any, tag: str) -> str | None:
+def image_id(client: Any, tag: str) -> str | None:
     import docker
 
     try:
@@ -308,65 +316,13 @@ def _remove_leftovers(client: Any, made: list[str], replaced: str | None, tag: s
     dangling = client.api.images(filters={"dangling": True})
     ours = []
     for row in dangling:
-        image_id = row["Id"]
-        short = image_id.split(":")[-1]
+        found = row["Id"]
+        short = found.split(":")[-1]
         stage = BUILD_STAGE_LABEL in (row.get("Labels") or {})
         if (stage and any(short.startswith(m) for m in made)) or (
-            image_id == replaced and _image_id(client, tag) != replaced
+            found == replaced and image_id(client, tag) != replaced
         ):
-            ours.append(image_id)
-    for image_id in ours:
+            ours.append(found)
+    for found in ours:
         with contextlib.suppress(Exception):  # in use (a container of it, another build)
-            client.api.remove_image(image_id, noprune=False)
-
-
-def _project() -> Path:
-    """The checkout daskstep runs from: the daskstep image is built from source."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file() or not (root / "Dockerfile").is_file():
-        raise ImageError(f"{root} is not a daskstep checkout; build the image from one")
-    return root
-
-
-IMAGE_EXTRA = "kubernetes"  # the image's sidecars follow pods (the Kubernetes log source)
-
-
-def _requirements() -> list[str]:
-    """daskstep's own dependencies and the image's extra's, not the others (tests, ...)."""
-    from importlib.metadata import requires
-
-    wanted = []
-    for requirement in requires("daskstep") or []:
-        spec, _, marker = requirement.partition(";")
-        if not marker.strip() or f'extra == "{IMAGE_EXTRA}"' in marker:
-            wanted.append(spec.strip())
-    return wanted
-
-
-def build_daskstep(tag: str, base: str | None = None, log: Any = print) -> dict[str, Any]:
-    """The daskstep image from the top-level Dockerfile; what `daskstep --version` says in it."""
-    root = _project()
-    client = docker_client()
-    python = _python_of(client, base or f"python:{DEFAULT_PYTHON}-slim", None)
-    with tempfile.TemporaryDirectory(prefix="daskstep-image-") as tmp:
-        context = Path(tmp)
-        shutil.copy(root / "Dockerfile", context / "Dockerfile")
-        shutil.copytree(root / "images", context / "images")
-        wheels = context / "wheels"
-        log(f"daskstep: building the daskstep wheel and downloading its dependencies ({python})")
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-             str(root)],
-            capture_output=True, text=True,
-            env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},  # same sources, same bytes
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise ImageError(f"cannot build the daskstep wheel: {done.stderr.strip()[-300:]}")
-        download_wheels(wheels, python, _requirements())
-        args = {"BASE_IMAGE": base} if base else {}
-        log(f"daskstep: building {tag} from {base or 'python:' + DEFAULT_PYTHON + '-slim'}")
-        _docker_build(client, context, tag, args, log)
-    version = run_python(
-        client, tag, "import subprocess; subprocess.run(['daskstep', '--version'])"
-    )
-    return {"image": tag, "version": version.strip()}
+            client.api.remove_image(found, noprune=False)

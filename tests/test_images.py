@@ -4,6 +4,7 @@ with `daskstep images inspect`."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -114,3 +115,8 @@ def test_the_daskstep_image_runs_the_cli_and_installs_the_entrypoint(
         text=True,
     )
     assert ran.returncode == 0 and "from the zipapp" in ran.stdout
+    # a second build (daskstep changed, its dependencies not) reuses the environment's image
+    again = daskstep("images", "build-daskstep", "--tag", f"{tag}-again", "--base", build_base)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"^daskstep: reusing daskstep/deps:py3\.11-[0-9a-f]{12}$", again.stderr, re.M)
+    assert dangling_from(docker_engine, build_base) == set()
