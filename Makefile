@@ -11,12 +11,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The demo needs the local backend and what its analysis imports; the tests need every extra.
+# .ci/install.py installs with uv (pip's settings handed over), or with pip if uv cannot be had.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[examples]'
+	$(BIN)/python .ci/install.py -e '.[examples]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[examples,test]'
+	$(BIN)/python .ci/install.py -e '.[examples,test]'
 	touch $@ $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
