@@ -9,7 +9,6 @@ import contextlib
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,10 +22,6 @@ __all__ = ["COMPONENT_LABEL", "RUN_LABEL", "WORKER_LABEL", "DockerStepLauncher",
 
 CONTROLLER_LABEL = "daskstep.controller"  # host:pid of the daskstep run that made it
 PYZ_IN_CONTAINER = "/daskstep/entrypoint.pyz"
-
-
-def new_run_id() -> str:
-    return f"ds-{uuid.uuid4().hex[:10]}"
 
 
 def run_labels(run_id: str, component: str, **more: str) -> dict[str, str]:

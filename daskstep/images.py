@@ -118,7 +118,8 @@ def run_python(client: Any, image: str, code: str, field: str = "") -> str:
     and is removed whatever happens."""
     import docker
 
-    from daskstep.containers import new_run_id, run_labels
+    from daskstep.containers import run_labels
+    from daskstep.record import new_run_id
 
     local_image(client, image, field)
     where = f"{field}: " if field else ""

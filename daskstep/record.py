@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ from daskstep.errors import InputError, Problem
 STATE = ".daskstep"
 RUNS = "runs"
 LATEST = ("status.json", "logs", "report.html", "report.png", "tests.xml")
+
+
+def new_run_id() -> str:
+    """A run's name in the engine's or the cluster's objects: `ds-` and ten hex digits, a DNS
+    label however it is extended."""
+    return f"ds-{uuid.uuid4().hex[:10]}"
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ COMPUTE_BACKEND = {"slurmcern": "slurm", "htcondorcern": "htcondor"}  # REANA's 
 
 
 def _run_id(cluster: ClusterBackend) -> str:
-    from daskstep.containers import new_run_id
+    from daskstep.record import new_run_id
 
     return getattr(cluster, "run_id", None) or new_run_id()
 
@@ -159,8 +159,8 @@ def _batch_launcher(
     record: RunFolder,
 ) -> StepLauncher:
     from daskstep.batch.steps import BatchStepLauncher
-    from daskstep.containers import new_run_id
     from daskstep.pack import pack
+    from daskstep.record import new_run_id
 
     by_word = {word: systems[name] for word, name in COMPUTE_BACKEND.items() if name in systems}
     run_id = getattr(cluster, "run_id", None) or new_run_id()

@@ -24,9 +24,8 @@ from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, P
 from daskstep.backends.local import LocalBackend
 from daskstep.backends.reaper import Reaper
 from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
-from daskstep.containers import new_run_id
 from daskstep.errors import ClusterError, TooFewWorkers
-from daskstep.record import RunFolder
+from daskstep.record import RunFolder, new_run_id
 from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 

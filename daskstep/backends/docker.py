@@ -42,13 +42,12 @@ from daskstep.containers import (
     WORKER_LABEL,
     in_parallel,
     listed,
-    new_run_id,
     remove_run,
     run_labels,
     user_options,
 )
 from daskstep.errors import ClusterError, Problem, SchedulerLost, described
-from daskstep.record import RunFolder
+from daskstep.record import RunFolder, new_run_id
 from sidecar.lifecycle import StopSignal
 
 STOP_GRACE_SECONDS = 10.0

@@ -10,7 +10,6 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from daskstep.containers import new_run_id
 from daskstep.errors import InputError, Problem
 from daskstep.kube.objects import (
     DASKSTEP_IMAGE,
@@ -20,6 +19,7 @@ from daskstep.kube.objects import (
     is_dns_label,
 )
 from daskstep.reana import IMAGE_PATTERN
+from daskstep.record import new_run_id
 
 RUN_ID_MAX = 30  # the operator derives longer names from it: <id>-default-worker-<10 hex>
 
