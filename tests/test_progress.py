@@ -415,14 +415,14 @@ JOB = script(
     from distributed import Client, as_completed
 
     client = Client(os.environ["DASK_SCHEDULER_URI"])
-    futures = client.map(time.sleep, [0.004] * 4000, pure=False)
+    futures = client.map(time.sleep, [0.02] * 1000, pure=False)
     for i, _ in enumerate(as_completed(futures), 1):
-        if i % 1000 == 0:
-            print(f"finished {i} of 4000", flush=True)
+        if i % 250 == 0:
+            print(f"finished {i} of 1000", flush=True)
     print("all done", flush=True)
     """
 )
-STEP_OUTPUT = ["finished 1000 of 4000", "finished 4000 of 4000", "all done"]
+STEP_OUTPUT = ["finished 250 of 1000", "finished 1000 of 1000", "all done"]
 
 
 def tasks_workflow(tmp_path: Path) -> Path:
@@ -532,7 +532,7 @@ def test_what_is_left_on_a_terminal_is_not_garbled(tmp_path: Path) -> None:
     summary = [line for line in lines if line.startswith("step work (1/2)")]
     assert len(summary) == 1, screen
     assert re.fullmatch(
-        r"step work \(1/2\)  ✓ 4000 done · peak \d+ processing · peak \d+ waiting · "
+        r"step work \(1/2\)  ✓ 1000 done · peak \d+ processing · peak \d+ waiting · "
         r"peak \d+ in memory · 0 erred · [\d.]+ s",
         summary[0],
     ), screen
@@ -554,7 +554,7 @@ def test_plain_output_has_count_lines_and_no_escapes(tmp_path: Path) -> None:
     assert counts_lines, err
     assert any(int(memory) > 0 for _, memory in counts_lines)
     assert re.search(
-        r"^daskstep: step work: 4000 done, peak \d+ processing, peak \d+ waiting, peak \d+ in "
+        r"^daskstep: step work: 1000 done, peak \d+ processing, peak \d+ waiting, peak \d+ in "
         r"memory, 0 erred \([\d.]+ s\)$",
         err,
         re.MULTILINE,
