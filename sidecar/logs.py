@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sys
 import threading
@@ -21,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.base import Source
-from sidecar.checkpoint import Checkpoints
+from sidecar.checkpoint import Checkpoints, Syncer
 from sidecar.files import FileSource
 from sidecar.lifecycle import StopSignal, follow_run
 from sidecar.store import COMPONENTS, LogStore
 
-POLL_INTERVAL = 0.1
+POLL_INTERVAL = 0.05
 EXIT_UNAVAILABLE = 69  # a container source's engine or API cannot be reached
 DRAIN_ROUNDS = 10_000
 DRAIN_SECONDS = 30.0
@@ -109,6 +110,8 @@ class Shipper:
         self.sources = sources
         self.checkpoints = checkpoints
         self.stop = stop or StopSignal()
+        self.syncer: Syncer | None = None  # set by run(): fsyncs and checkpoints off the loop
+        self._handed = ""  # the last checkpoint handed to the syncer
 
     def start(self) -> None:
         saved = self.checkpoints.load()
@@ -119,8 +122,18 @@ class Shipper:
         """One round; what it did: lines stored, or 1 for a position change without lines
         (a switch to the next file), so that callers go on until nothing moves."""
         lines = sum(source.poll(self.store, final) for source in self.sources)
+        states = {s.key: s.state() for s in self.sources}
+        if self.syncer is not None and not final:
+            text = json.dumps(states, sort_keys=True)
+            moved = text != self._handed
+            if lines or moved:  # the syncer makes the store durable, then saves this
+                self.syncer.hand(self.store.take_dirty(), states)
+                self._handed = text
+            return lines or int(moved)
+        if self.syncer is not None:
+            self.syncer.flush()  # an older checkpoint must not land after this one
         self.store.sync()  # durable first ...
-        moved = self.checkpoints.save({s.key: s.state() for s in self.sources})  # ... then this
+        moved = self.checkpoints.save(states)  # ... then this
         return lines or int(moved)
 
     def drain(self) -> None:
@@ -139,12 +152,16 @@ class Shipper:
 
     def run(self, poll_interval: float = POLL_INTERVAL) -> int:
         self.start()
+        self.syncer = Syncer(self.checkpoints)
         try:
             while not self.stop.is_set():
                 if self.step() == 0:
                     self.stop.wait(poll_interval)
             self.drain()
         finally:
+            with contextlib.suppress(Exception):  # an I/O error was raised already
+                self.syncer.flush()
+            self.syncer.close()
             for source in self.sources:
                 source.close()
             self.store.close()

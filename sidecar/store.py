@@ -165,6 +165,13 @@ class Stream:
             count += 1
         return self.last_timestamp_ns, count
 
+    def take_dirty(self) -> list[int]:
+        """The descriptors to fsync for what was appended since the last call (or sync)."""
+        if not self.dirty:
+            return []
+        self.dirty = False
+        return [self._log, self._idx]
+
     def sync(self) -> None:
         """Make what was appended durable; only then may a checkpoint move past it."""
         if self.dirty:
@@ -204,6 +211,9 @@ class LogStore:
         for stream in self._streams.values():
             stream.sync()
 
+    def take_dirty(self) -> list[int]:
+        return [fd for stream in self._streams.values() for fd in stream.take_dirty()]
+
     def close(self) -> None:
         for stream in self._streams.values():
             stream.close()
@@ -215,7 +225,7 @@ def line_ends(data: bytes) -> Sequence[int]:
     per line: that is what limits a Python log shipper."""
     if np is not None:
         return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
-    return list(accumulate(len(part) + 1 for part in data.split(b"\n")[:-1]))
+    return list(accumulate(len(part) + 1 for part in bytes(data).split(b"\n")[:-1]))
 
 
 def longest(ends: Sequence[int]) -> int:
