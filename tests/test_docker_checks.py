@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daskstep import images, wiring
-from daskstep.backends.docker import cpu_problem
+from daskstep import images
+from daskstep.backends.docker import checked_images, cpu_problem
 from daskstep.errors import InputError, described
 from daskstep.limits import load_limits
 from daskstep.spec import check
@@ -80,17 +80,17 @@ def test_steps_that_do_not_use_dask_pass_and_each_mismatch_is_its_own(
     engine: FakeEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wf = workflow(tmp_path, [("plain", "plain:1"), ("same", "old:1")])
-    client, _ = wiring._checked_images(wf, allow_mismatch=False)
+    client, _ = checked_images(wf, allow_mismatch=False)
     assert client is engine and capsys.readouterr().err == ""
 
     wf = workflow(tmp_path, [("plain", "plain:1"), ("newer", "new:1")])
     with pytest.raises(InputError) as refused:
-        wiring._checked_images(wf, allow_mismatch=False)
+        checked_images(wf, allow_mismatch=False)
     assert [p.path for p in refused.value.problems] == [
         "workflow.specification.steps[1].environment"
     ] * 2  # python and distributed, for the one step that differs
 
-    wiring._checked_images(wf, allow_mismatch=True)
+    checked_images(wf, allow_mismatch=True)
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 2 and all("steps[1].environment: step newer: new:1" in w
                                       for w in warnings)  # fmt: skip
@@ -102,7 +102,7 @@ def test_too_many_threads_are_refused_with_the_images_problems(
 ) -> None:
     wf = workflow(tmp_path, [("newer", "new:1")], threads=3)
     with pytest.raises(InputError) as refused:
-        wiring._checked_images(wf, allow_mismatch=False)
+        checked_images(wf, allow_mismatch=False)
     assert refused.value.problems[0].path == "workflow.resources.dask.single_worker_threads"
     assert "3 is more than the 2 CPUs" in str(refused.value.problems[0])
 

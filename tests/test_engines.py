@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import daskstep, descendants, wait_for, wait_gone
 
+from daskstep.backends.registry import kind_of
 from daskstep.engines.steps import ToolSteps, engine_problems, step_entry
 from daskstep.engines.tool import JOB_LOG_ENV, OUTPUT_ENV, STEPS_ENV, stream_id
 from daskstep.errors import InputError
@@ -153,7 +154,7 @@ def test_a_missing_engine_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name: None if name == "cwltool" else real(name)
     )
-    [problem] = engine_problems(workflow, "local")
+    [problem] = engine_problems(workflow, kind_of("local"))
     assert problem.path == "workflow.type"
     assert "cwltool, which is not installed; pip install 'daskstep[engines]'" in problem.message
 

@@ -1,20 +1,14 @@
-"""Cluster backends, all behind `ClusterBackend` (see base.py)."""
+"""Cluster backends, all behind `ClusterBackend` (see base.py); which there are: registry.py."""
 
 from __future__ import annotations
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
-from daskstep.errors import InputError, Problem
 
 __all__ = ["ClusterBackend", "ClusterHandle", "ClusterSpec", "get_backend"]
 
 
 def get_backend(name: str) -> ClusterBackend:
-    if name == "local":
-        from daskstep.backends.local import LocalBackend
+    """A backend's cluster without a workflow's settings (local, docker): benches and tests."""
+    from daskstep.backends.registry import kind_of
 
-        return LocalBackend()
-    if name == "docker":
-        from daskstep.backends.docker import DockerBackend
-
-        return DockerBackend()
-    raise InputError([Problem("--backend", f"'{name}' is not available yet; use --backend local")])
+    return kind_of(name).bare_cluster()

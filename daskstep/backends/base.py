@@ -121,13 +121,13 @@ class ClusterBackend(ABC):
     # False when daskstep run cannot reach the scheduler (a ClusterIP inside Kubernetes)
     scheduler_reachable: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None) -> None:
         self.handle: ClusterHandle | None = None
         self.cancel: StopSignal | None = None
         # (component, what, why) of what happens to the cluster while it runs, e.g. an OOM kill
         self.on_event: Callable[[str, str, str], None] | None = None
         # the run's TLS files (daskstep.tls.RunTLS), or None for plain TCP
-        self.tls: Any = None
+        self.tls: Any = tls
         self._own_counts: bool | None = None  # whether the scheduler has daskstep's counts op
 
     def connection_args(self) -> dict[str, Any]:

@@ -22,9 +22,11 @@ from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
 from daskstep.backends.local import LocalBackend
-from daskstep.backends.reaper import Reaper
+from daskstep.backends.registry import Kind
 from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.errors import ClusterError, TooFewWorkers
+from daskstep.progress import say
+from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
 from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
@@ -36,8 +38,14 @@ QUEUE_DRAIN_SECONDS = 60.0  # how long teardown waits for cancelled jobs to leav
 class BatchBackend(ClusterBackend):
     poll_interval = 0.1
 
-    def __init__(self, system: BatchSystem, run_id: str | None = None, reaper: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        system: BatchSystem,
+        run_id: str | None = None,
+        reaper: bool = True,
+        tls: Any = None,
+    ) -> None:
+        super().__init__(tls)
         self.name = system.name  # type: ignore[misc]
         self.system = system
         self.run_id = run_id or new_run_id()
@@ -195,11 +203,9 @@ def scheduler_host(system: BatchSystem) -> str:
     host = system.site.scheduler_host or configured.get("host")
     if host:
         return str(host)
-    print(
-        "daskstep: note: the scheduler listens on 127.0.0.1, which only worker jobs on this "
-        "node reach; set scheduler_host in --site for a farm of several nodes",
-        file=sys.stderr,
-        flush=True,
+    say(
+        "note: the scheduler listens on 127.0.0.1, which only worker jobs on this "
+        "node reach; set scheduler_host in --site for a farm of several nodes"
     )
     return "127.0.0.1"
 
@@ -212,3 +218,23 @@ async def _submit_all(jobs: list[Any]) -> list[str]:
             words = " ".join(str(result).split("stderr:")[-1].split())
             raise ClusterError(f"a worker job was refused: {words[:400]}")
     return [job.job_id for job in jobs]
+
+
+class BatchKind(Kind):
+    """The scheduler beside the controller, each worker a job of the batch system."""
+
+    extra = "batch"
+
+    def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
+        return BatchBackend(systems[self.name], run_id=run_id, tls=tls)
+
+    def shared_folder(self, systems: dict[str, Any]) -> str | None:
+        return systems[self.name].site.shared_directory
+
+
+class SlurmKind(BatchKind):
+    name = batch_system = "slurm"
+
+
+class HTCondorKind(BatchKind):
+    name = batch_system = "htcondor"

@@ -26,7 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskstep.backends.base import (
     ClusterBackend,
@@ -35,7 +35,7 @@ from daskstep.backends.base import (
     Progress,
     nanny_environment,
 )
-from daskstep.backends.reaper import Reaper
+from daskstep.backends.registry import Kind
 from daskstep.containers import (
     COMPONENT_LABEL,
     RUN_LABEL,
@@ -46,9 +46,16 @@ from daskstep.containers import (
     run_labels,
     user_options,
 )
-from daskstep.errors import ClusterError, Problem, SchedulerLost, described
+from daskstep.errors import ClusterError, InputError, Problem, SchedulerLost, described
+from daskstep.progress import say
+from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
+from daskstep.spec import STEPS_PATH, Workflow
 from sidecar.lifecycle import StopSignal
+
+if TYPE_CHECKING:
+    from daskstep.credentials import Credentials
+    from daskstep.parts import StepLauncher
 
 STOP_GRACE_SECONDS = 10.0
 SCHEDULER_START_TIMEOUT = 120.0  # an image's first start may be slow (a cold disk)
@@ -71,12 +78,19 @@ def cpu_problem(threads: int, engine_cpus: int | None) -> Problem | None:
 class DockerBackend(ClusterBackend):
     name = "docker"
 
-    def __init__(self, client: Any = None, network: str = "host", host: str = "127.0.0.1") -> None:
-        super().__init__()
+    def __init__(
+        self,
+        client: Any = None,
+        network: str = "host",
+        host: str = "127.0.0.1",
+        run_id: str | None = None,
+        tls: Any = None,
+    ) -> None:
+        super().__init__(tls)
         self.client = client
         self.network = network
         self.host = host
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.http: str | None = None  # the scheduler's HTTP base, for identity.json
         self.on_event: Event | None = None
         self._reaper: Reaper | None = None
@@ -304,3 +318,94 @@ class DockerBackend(ClusterBackend):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "run_id": self.run_id}
+
+
+def checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:
+    """The engine can give each worker its threads, every image the run needs is here with
+    python3, the cluster's has the `dask` CLI, and the Dask of each step that has one can talk
+    to it; else one line per problem, before anything starts."""
+    from daskstep import images
+
+    assert workflow.dask is not None
+    client = images.docker_client()
+    problems = []
+    if too_many := cpu_problem(workflow.dask.single_worker_threads, client.info().get("NCPU")):
+        problems.append(too_many)
+    cluster_image = workflow.dask.image
+    wanted = [("workflow.resources.dask.image", cluster_image, "")]
+    wanted += [
+        (f"{STEPS_PATH}[{i}].environment", step.environment, step.name)
+        for i, step in enumerate(workflow.steps)
+        if step.environment
+    ]
+    found: dict[str, dict] = {}
+    unusable: dict[str, str] = {}  # image -> why, said once for each field that names it
+    for field, image, _ in wanted:
+        if image not in found and image not in unusable:
+            try:
+                found[image] = images.inspect(client, image)
+            except images.UnusableImage as e:
+                unusable[image] = str(e)
+        if image in unusable:
+            problems.append(Problem(field, unusable[image]))
+    if problems:
+        raise InputError(problems)
+    cluster = found[cluster_image]
+    if not cluster.get("dask_cli"):
+        problems.append(images.no_dask_cli(cluster_image))
+    for field, image, step in wanted[1:]:
+        mismatches = images.mismatches(found[image], cluster)
+        if allow_mismatch:  # each step that differs is named, with both versions
+            for key, mine, theirs in mismatches:
+                say(
+                    f"warning: {field}: step {step}: {image} has {key} {mine}, the cluster "
+                    f"{cluster_image} {theirs}; running anyway (--allow-version-mismatch)"
+                )
+        else:
+            problems += [
+                images.mismatch_problem(field, image, cluster_image, m) for m in mismatches
+            ]
+    if problems:
+        raise InputError(problems)
+    return client, found
+
+
+class DockerKind(Kind):
+    """The scheduler and workers in containers of the cluster's image, each step in its own
+    image's container; the images are checked before anything starts."""
+
+    name = "docker"
+    extra = "docker"
+
+    def check(self) -> None:
+        self.client, self.images = checked_images(
+            self.workflow, self.options.allow_version_mismatch
+        )
+
+    def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
+        return DockerBackend(self.client, run_id=run_id, tls=tls)
+
+    def step_launcher(
+        self,
+        cluster: ClusterBackend,
+        record: RunFolder,
+        credentials: Credentials | None,
+        here: StepLauncher,
+    ) -> StepLauncher:
+        from daskstep.containers import DockerStepLauncher
+        from daskstep.pack import pack
+
+        assert self.workflow.dask is not None and isinstance(cluster, DockerBackend)
+        return DockerStepLauncher(
+            self.client,
+            cluster.run_id,
+            record.workspace,
+            pack(record.folder / "entrypoint.pyz"),
+            record.raw / "job.log",
+            default_image=self.workflow.dask.image,
+            credentials=credentials.folder if credentials else None,
+        )
+
+    @classmethod
+    def bare_cluster(cls) -> ClusterBackend:
+        return DockerBackend()

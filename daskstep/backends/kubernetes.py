@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
-from daskstep.backends.reaper import Reaper
-from daskstep.errors import ClusterError, SchedulerLost
+from daskstep.backends.registry import Kind, RemoteRun
+from daskstep.errors import ClusterError, InputError, Problem, SchedulerLost
 from daskstep.kube.api import KubeAPI
 from daskstep.kube.objects import DASK_CLUSTER_LABEL, RUN_LABEL, KubeOptions, build_root
 from daskstep.kube.podwatch import PodWatch
 from daskstep.kube.readiness import wait_running
 from daskstep.kube.render import cluster_objects
-from daskstep.record import RunFolder
+from daskstep.progress import say
+from daskstep.reaper import Reaper
+from daskstep.record import RunFolder, Workspace
 from daskstep.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
@@ -139,3 +142,43 @@ class KubernetesBackend(ClusterBackend):
                 break
             time.sleep(0.5)
         self.root_created = False
+
+
+class KubernetesKind(Kind):
+    """The cluster (the operator's DaskCluster) and the steps (Jobs) run in Kubernetes; the
+    credential sidecars too, in the pods, from the namespace's Secret, so none starts here. The
+    log sidecar follows the run's pods into the local workspace."""
+
+    name = "kubernetes"
+    extra = "kubernetes"
+
+    def remote_run(self, workspace: Path) -> RemoteRun | None:
+        from daskstep.inputs import prepare_workspace, stage_inputs
+        from daskstep.kube.api import KubernetesAPI
+        from daskstep.kube.steps import KubernetesStepLauncher
+        from daskstep.secret_env import forget_secret_variables
+
+        workflow = self.workflow
+        if workflow.dask is None:
+            raise InputError(
+                [
+                    Problem(
+                        "workflow.resources.dask",
+                        "is needed on --backend kubernetes (for now); "
+                        "add dask: with image:, or use --backend local",
+                    )
+                ]
+            )
+        options, reana_yaml = self.options.kubernetes or (
+            KubeOptions(),
+            workflow.path.read_text(),
+        )
+        options = dataclasses.replace(options, tls=self.options.tls)
+        api = KubernetesAPI()  # a missing configuration is bad input: before anything is made
+        forget_secret_variables()
+        workspace = prepare_workspace(workspace)
+        stage_inputs(workflow, workspace)
+        record = Workspace(workspace).new_run()
+        cluster = KubernetesBackend(api, options, workflow, reana_yaml, reaper=True)
+        say(f"run {options.run_id} in namespace {options.namespace}")
+        return RemoteRun(cluster, KubernetesStepLauncher(api, cluster, workflow), record)

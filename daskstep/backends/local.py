@@ -21,8 +21,9 @@ from typing import Any
 
 from dask.utils import format_bytes
 
-from daskstep.backends import procutil
+from daskstep import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
+from daskstep.backends.registry import Kind
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder
 
@@ -46,8 +47,9 @@ class LocalBackend(ClusterBackend):
         death_timeout: float = 30.0,
         host: str = "127.0.0.1",
         scheduler_file: Path | None = None,
+        tls: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(tls)
         self.death_timeout = death_timeout
         self.host = host  # where the scheduler listens
         self.scheduler_file = scheduler_file  # written once it listens (batch workers wait)
@@ -231,3 +233,17 @@ class LocalBackend(ClusterBackend):
             "worker_pids": workers,
             "restarts": sum(1 for e in self._seen if e["event"] == "worker-exited"),
         }
+
+
+class LocalKind(Kind):
+    """The embedded default: the cluster and the steps as processes here, in our Python."""
+
+    name = "local"
+    runs_engines = True
+
+    def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
+        return LocalBackend(tls=tls)
+
+    @classmethod
+    def bare_cluster(cls) -> ClusterBackend:
+        return LocalBackend()

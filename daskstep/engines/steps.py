@@ -42,7 +42,6 @@ ENGINES = {
 }
 FOLD_SECONDS = 0.5  # how often status.json learns of the engine's steps
 STATUS_FILE = re.compile(r"^(?P<n>\d+)-(?P<name>.+)\.json$")
-ENGINE_BACKENDS = ("local",)
 
 
 def is_engine(workflow: Workflow) -> bool:
@@ -87,15 +86,16 @@ def engine_file_problems(workflow: Workflow) -> list[Problem]:
     return problems
 
 
-def engine_problems(workflow: Workflow, backend: str) -> list[Problem]:
-    """What `run` needs besides the files: a backend that runs the engine, and the engine."""
+def engine_problems(workflow: Workflow, backend: Any) -> list[Problem]:
+    """What `run` needs besides the files: a backend that runs the engine (its registry
+    `Kind`), and the engine."""
     name, package, _ = ENGINES[workflow.type]
     problems = []
-    if backend not in ENGINE_BACKENDS:
+    if not backend.runs_engines:
         problems.append(
             Problem(
                 "--backend",
-                f"{backend} cannot run {workflow.type} workflows yet; use --backend local",
+                f"{backend.name} cannot run {workflow.type} workflows yet; use --backend local",
             )
         )
     if importlib.util.find_spec(package) is None:
