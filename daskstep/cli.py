@@ -10,24 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from daskstep.backends.registry import names as backend_names
 from daskstep.cli_gc import cmd_gc
 from daskstep.cli_kube import add_render, cmd_render, placement_options
+from daskstep.cli_parts import Parser as _Parser
+from daskstep.cli_parts import load as _load
 from daskstep.cli_passthrough import passthrough
 from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
-from daskstep.record import Workspace
+from daskstep.record import STATE, Workspace
 from daskstep.terminal import quiet
-
-BACKENDS = ("local", "docker", "kubernetes", "slurm", "htcondor")
-
-
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line naming the option and the fix, exit 2: no usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        message = message.removeprefix("argument ")
-        print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
-        sys.exit(2)
 
 
 def _seconds(text: str) -> float:
@@ -80,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="start the cluster, run the steps, tear the cluster down")
     p.add_argument("reana_yaml", metavar="REANA_YAML")
-    p.add_argument("--backend", choices=BACKENDS, default="local")
+    p.add_argument("--backend", choices=backend_names(), default="local")
     p.add_argument("--workspace", metavar="DIR", help="default: the folder holding REANA_YAML")
     p.add_argument("--limits", metavar="FILE", help="YAML file overriding the platform limits")
     p.add_argument(
@@ -230,18 +222,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(reana_yaml: str, limits: str | None, parameters: dict[str, str] | None = None) -> Any:
-    """The checked workflow (bad input raises InputError: one line each, exit 2); its
-    warnings on stderr."""
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
-
-    workflow, warnings = load_workflow(reana_yaml, load_limits(limits), parameters)
-    for w in warnings:
-        print(f"warning: {reana_yaml}: {w}", file=sys.stderr)
-    return workflow
-
-
 def _cmd_validate(args: argparse.Namespace) -> int:
     from daskstep.inputs import check_inputs
     from daskstep.words import plural
@@ -343,8 +323,8 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise InputError([Problem("--source", str(e))]) from None
     checkpoints = Path(args.checkpoints) if args.checkpoints else None
-    store = Path(args.store) if args.store else None
-    return logs_main(Path(args.workspace), args.source, checkpoints, store, args.stop_on_eof)
+    store = Path(args.store) if args.store else Path(args.workspace) / STATE / "logs"
+    return logs_main(store, args.source, checkpoints, args.stop_on_eof)
 
 
 def _cmd_images(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.kube.objects import DASKSTEP_IMAGE, TLS_SECRET_MODES, KubeOptions
+from daskstep.progress import say
 
 NEW_RUN_ID = "default: a new one, ds-<10 hex digits>"
 DERIVED_RUN_ID = (
@@ -105,12 +106,8 @@ def add_render(sub: Any) -> None:
     )
 
 
-def say(message: str) -> None:
-    print(f"daskstep: {message}", file=sys.stderr)
-
-
 def cmd_render(args: argparse.Namespace) -> int:
-    from daskstep.cli import _load
+    from daskstep.cli_parts import load as _load
     from daskstep.errors import InputError, Problem
     from daskstep.extras import require_extra
     from daskstep.kube import tls

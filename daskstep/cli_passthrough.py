@@ -39,7 +39,7 @@ def passthrough(argv: list[str]) -> int | None:
 
 def _install(argv: list[str]) -> int:
     """`daskstep entrypoint install DIR`, with its own --help; a bad DIR is one line, exit 2."""
-    from daskstep.cli import _Parser
+    from daskstep.cli_parts import Parser as _Parser
     from daskstep.pack import install
 
     p = _Parser(

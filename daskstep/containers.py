@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from daskstep.backends.procutil import controller_alive, controller_mark
 from daskstep.parts import StepSpec, entrypoint_options
+from daskstep.procutil import controller_alive, controller_mark
 from sidecar.docker_logs import COMPONENT_LABEL, RUN_LABEL, WORKER_LABEL
 
 __all__ = ["COMPONENT_LABEL", "RUN_LABEL", "WORKER_LABEL", "DockerStepLauncher", "listed"]

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daskstep.backends.reaper import Reaper
 from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
 from daskstep.progress import say
+from daskstep.reaper import Reaper
 from daskstep.secret_env import child_env
 from daskstep.tls import RunTLS
 from sidecar.lifecycle import StopSignal

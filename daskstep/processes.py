@@ -133,7 +133,7 @@ class StatusGuard:
         self.reaper: Any = None
 
     def start(self) -> None:
-        from daskstep.backends.reaper import Reaper
+        from daskstep.reaper import Reaper
 
         self.reaper = Reaper(
             "--status", str(self.record.status_file), "--store", str(self.record.logs)

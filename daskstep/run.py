@@ -14,9 +14,10 @@ import contextlib
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from daskstep import progress
 from daskstep.backends import ClusterBackend, ClusterSpec
 from daskstep.credentials import Credentials
 from daskstep.errors import (
@@ -28,7 +29,7 @@ from daskstep.errors import (
     described,
 )
 from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
-from daskstep.progress import StepProgress, WaitProgress
+from daskstep.progress import StepProgress, WaitProgress, say
 from daskstep.record import RunFolder, Workspace
 from daskstep.report import RunRecorder, write_report_later
 from daskstep.spec import Step, Workflow
@@ -38,11 +39,6 @@ from sidecar.lifecycle import StopSignal
 
 POLL_SECONDS = 0.1  # how soon a cancel reaches a running step
 ALIVE_CHECK_SECONDS = 1.0  # how often the cluster is asked whether it still lives, mid-step
-
-
-def say(message: str) -> None:
-    """One line on stderr; above the live progress line when one is up, not through it."""
-    progress.say(message)
 
 
 def ended_words(code: int, cancelled: bool, failure: ClusterError | None) -> str:
@@ -228,17 +224,13 @@ class Run:
 
     def _run_step(self, index: int, step: Step, scheduler: str | None) -> int:
         self._check_cancel()
-        spec = StepSpec(
-            index=index,
-            name=step.name,
-            commands=step.commands,
-            status_file=self.record.step_status(index, step.name),
-            scheduler=scheduler,
+        spec = self._spec(
+            index,
+            step.name,
+            step.commands,
+            self.record.step_status(index, step.name),
+            scheduler,
             image=step.environment,
-            wait_files=tuple(self.credentials.files()) if self.credentials else (),
-            environment=self.credentials.step_environment() if self.credentials else {},
-            # steps that share the workers' Python cannot differ from them (0.6 s a step)
-            versions="off" if self.backend and self.backend.shares_step_environment else "warn",
             compute_backend=step.compute_backend,
             batch_options=step.batch_options,
         )
@@ -246,9 +238,7 @@ class Run:
         say(started)
         self._job_log(f"daskstep: {started}")  # where the step's lines begin (daskstep test)
         self.status.step_started(index)
-        backend = self.backend
-        counts = backend.task_counts if backend and backend.scheduler_reachable else None
-        with StepProgress(step.name, index, len(self.workflow.steps), counts) as tasks:
+        with self._progress(step.name, index, len(self.workflow.steps)) as tasks:
             handle = self.launcher.start(spec)
             if where := placement(handle):
                 self.status.step_placed(index, where)
@@ -274,22 +264,16 @@ class Run:
 
         self._check_cancel()
         engine = EngineStep(self.workflow, self.record, self.status, say)
-        versions = "off" if self.backend and self.backend.shares_step_environment else "warn"
-        credentials = self.credentials.step_environment() if self.credentials else {}
-        spec = StepSpec(
-            index=0,
-            name=engine.name,
-            commands=engine.commands(),
-            status_file=engine.status_file,
-            scheduler=scheduler,
-            wait_files=tuple(self.credentials.files()) if self.credentials else (),
-            environment={**credentials, **engine.environment(versions)},
-            versions=versions,
+        spec = self._spec(
+            0,
+            engine.name,
+            engine.commands(),
+            engine.status_file,
+            scheduler,
+            environment=engine.environment(self._versions()),
         )
         say(f"{engine.name} started: {self.workflow.file}")
-        backend = self.backend
-        counts = backend.task_counts if backend and backend.scheduler_reachable else None
-        with StepProgress(engine.name, 0, 1, counts) as tasks, engine.tool_output():
+        with self._progress(engine.name, 0, 1) as tasks, engine.tool_output():
             handle = engine.follow(self.launcher.start(spec))
             code, failure = self._follow(handle, tasks)
             tasks.ended(code, self.cancel.is_set())
@@ -298,6 +282,41 @@ class Run:
         if failure is not None:
             raise failure
         self._check_cancel()
+
+    def _spec(
+        self,
+        index: int,
+        name: str,
+        commands: Sequence[str],
+        status_file: Path,
+        scheduler: str | None,
+        environment: dict[str, str] | None = None,
+        **more: Any,
+    ) -> StepSpec:
+        """What every step is given: the scheduler, the credentials to wait for and to find,
+        and whether its Dask is compared with the workers'."""
+        credentials = self.credentials.step_environment() if self.credentials else {}
+        return StepSpec(
+            index=index,
+            name=name,
+            commands=tuple(commands),
+            status_file=status_file,
+            scheduler=scheduler,
+            wait_files=tuple(self.credentials.files()) if self.credentials else (),
+            environment={**credentials, **(environment or {})},
+            versions=self._versions(),
+            **more,
+        )
+
+    def _versions(self) -> str:
+        """Steps that share the workers' Python cannot differ from them (0.6 s a step)."""
+        return "off" if self.backend and self.backend.shares_step_environment else "warn"
+
+    def _progress(self, name: str, index: int, steps: int) -> StepProgress:
+        """The step's tasks, live, as the scheduler counts them (when daskstep can reach it)."""
+        backend = self.backend
+        counts = backend.task_counts if backend and backend.scheduler_reachable else None
+        return StepProgress(name, index, steps, counts)
 
     def _follow(
         self, handle: StepHandle, tasks: StepProgress | None = None

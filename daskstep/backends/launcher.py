@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from daskstep.backends import procutil
+from daskstep import procutil
 from daskstep.backends.inside import TASK_COUNTS_OP, security_of, task_counts
 
 QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting is crash-looping

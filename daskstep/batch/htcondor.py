@@ -14,10 +14,10 @@ import signal as signals
 from pathlib import Path
 from typing import Any
 
-from daskstep.backends.procutil import controller_mark
 from daskstep.batch import jobqueue
 from daskstep.batch.systems import BatchSystem, JobState, abandoned, run_command
 from daskstep.errors import ClusterError
+from daskstep.procutil import controller_mark
 
 STATUS = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring",
           7: "Suspended"}  # fmt: skip

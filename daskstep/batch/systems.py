@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 import dask.config
 
-from daskstep.backends.procutil import controller_alive, controller_mark
 from daskstep.batch import jobqueue
 from daskstep.batch.site import Site
 from daskstep.errors import ClusterError
+from daskstep.procutil import controller_alive, controller_mark
 from daskstep.progress import say
 from daskstep.secret_env import child_env
 

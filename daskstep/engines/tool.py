@@ -40,13 +40,15 @@ def driver_arguments(prog: str, argv: list[str] | None) -> tuple[Any, dict[str, 
     import argparse
     from pathlib import Path
 
+    from daskstep.record import STATE
+
     p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--workspace", required=True, type=Path)
     p.add_argument("--file", required=True, type=Path)
     p.add_argument("--parameters", type=Path)
     p.add_argument("--folder", type=Path, help="the driver's own files (the run's engine/)")
     args = p.parse_args(argv)
-    args.folder = args.folder or args.workspace / ".daskstep" / "engine"
+    args.folder = args.folder or args.workspace / STATE / "engine"
     parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
     os.environ[OUTPUT_ENV] = stream_id(1)
     return args, parameters

@@ -40,6 +40,7 @@ from daskstep.kube.objects import (
     metadata,
 )
 from daskstep.parts import STEP_GRACE_SECONDS
+from daskstep.record import STATE
 from daskstep.spec import Step, Workflow
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -56,7 +57,7 @@ def status_path(options: KubeOptions, workflow: Workflow, index: int) -> str:
     """Where step `index` writes its status in the workspace claim: under the run's id, so a
     reused workspace cannot show an earlier run's status."""
     name = dns_label(workflow.steps[index].name)
-    return f"{WORKSPACE}/.daskstep/runs/{options.run_id}/steps/{index + 1:02d}-{name}.json"
+    return f"{WORKSPACE}/{STATE}/runs/{options.run_id}/steps/{index + 1:02d}-{name}.json"
 
 
 def _entrypoint_argv(workflow: Workflow, index: int, step: Step, options: KubeOptions) -> list:

@@ -17,7 +17,7 @@ from typing import Any
 
 from daskstep.errors import InputError, Problem
 from daskstep.logview import View
-from daskstep.record import RunFolder, read_status
+from daskstep.record import STATE, RunFolder, read_status
 
 # The lines `daskstep run` writes into the job log around each step: what tells one step's
 # lines from the next one's, since all steps write into the same job log.
@@ -164,8 +164,8 @@ class LastRun:
         the workspace REANA would measure."""
         total = 0
         for folder, dirs, files in os.walk(self.workspace):
-            if Path(folder) == self.workspace and ".daskstep" in dirs:
-                dirs.remove(".daskstep")
+            if Path(folder) == self.workspace and STATE in dirs:
+                dirs.remove(STATE)
             for name in files:
                 with contextlib.suppress(OSError):  # gone meanwhile
                     total += os.lstat(os.path.join(folder, name)).st_size
