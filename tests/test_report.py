@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstep import report_png
 from daskstep.report import DATA, MAX_POINTS, PENDING, RunRecorder, write_report, write_report_later
-from daskstep.report_data import ERROR_COLOR, build
+from daskstep.report import png as report_png
+from daskstep.report.data import ERROR_COLOR, build
 from entrypoint.reporter import iso
 
 T0 = 1_795_886_400.0

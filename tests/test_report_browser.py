@@ -17,8 +17,8 @@ from PIL import Image
 from test_report import real_cluster_run
 
 from daskstep.report import write_report
-from daskstep.report_data import WORKER_COLORS
-from daskstep.report_html import LINE_PLOT_HEIGHT
+from daskstep.report.data import WORKER_COLORS
+from daskstep.report.html import LINE_PLOT_HEIGHT
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
     """A real LocalCluster run and its report."""
     from distributed.utils import color_of
 
-    from daskstep.report_data import prefix_of
+    from daskstep.report.data import prefix_of
 
     chromium_binary()  # skip (or fail in CI) before starting a cluster for nothing
     workspace = tmp_path_factory.mktemp("run")

@@ -221,9 +221,8 @@ async def _submit_all(jobs: list[Any]) -> list[str]:
 
 
 class BatchKind(Kind):
-    """The scheduler beside the controller, each worker a job of the batch system."""
-
-    extra = "batch"
+    """The scheduler beside the controller, each worker a job of the batch system. Its extra
+    (batch) is asked for with the steps' batch systems (wiring.batch_systems), in one line."""
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return BatchBackend(systems[self.name], run_id=run_id, tls=tls)

@@ -1,6 +1,6 @@
-"""The post-mortem report: the run's `report.html` (interactive, bokeh, readable from the file
-with no server) and `report.png` (one matplotlib figure), written after every run so that where
-the time and memory went outlives the cluster.
+"""The post-mortem report's recorder: the run's `report.html` (interactive, bokeh, readable
+from the file with no server) and `report.png` (one matplotlib figure), written after every run
+so that where the time and memory went outlives the cluster.
 
 Only the standard library is imported here: `daskstep run` holds a `RunRecorder` for the whole
 run, and bokeh and matplotlib are imported only once the report is written. That takes about
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.extras import missing
-from daskstep.report_data import WorkerSeries
+from daskstep.report.data import WorkerSeries
 
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
 DATA = "report-data.json"  # what the report is drawn from, until it is drawn
@@ -187,7 +187,7 @@ def write_report(
 
     Both files are attempted even when one fails (a broken figure must not cost the other);
     then the first failure is raised, for the caller to turn into one warning line."""
-    from daskstep.report_data import build
+    from daskstep.report.data import build
 
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -220,13 +220,13 @@ def write_report(
 
 
 def _write_html(data: Any, path: Path) -> None:
-    from daskstep.report_html import render_html
+    from daskstep.report.html import render_html
 
     _atomic_write(path, render_html(data).encode())
 
 
 def _write_png(data: Any, path: Path) -> None:
-    from daskstep.report_png import render_png
+    from daskstep.report.png import render_png
 
     _atomic_write(path, render_png(data))
 
@@ -247,7 +247,3 @@ def _atomic_write(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(content)
     temporary.replace(path)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from daskstep.report_data import (
+from daskstep.report.data import (
     EVENT_COLOR,
     OTHER_STEP_COLOR,
     STEP_COLORS,
     ReportData,
     memory_scale,
 )
-from daskstep.report_tables import header, tables
+from daskstep.report.tables import header, tables
 
 WIDTH = 1300
 LINE_PLOT_HEIGHT = 240  # memory and CPU, px

@@ -7,7 +7,7 @@ import html
 import math
 from typing import Any
 
-from daskstep.report_data import ReportData
+from daskstep.report.data import ReportData
 
 
 def _e(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 
-from daskstep.report_data import (
+from daskstep.report.data import (
     EVENT_COLOR,
     OTHER_STEP_COLOR,
     STEP_COLORS,
