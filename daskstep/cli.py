@@ -35,7 +35,7 @@ def _seconds(text: str) -> float:
 
 
 def _parameter(text: str) -> tuple[str, str]:
-    from daskstep.reana import parse_parameter
+    from daskstep.workflow.reana import parse_parameter
 
     try:
         return parse_parameter(text)
@@ -223,8 +223,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from daskstep.inputs import check_inputs
     from daskstep.words import plural
+    from daskstep.workflow.inputs import check_inputs
 
     workflow = _load(args.reana_yaml, args.limits)
     check_inputs(workflow)  # what run's input stage finds missing on disk, found here too

@@ -20,8 +20,8 @@ class Parser(argparse.ArgumentParser):
 def load(reana_yaml: str, limits: str | None, parameters: dict[str, str] | None = None) -> Any:
     """The checked workflow (bad input raises InputError: one line each, exit 2); its
     warnings on stderr."""
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
+    from daskstep.workflow.limits import load_limits
+    from daskstep.workflow.spec import load_workflow
 
     workflow, warnings = load_workflow(reana_yaml, load_limits(limits), parameters)
     for w in warnings:

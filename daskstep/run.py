@@ -32,9 +32,9 @@ from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepS
 from daskstep.progress import StepProgress, WaitProgress, say
 from daskstep.record import RunFolder, Workspace
 from daskstep.report import RunRecorder, write_report_later
-from daskstep.spec import Step, Workflow
 from daskstep.status import RunStatus
 from daskstep.watch import SchedulerWatch
+from daskstep.workflow.spec import Step, Workflow
 from sidecar.lifecycle import StopSignal
 
 POLL_SECONDS = 0.1  # how soon a cancel reaches a running step

@@ -15,14 +15,14 @@ from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.steps import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
 from daskstep.extras import require_extra
-from daskstep.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.parts import StepLauncher
 from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
 from daskstep.progress import say
 from daskstep.record import RunFolder, Workspace, new_run_id
 from daskstep.run import Run
 from daskstep.secret_env import forget_secret_variables, handed_over
-from daskstep.spec import STEPS_PATH, Workflow
+from daskstep.workflow.inputs import check_inputs, prepare_workspace, stage_inputs
+from daskstep.workflow.spec import STEPS_PATH, Workflow
 
 
 def prepare_run(

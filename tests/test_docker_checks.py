@@ -14,8 +14,8 @@ import pytest
 from daskstep import images
 from daskstep.backends.docker import checked_images, cpu_problem
 from daskstep.errors import InputError, described
-from daskstep.limits import load_limits
-from daskstep.spec import check
+from daskstep.workflow.limits import load_limits
+from daskstep.workflow.spec import check
 
 OLD = {"python": "3.9.2", "dask": "2023.3.2", "distributed": "2023.3.2", "msgpack": "1.0.5",
        "cloudpickle": "2.2.1", "dask_cli": True}  # fmt: skip

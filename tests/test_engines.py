@@ -20,10 +20,10 @@ from daskstep.backends.registry import kind_of
 from daskstep.engines.steps import ToolSteps, engine_problems, step_entry
 from daskstep.engines.tool import JOB_LOG_ENV, OUTPUT_ENV, STEPS_ENV, stream_id
 from daskstep.errors import InputError
-from daskstep.inputs import check_inputs
-from daskstep.limits import load_limits
-from daskstep.spec import check
 from daskstep.status import RunStatus
+from daskstep.workflow.inputs import check_inputs
+from daskstep.workflow.limits import load_limits
+from daskstep.workflow.spec import check
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 IMAGE = "docker.io/daskstep/test:1.0"

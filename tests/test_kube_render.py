@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from daskstep.kube.objects import KubeOptions, is_dns_label
 from daskstep.kube.render import render
-from daskstep.limits import load_limits
-from daskstep.spec import check
+from daskstep.workflow.limits import load_limits
+from daskstep.workflow.spec import check
 
 CRD = (
     Path(dask_kubernetes.__file__).parent

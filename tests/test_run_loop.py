@@ -13,11 +13,11 @@ import pytest
 from daskstep import run as run_module
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
 from daskstep.errors import ClusterError
-from daskstep.limits import load_limits
 from daskstep.parts import StepSpec
 from daskstep.record import Workspace
 from daskstep.run import Run
-from daskstep.spec import check
+from daskstep.workflow.limits import load_limits
+from daskstep.workflow.spec import check
 from sidecar.lifecycle import StopSignal
 
 

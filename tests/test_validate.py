@@ -22,8 +22,8 @@ from validate_cases import (
 )
 
 from daskstep.errors import InputError
-from daskstep.limits import Limits, format_memory, load_limits, parse_memory
-from daskstep.spec import DaskResources, Step, check, load_workflow
+from daskstep.workflow.limits import Limits, format_memory, load_limits, parse_memory
+from daskstep.workflow.spec import DaskResources, Step, check, load_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 

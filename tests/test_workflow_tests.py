@@ -513,8 +513,8 @@ def test_missing_pieces_are_one_line_each(tmp_path: Path, capsys) -> None:
 
 
 def test_tests_files_reach_the_workflow_and_are_checked(tmp_path: Path, capsys) -> None:
-    from daskstep.limits import load_limits
-    from daskstep.spec import load_workflow
+    from daskstep.workflow.limits import load_limits
+    from daskstep.workflow.spec import load_workflow
 
     reana = write_reana(tmp_path, {"tests/a.feature": "Feature: a\n", "b.feature": "Feature: b\n"})
     workflow, _ = load_workflow(reana, load_limits(None))

@@ -39,7 +39,7 @@ class ClusterSpec:
 
     @property
     def memory_bytes(self) -> int:
-        from daskstep.limits import parse_memory
+        from daskstep.workflow.limits import parse_memory
 
         return parse_memory(self.memory)
 

@@ -50,7 +50,7 @@ from daskstep.errors import ClusterError, InputError, Problem, SchedulerLost, de
 from daskstep.progress import say
 from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
-from daskstep.spec import STEPS_PATH, Workflow
+from daskstep.workflow.spec import STEPS_PATH, Workflow
 from sidecar.lifecycle import StopSignal
 
 if TYPE_CHECKING:

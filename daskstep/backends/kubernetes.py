@@ -26,7 +26,7 @@ from daskstep.kube.render import cluster_objects
 from daskstep.progress import say
 from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, Workspace
-from daskstep.spec import Workflow
+from daskstep.workflow.spec import Workflow
 from sidecar.lifecycle import StopSignal
 
 ROOT_GONE_SECONDS = 60.0  # how long stop() waits for the garbage collector to finish
@@ -153,10 +153,10 @@ class KubernetesKind(Kind):
     extra = "kubernetes"
 
     def remote_run(self, workspace: Path) -> RemoteRun | None:
-        from daskstep.inputs import prepare_workspace, stage_inputs
         from daskstep.kube.api import KubernetesAPI
         from daskstep.kube.steps import KubernetesStepLauncher
         from daskstep.secret_env import forget_secret_variables
+        from daskstep.workflow.inputs import prepare_workspace, stage_inputs
 
         workflow = self.workflow
         if workflow.dask is None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from daskstep.credentials import Credentials
     from daskstep.parts import StepLauncher
     from daskstep.record import RunFolder
-    from daskstep.spec import Workflow
+    from daskstep.workflow.spec import Workflow
 
 # name -> "module:Kind", imported only when asked for: `daskstep run` on the local backend
 # imports neither the Docker SDK nor the kubernetes client.

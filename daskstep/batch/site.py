@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
-from daskstep.limits import key_name, kind, read_yaml, show
+from daskstep.workflow.limits import key_name, kind, read_yaml, show
 
 # key: (what it is, an example) for the one-line messages
 TEXT_KEYS = {

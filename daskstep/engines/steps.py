@@ -28,11 +28,11 @@ from typing import Any
 from daskstep.engines.output import ToolOutput
 from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
 from daskstep.errors import Problem
-from daskstep.findings import _leaves_workspace
 from daskstep.parts import StepHandle
 from daskstep.record import RunFolder
-from daskstep.spec import Workflow
 from daskstep.status import RunStatus
+from daskstep.workflow.findings import _leaves_workspace
+from daskstep.workflow.spec import Workflow
 from entrypoint.reporter import iso
 
 # type -> (the engine's name, its Python package, the driver module)

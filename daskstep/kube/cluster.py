@@ -32,8 +32,8 @@ from daskstep.kube.objects import (
     metadata,
     without_nones,
 )
-from daskstep.limits import format_memory
-from daskstep.spec import Workflow
+from daskstep.workflow.limits import format_memory
+from daskstep.workflow.spec import Workflow
 
 WORKER_DEATH_TIMEOUT = 60  # seconds a worker outlives an unreachable scheduler
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace

@@ -18,8 +18,8 @@ from daskstep.kube.objects import (
     dns_label,
     is_dns_label,
 )
-from daskstep.reana import IMAGE_PATTERN
 from daskstep.record import new_run_id
+from daskstep.workflow.reana import IMAGE_PATTERN
 
 RUN_ID_MAX = 30  # the operator derives longer names from it: <id>-default-worker-<10 hex>
 

@@ -15,7 +15,7 @@ from daskstep.kube.cluster import (
 )
 from daskstep.kube.objects import KubeOptions, build_root
 from daskstep.kube.stepjob import build_step_job
-from daskstep.spec import Workflow
+from daskstep.workflow.spec import Workflow
 
 HEADER = """\
 # daskstep run {run} in namespace {namespace}: apply in this order. Each step Job after the

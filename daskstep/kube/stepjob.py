@@ -41,7 +41,7 @@ from daskstep.kube.objects import (
 )
 from daskstep.parts import STEP_GRACE_SECONDS
 from daskstep.record import STATE
-from daskstep.spec import Step, Workflow
+from daskstep.workflow.spec import Step, Workflow
 
 TERMINATION_LOG = "/dev/termination-log"
 NOT_RETRIED = (69, 75, 78)  # the entrypoint's: scheduler unreachable, too few workers, versions

@@ -13,7 +13,7 @@ from typing import Any
 from daskstep.kube.api import KubeAPI
 from daskstep.kube.stepjob import build_step_job, step_job_name
 from daskstep.parts import StepSpec
-from daskstep.spec import Workflow
+from daskstep.workflow.spec import Workflow
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
 POLL_SECONDS = 1.0

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from daskstep.errors import InputError, Problem
 from daskstep.record import RunFolder
-from daskstep.spec import Workflow
+from daskstep.workflow.spec import Workflow
 from daskstep.workflow_tests.checks import Failed, Skipped
 from daskstep.workflow_tests.features import Feature, Scenario, load_feature, one_line
 from daskstep.workflow_tests.last_run import LastRun

@@ -253,14 +253,14 @@ def _as_number(value: int | str) -> int:
 
 
 def _packaged_defaults() -> dict[str, Any]:
-    text = resources.files("daskstep").joinpath("limits.yaml").read_text(encoding="utf-8")
+    text = resources.files("daskstep.workflow").joinpath("limits.yaml").read_text(encoding="utf-8")
     return dict(yaml.safe_load(text))
 
 
 def load_limits(path: str | Path | None = None) -> Limits:
     """REANA's defaults, overridden key by key from ``path``; a comment-only file overrides none."""
     values = _packaged_defaults()
-    source = "daskstep/limits.yaml (packaged)"
+    source = "daskstep/workflow/limits.yaml (packaged)"
     problems: list[Problem] = []
     if path is not None:
         source = str(path)

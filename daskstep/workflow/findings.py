@@ -9,8 +9,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from daskstep.errors import Problem
-from daskstep.limits import kind, show
-from daskstep.reana import IMAGE_HINT, IMAGE_PATTERN
+from daskstep.workflow.limits import kind, show
+from daskstep.workflow.reana import IMAGE_HINT, IMAGE_PATTERN
 
 
 def got(value: Any) -> str:

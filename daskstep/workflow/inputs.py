@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from daskstep.errors import InputError, Problem
-from daskstep.spec import Workflow
+from daskstep.workflow.spec import Workflow
 
 
 def prepare_workspace(workspace: Path) -> Path:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
-from daskstep.findings import Report, _leaves_workspace, got
-from daskstep.limits import (
+from daskstep.words import plural
+from daskstep.workflow.findings import Report, _leaves_workspace, got
+from daskstep.workflow.limits import (
     MEMORY_HINT,
     MEMORY_PATTERN,
     Limits,
@@ -24,7 +25,7 @@ from daskstep.limits import (
     read_yaml,
     show,
 )
-from daskstep.reana import (
+from daskstep.workflow.reana import (
     DASK_KEYS,
     IMAGE_HINT,
     INPUTS_KEYS,
@@ -38,7 +39,6 @@ from daskstep.reana import (
     WORKFLOW_KEYS,
     expand_parameters,
 )
-from daskstep.words import plural
 
 DASK_PATH = "workflow.resources.dask"
 COMPUTE_BACKENDS = ("kubernetes", "slurmcern", "htcondorcern")
@@ -428,7 +428,7 @@ def load_workflow(
 ) -> tuple[Workflow, list[Problem]]:
     """Parse and check the file, with `parameters` (`-p NAME=VALUE`) over its
     inputs.parameters; raise InputError with every error, else return the warnings."""
-    from daskstep.reana import override_parameters
+    from daskstep.workflow.reana import override_parameters
 
     document, problems = read_yaml(path)
     if problems:
