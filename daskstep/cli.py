@@ -328,10 +328,10 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
-    from daskstep import images
+    from daskstep.docker import images
 
     if args.verb == "build-daskstep":
-        from daskstep.daskstep_image import build_daskstep
+        from daskstep.docker.daskstep_image import build_daskstep
 
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         print(build_daskstep(args.tag, args.base, log=log)["version"])

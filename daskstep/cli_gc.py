@@ -10,8 +10,8 @@ from daskstep.words import plural
 def cmd_gc(args: argparse.Namespace) -> int:
     if args.backend != "docker":
         return _gc_batch(args.backend, args.all)
-    from daskstep.containers import abandoned_runs, remove_run
-    from daskstep.images import docker_client
+    from daskstep.docker.containers import abandoned_runs, remove_run
+    from daskstep.docker.images import docker_client
 
     client = docker_client()
     runs = abandoned_runs(client, everything=args.all)

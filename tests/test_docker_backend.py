@@ -17,7 +17,7 @@ import pytest
 from conftest import daskstep, script, wait_for
 from dockerd import OLD_DASK, Engine, dask_image
 
-from daskstep.containers import listed
+from daskstep.docker.containers import listed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

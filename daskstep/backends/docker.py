@@ -36,7 +36,7 @@ from daskstep.backends.base import (
     nanny_environment,
 )
 from daskstep.backends.registry import Kind
-from daskstep.containers import (
+from daskstep.docker.containers import (
     COMPONENT_LABEL,
     RUN_LABEL,
     WORKER_LABEL,
@@ -105,7 +105,7 @@ class DockerBackend(ClusterBackend):
         scheduler file in the run's folder (the workspace is mounted at its own path), which
         the workers wait for: a port chosen here and taken by the scheduler seconds later may
         be another process's by then."""
-        from daskstep.images import docker_client, local_image
+        from daskstep.docker.images import docker_client, local_image
 
         if self.client is None:
             self.client = docker_client()
@@ -324,7 +324,7 @@ def checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[
     """The engine can give each worker its threads, every image the run needs is here with
     python3, the cluster's has the `dask` CLI, and the Dask of each step that has one can talk
     to it; else one line per problem, before anything starts."""
-    from daskstep import images
+    from daskstep.docker import images
 
     assert workflow.dask is not None
     client = images.docker_client()
@@ -392,7 +392,7 @@ class DockerKind(Kind):
         credentials: Credentials | None,
         here: StepLauncher,
     ) -> StepLauncher:
-        from daskstep.containers import DockerStepLauncher
+        from daskstep.docker.containers import DockerStepLauncher
         from daskstep.pack import pack
 
         assert self.workflow.dask is not None and isinstance(cluster, DockerBackend)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from daskstep.images import (
+from daskstep.docker.images import (
     DEFAULT_PYTHON,
     ImageError,
     docker_build,
@@ -36,7 +36,7 @@ DEPS_OF = "org.daskstep.deps-of"  # the label naming the base a deps image was b
 
 def _project() -> Path:
     """The checkout daskstep runs from: the daskstep image is built from source."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "pyproject.toml").is_file() or not (root / "Dockerfile").is_file():
         raise ImageError(f"{root} is not a daskstep checkout; build the image from one")
     return root

@@ -62,7 +62,7 @@ def recipes() -> Path:
     """images/: beside the package in a checkout, or where the daskstep image puts it."""
     for folder in (
         os.environ.get("DASKSTEP_IMAGES"),
-        Path(__file__).resolve().parents[1] / "images",
+        Path(__file__).resolve().parents[2] / "images",
     ):
         if folder and (Path(folder) / "Dockerfile").is_file():
             return Path(folder)
@@ -118,7 +118,7 @@ def run_python(client: Any, image: str, code: str, field: str = "") -> str:
     and is removed whatever happens."""
     import docker
 
-    from daskstep.containers import run_labels
+    from daskstep.docker.containers import run_labels
     from daskstep.record import new_run_id
 
     local_image(client, image, field)
