@@ -1,5 +1,12 @@
 import sys
 
-from daskstep.cli import main
+from daskstep.cli_passthrough import passthrough
 
-sys.exit(main())
+# The sidecars, the reaper and the entrypoint own their options: they start without the rest
+# of the command line's imports (a run starts several of them).
+code = passthrough(sys.argv[1:])
+if code is None:
+    from daskstep.cli import main
+
+    code = main()
+sys.exit(code)

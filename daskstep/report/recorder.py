@@ -29,6 +29,7 @@ from daskstep.report.data import WorkerSeries
 
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
 DATA = "report-data.json"  # what the report is drawn from, until it is drawn
+NICE = 10  # the drawing process's niceness
 PENDING = (
     '<!DOCTYPE html><title>daskstep report</title><meta http-equiv="refresh" content="1">'
     "<p>The report is being written; this page reloads until it is there.</p>\n"
@@ -163,7 +164,13 @@ def write_report_later(
 
 
 def main(argv: list[str]) -> int:
-    """`python -m daskstep.report FOLDER`: draw the report from FOLDER's data file."""
+    """`python -m daskstep.report FOLDER`: draw the report from FOLDER's data file, at a low
+    priority: its 2-3 s of CPU (bokeh and matplotlib) must not slow what the user does next
+    (the next run, on a machine of 2 cores)."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     folder = Path(argv[0])
     data = json.loads((folder / DATA).read_text())
     series = [WorkerSeries(**s) for s in data.get("series", [])]
