@@ -31,7 +31,6 @@ from daskstep.errors import Problem
 from daskstep.parts import StepHandle
 from daskstep.record import RunFolder
 from daskstep.status import RunStatus
-from daskstep.workflow.findings import _leaves_workspace
 from daskstep.workflow.spec import Workflow
 from entrypoint.reporter import iso
 
@@ -52,38 +51,6 @@ def input_file(workflow: Workflow) -> str | None:
     """REANA's `inputs.parameters.input`: the CWL job order, or the Snakemake config file."""
     value = dict(workflow.parameters).get("input")
     return value if isinstance(value, str) else None
-
-
-def engine_file_problems(workflow: Workflow) -> list[Problem]:
-    """The workflow file and its input file (REANA's inputs.parameters.input) must be files
-    beside the reana.yaml; inputs.py's input stage asks this, for `validate` and `run`."""
-    problems = []
-    source = workflow.path.parent.resolve()
-    if workflow.file and not (source / workflow.file).is_file():
-        problems.append(
-            Problem(
-                "workflow.file",
-                f"{workflow.file!r} is not a file in {source}; add it there, or fix the path",
-            )
-        )
-    given = dict(workflow.parameters).get("input")
-    if isinstance(given, str) and _leaves_workspace(given):
-        problems.append(
-            Problem(
-                "inputs.parameters.input",
-                f"{given!r} is outside the workspace; give a path relative to the "
-                "workflow's folder, without a leading / or ..",
-            )
-        )
-    elif given is not None and not (isinstance(given, str) and (source / given).is_file()):
-        what = "the CWL job order" if workflow.type == "cwl" else "the Snakemake config file"
-        problems.append(
-            Problem(
-                "inputs.parameters.input",
-                f"{given!r} is not a file in {source}; give the path of {what} there",
-            )
-        )
-    return problems
 
 
 def engine_problems(workflow: Workflow, backend: Any) -> list[Problem]:

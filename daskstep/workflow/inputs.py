@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from daskstep.errors import InputError, Problem
-from daskstep.workflow.spec import Workflow
+from daskstep.workflow.findings import _leaves_workspace
+from daskstep.workflow.spec import ENGINE_TYPES, Workflow
 
 
 def prepare_workspace(workspace: Path) -> Path:
@@ -32,15 +33,46 @@ def input_problems(workflow: Workflow) -> list[Problem]:
     """What is missing on disk beside the reana.yaml: every declared input, as REANA's upload
     demands, and a cwl/snakemake workflow's file and input file. `validate` and the input
     stage of `run` both ask this, so they agree."""
-    from daskstep.engines.steps import engine_file_problems, is_engine
-
     source = workflow.path.parent.resolve()
     problems = [
         Problem(field, f"{name!r} does not exist in {source}; add it there, or remove it here")
         for field, name in _inputs(workflow)
         if not (source / name).exists()
     ]
-    return problems + (engine_file_problems(workflow) if is_engine(workflow) else [])
+    engine = workflow.type in ENGINE_TYPES
+    return problems + (_engine_file_problems(workflow) if engine else [])
+
+
+def _engine_file_problems(workflow: Workflow) -> list[Problem]:
+    """A cwl or snakemake workflow's file and its input file (REANA's inputs.parameters.input)
+    must be files beside the reana.yaml."""
+    problems = []
+    source = workflow.path.parent.resolve()
+    if workflow.file and not (source / workflow.file).is_file():
+        problems.append(
+            Problem(
+                "workflow.file",
+                f"{workflow.file!r} is not a file in {source}; add it there, or fix the path",
+            )
+        )
+    given = dict(workflow.parameters).get("input")
+    if isinstance(given, str) and _leaves_workspace(given):
+        problems.append(
+            Problem(
+                "inputs.parameters.input",
+                f"{given!r} is outside the workspace; give a path relative to the "
+                "workflow's folder, without a leading / or ..",
+            )
+        )
+    elif given is not None and not (isinstance(given, str) and (source / given).is_file()):
+        what = "the CWL job order" if workflow.type == "cwl" else "the Snakemake config file"
+        problems.append(
+            Problem(
+                "inputs.parameters.input",
+                f"{given!r} is not a file in {source}; give the path of {what} there",
+            )
+        )
+    return problems
 
 
 def check_inputs(workflow: Workflow, *more: Problem) -> None:
