@@ -217,17 +217,16 @@ def stop_on_eof(stop: StopSignal) -> None:
 
 
 def main(
-    workspace: Path,
+    folder: Path,
     specs: list[str],
     checkpoint_file: Path | None = None,
-    store_folder: Path | None = None,
     eof_stops: bool = False,
 ) -> int:
+    """Ship into the store at `folder` (`daskstep sidecar logs` gives the workspace's)."""
     stop = StopSignal().install()
     if eof_stops:
         stop_on_eof(stop)
     follow_run()  # started by `daskstep run`: drain and go if it dies
-    folder = store_folder or Path(workspace) / ".daskstep" / "logs"
     if take_the_store(folder, stop) is None:
         return 0
     store = LogStore(folder)
