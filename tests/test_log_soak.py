@@ -78,6 +78,20 @@ def sidecar(workspace: Path, raw: Path) -> subprocess.Popen:
     )
 
 
+def catches(pid: int, signum: int, timeout: float) -> None:
+    """Until the process has a handler for `signum` (its SigCgt mask, /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(
+            next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16
+        )
+        if caught & (1 << (signum - 1)):
+            return
+        assert time.monotonic() < deadline, f"pid {pid} never caught signal {signum}"
+        time.sleep(0.01)
+
+
 def test_every_line_exactly_once_through_rotations_copytruncate_and_kills(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -99,6 +113,10 @@ def test_every_line_exactly_once_through_rotations_copytruncate_and_kills(tmp_pa
             shipper = sidecar(tmp_path, raw)
         assert writer.wait() == 0
         time.sleep(1.5)  # past the rotation wait, so the last live files are reached
+        # a SIGTERM before its handler is up ends a sidecar with nothing drained (that is why
+        # `daskstep run` stops it by closing its stdin): on a loaded machine, 1.5 s was not
+        # always enough for the last one to start
+        catches(shipper.pid, signal.SIGTERM, timeout=60)
         shipper.send_signal(signal.SIGTERM)
         _, err = shipper.communicate(timeout=120)
         assert shipper.returncode == 0, err.decode()
