@@ -142,11 +142,13 @@ def test_voms_proxy_from_vomsd_is_made_checked_and_renewed(
         assert timeleft(out, "--actimeleft") > left_now
         assert subprocess.run(check, capture_output=True).returncode == 0
         assert out.stat().st_mode & 0o777 == 0o600
-        assert not [p for p in out.parent.iterdir() if p != out], "temp files left behind"
     finally:
         rc = sc.stop(stop)
     assert rc == 0, sc.output
     assert "Traceback" not in sc.output
+    # judged once it stopped: a renewal every 8 s may be writing its temporary file right now
+    # (a loaded CI met one), and none may be left
+    assert not [p for p in out.parent.iterdir() if p != out], "temp files left behind"
 
 
 def timeleft_after(left: int, elapsed: float) -> float:
