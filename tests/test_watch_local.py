@@ -77,7 +77,9 @@ def test_a_task_that_allocates_past_the_limit_is_reported_as_an_oom_kill(tmp_pat
     assert "past 95% of its 512.00 MiB limit; restarting it" in event["why"]
     assert f"{event['component']}: killed for memory (OOM)" in err
     killed = float((tmp_path / "marker").read_text())
-    assert seconds(event["time"]) - killed < 5, "reported too late"
+    # while the task holds its memory (30 s), not at the step's end: the allocation's 150,000
+    # page touches and the kill took 6.5 s on a loaded CI, against 1-2 s on a quiet machine
+    assert seconds(event["time"]) - killed < 10, "reported too late"
 
 
 def test_losing_the_scheduler_fails_the_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:

@@ -35,6 +35,9 @@ from daskstep.backends.inside import TASK_COUNTS_OP, security_of, task_counts
 QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting is crash-looping
 MAX_QUICK_EXITS = 5
 STOP_GRACE_SECONDS = 3.0
+# how often each worker's memory is read (one psutil call each): dask's Nanny reads it every
+# 100 ms; once a second let a worker run a second past its budget, and the kill come late
+MEMORY_CHECK_SECONDS = 0.2
 # Dask's own light collections (about 0.1 s to import), imported by the scheduler and each worker
 # once they have registered: a process that starts once and serves many graphs should not make
 # the first of them wait (LocalCluster's scheduler shares the client's imports).
@@ -391,7 +394,7 @@ class Launcher:
         sel.register(rfd, selectors.EVENT_READ, "signal")
         last_memory_check = 0.0
         while not self.stop_reason:
-            for key, _ in sel.select(timeout=0.5):
+            for key, _ in sel.select(timeout=MEMORY_CHECK_SECONDS):
                 if key.data == "signal":
                     with contextlib.suppress(BlockingIOError):
                         os.read(rfd, 4096)
@@ -403,7 +406,7 @@ class Launcher:
                     self.stop_reason = "stop requested"
             self.reap()
             self.restart_due()
-            if time.monotonic() - last_memory_check >= 1.0:
+            if time.monotonic() - last_memory_check >= MEMORY_CHECK_SECONDS:
                 self.check_memory()
                 last_memory_check = time.monotonic()
 
