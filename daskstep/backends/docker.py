@@ -378,9 +378,7 @@ class DockerKind(Kind):
     extra = "docker"
 
     def check(self) -> None:
-        self.client, self.images = checked_images(
-            self.workflow, self.options.allow_version_mismatch
-        )
+        self.client, _ = checked_images(self.workflow, self.options.allow_version_mismatch)
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return DockerBackend(self.client, run_id=run_id, tls=tls)

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskstep.engines.output import ToolOutput
 from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
@@ -33,6 +33,9 @@ from daskstep.record import RunFolder
 from daskstep.status import RunStatus
 from daskstep.workflow.spec import Workflow
 from entrypoint.reporter import iso
+
+if TYPE_CHECKING:
+    from daskstep.backends.registry import Kind
 
 # type -> (the engine's name, its Python package, the driver module)
 ENGINES = {
@@ -53,7 +56,7 @@ def input_file(workflow: Workflow) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def engine_problems(workflow: Workflow, backend: Any) -> list[Problem]:
+def engine_problems(workflow: Workflow, backend: Kind) -> list[Problem]:
     """What `run` needs besides the files: a backend that runs the engine (its registry
     `Kind`), and the engine."""
     name, package, _ = ENGINES[workflow.type]

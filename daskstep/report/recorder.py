@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -167,8 +168,6 @@ def main(argv: list[str]) -> int:
     """`python -m daskstep.report FOLDER`: draw the report from FOLDER's data file, at a low
     priority: its 2-3 s of CPU (bokeh and matplotlib) must not slow what the user does next
     (the next run, on a machine of 2 cores)."""
-    import os
-
     with contextlib.suppress(OSError):
         os.nice(NICE)
     folder = Path(argv[0])
