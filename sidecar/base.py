@@ -14,6 +14,9 @@ from sidecar.store import LogStore
 
 class Source(Protocol):
     key: str  # stable, unique: the source's entry in the checkpoint file
+    # The last poll changed where the source reads (another file of a stream): its checkpoint
+    # must be durable before the next poll reads on, or a crash would read the new file twice.
+    switched: bool
 
     def restore(self, state: dict[str, Any] | None, store: LogStore) -> None:
         """Resume from the last checkpoint (None at first start), reconciled with the store."""

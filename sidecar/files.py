@@ -111,6 +111,7 @@ class FileSource:
         self.active: dict[str, TrackedFile] = {}
         self.missing_since: dict[tuple[int, int], float] = {}
         self.budget = ROUND_BUDGET
+        self.switched = False
         self.store: LogStore | None = None
         self._buffer: bytearray | None = None  # what a read fills, for all of this source's files
 
@@ -244,12 +245,17 @@ class FileSource:
 
     def poll(self, store: LogStore, final: bool = False) -> int:
         self.budget = ROUND_BUDGET
+        before = self._reading()
         found = self._scan()
         self._discover(found)
         lines = 0
         for name in sorted({f.stream for f in self.files}):
             lines += self._poll_stream(store, name, found, final)
+        self.switched = self._reading() != before
         return lines
+
+    def _reading(self) -> dict[str, tuple[int, int]]:
+        return {name: (f.dev, f.ino) for name, f in self.active.items()}
 
     def _queue(self, name: str) -> list[TrackedFile]:
         return sorted(

@@ -126,6 +126,7 @@ class _StreamState:
 
 
 class FollowingSource:
+    switched = False  # resumes from the store's timestamps: no position to switch
     """A `Source` over containers whose logs an API serves with timestamps; see the module doc.
 
     Subclasses give `discover()` (the containers now, as targets) and `open_log()`.

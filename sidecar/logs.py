@@ -129,6 +129,8 @@ class Shipper:
             if lines or moved:  # the syncer makes the store durable, then saves this
                 self.syncer.hand(self.store.take_dirty(), states)
                 self._handed = text
+            if any(s.switched for s in self.sources):
+                self.syncer.flush()  # a new file is read only once its switch is saved
             return lines or int(moved)
         if self.syncer is not None:
             self.syncer.flush()  # an older checkpoint must not land after this one

@@ -13,6 +13,9 @@ import pytest
 
 from sidecar import checkpoint
 from sidecar.checkpoint import Checkpoints, Syncer
+from sidecar.files import FileSource
+from sidecar.logs import Shipper
+from sidecar.store import LogStore, read_lines
 
 
 class Disk:
@@ -88,3 +91,55 @@ def test_a_disk_error_reaches_the_shipping_loop(tmp_path: Path, disk: Disk) -> N
         syncer.flush()
     syncer.close()
     assert not (tmp_path / "ckpt.json").exists()  # nothing counted that is not durable
+
+
+class LazySyncer(Syncer):
+    """The slowest disk allowed: a handed-over checkpoint lands only when the loop waits for
+    it (a kill at any moment finds the checkpoint of the last wait)."""
+
+    def __init__(self, checkpoints: Checkpoints) -> None:
+        self.checkpoints = checkpoints
+        self.states: dict | None = None
+
+    def hand(self, fds: list[int], states: dict) -> None:
+        self.states = states
+
+    def flush(self) -> None:
+        if self.states is not None:
+            self.checkpoints.save(self.states)
+            self.states = None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_kill_after_a_rotation_stores_no_line_twice_however_slow_the_checkpoints(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    live = raw / "w.log"
+    live.write_bytes(b"".join(b"%d\n" % i for i in range(100)))
+    folder, ckpt = tmp_path / "store", tmp_path / "ckpt.json"
+
+    def shipper() -> Shipper:
+        ship = Shipper(
+            LogStore(folder), [FileSource("worker", f"{raw}/*.log*", 0)], Checkpoints(ckpt)
+        )
+        ship.start()
+        ship.syncer = LazySyncer(ship.checkpoints)
+        return ship
+
+    first = shipper()
+    while first.step():
+        pass
+    os.rename(live, raw / "w.log.1")
+    live.write_bytes(b"".join(b"%d\n" % i for i in range(100, 200)))
+    os.utime(raw / "w.log.1", (0, 0))  # left alone long enough: its successor may take over
+    while first.step():
+        pass  # then killed: no drain, no last checkpoint
+    second = shipper()
+    second.drain()
+    second.store.close()
+    numbers = [int(line.data) for line in read_lines(folder / "workers" / "w.log")]
+    assert numbers == list(range(200))

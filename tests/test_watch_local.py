@@ -122,16 +122,19 @@ PAUSE = """\
 import os, time
 from distributed import Client
 
-def hold(n):
+def hold(n, where):
     data = bytearray(n)
     for i in range(0, n, 4096):
         data[i] = 1
+    with open(os.path.join(where, "held"), "w") as f:
+        f.write(str(time.time()))
     time.sleep(4)
+    with open(os.path.join(where, "freed"), "w") as f:
+        f.write(str(time.time()))
     return len(data)
 
 client = Client(os.environ["DASK_SCHEDULER_URI"])
-open("paused", "w").write(str(time.time()))
-print("held", client.submit(hold, 370 * 2**20, pure=False).result())
+print("held", client.submit(hold, 370 * 2**20, os.getcwd(), pure=False).result())
 time.sleep(2)
 """
 
@@ -147,6 +150,10 @@ def test_a_worker_paused_for_memory_is_said_and_so_is_its_return(tmp_path: Path)
     assert whats == ["paused for memory", "running again"], events
     assert events[0]["component"] == events[1]["component"]
     assert "of its 512.00 MiB limit" in events[0]["why"]
-    started = float((tmp_path / "paused").read_text())
-    assert seconds(events[0]["time"]) - started < 5
+    # said while it lasted: after the task took the memory, and before it let it go (the
+    # scheduler is asked once a second); its return after that
+    held, freed = (float((tmp_path / name).read_text()) for name in ("held", "freed"))
+    paused, running = (seconds(e["time"]) for e in events)
+    assert held - 0.1 < paused < freed + 1.5, (held, paused, freed)
+    assert running > freed - 0.1, (freed, running)
     assert f"warning: {events[0]['component']}: paused for memory: it holds" in err
