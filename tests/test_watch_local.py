@@ -16,7 +16,7 @@ from conftest import daskstep, descendants, wait_gone, write_workflow
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ONCE = """\
-import os, sys, time
+import json, os, sys, time
 from distributed import Client
 
 def task(marker, allocate):
@@ -33,7 +33,17 @@ def task(marker, allocate):
 client = Client(os.environ["DASK_SCHEDULER_URI"])
 future = client.submit(task, os.path.abspath("marker"), int(sys.argv[1]), pure=False)
 print("result", future.result())
-time.sleep(3)  # the step outlives the report
+# news while the step runs, as users watch it: the event in status.json before the step ends
+for _ in range(600):
+    try:
+        with open(".daskstep/status.json") as f:
+            events = json.load(f).get("events")
+    except ValueError:  # being replaced
+        events = None
+    if any(e["what"] != "paused for memory" for e in events or ()):  # the kill, not a pause
+        open("seen", "w").write(str(time.time()))
+        break
+    time.sleep(0.1)
 """
 
 
@@ -60,8 +70,7 @@ def test_a_task_that_kills_its_worker_is_reported_naming_it(tmp_path: Path) -> N
     (event,) = status(tmp_path)["events"]
     assert event["component"].startswith("worker worker-") and event["what"] == "lost"
     assert event["why"] == "it was killed by SIGKILL; restarting it"
-    killed = float((tmp_path / "marker").read_text())
-    assert seconds(event["time"]) - killed < 5, "reported too late"
+    assert (tmp_path / "seen").exists(), "not reported while the step ran"
     line = f"warning: {event['component']}: lost: it was killed by SIGKILL; restarting it"
     assert line in err
     assert line in (tmp_path / ".daskstep" / "runs" / "1" / "raw" / "job.log").read_text()
@@ -76,10 +85,9 @@ def test_a_task_that_allocates_past_the_limit_is_reported_as_an_oom_kill(tmp_pat
     assert event["what"] == "killed for memory (OOM)", event
     assert "past 95% of its 512.00 MiB limit; restarting it" in event["why"]
     assert f"{event['component']}: killed for memory (OOM)" in err
-    killed = float((tmp_path / "marker").read_text())
-    # while the task holds its memory (30 s), not at the step's end: the allocation's 150,000
-    # page touches and the kill took 6.5 s on a loaded CI, against 1-2 s on a quiet machine
-    assert seconds(event["time"]) - killed < 10, "reported too late"
+    # while the step ran, not at its end (the time it takes depends on the machine's load: a
+    # loaded CI took 11.5 s from the task's start, a quiet machine 1-2 s)
+    assert (tmp_path / "seen").exists(), "not reported while the step ran"
 
 
 def test_losing_the_scheduler_fails_the_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:
