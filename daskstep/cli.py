@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from daskstep.backends.registry import kind_of
 from daskstep.backends.registry import names as backend_names
-from daskstep.cli_gc import cmd_gc
 from daskstep.cli_kube import add_render, cmd_render, placement_options
 from daskstep.cli_parts import Parser as _Parser
 from daskstep.cli_parts import load as _load
 from daskstep.cli_passthrough import passthrough
 from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
-from daskstep.record import STATE, Workspace
+from daskstep.record import RunFolder, Workspace
 from daskstep.terminal import quiet
 
 
@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every daskstep run's, live ones too")
     p.add_argument(
         "--backend",
-        choices=("docker", "slurm", "htcondor"),
+        choices=backend_names(),
         default="docker",
         help="whose leftovers: containers, or batch jobs (default docker)",
     )
@@ -250,11 +250,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from daskstep.workflow_tests import load_features
 
         features = load_features(workflow)
-    kubernetes = None
-    if args.backend == "kubernetes":
-        from daskstep.kube.options import options_from
-
-        kubernetes = options_from(args), Path(args.reana_yaml).read_text()
     run = prepare_run(
         workflow,
         backend=args.backend,
@@ -262,7 +257,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start_timeout=args.start_timeout,
         secrets=args.secrets,
         allow_version_mismatch=args.allow_version_mismatch,
-        kubernetes=kubernetes,
+        own=kind_of(args.backend).options_from(args),
         site=args.site,
         tls=args.tls == "on",
     )
@@ -287,7 +282,7 @@ def _tested(
 
 def _cmd_test(args: argparse.Namespace) -> int:
     from daskstep.workflow_tests import check_run, find_reana_yaml, load_features
-    from daskstep.workflow_tests.steps import listing
+    from daskstep.workflow_tests.step_definitions import listing
 
     if args.steps:
         print("\n".join(listing()))
@@ -308,7 +303,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_wait_step(args: argparse.Namespace) -> int:
-    from daskstep.gate import wait_step
+    from daskstep.wait_step import wait_step
 
     return wait_step(Path(args.status_file), args.timeout)
 
@@ -323,7 +318,7 @@ def _cmd_sidecar(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise InputError([Problem("--source", str(e))]) from None
     checkpoints = Path(args.checkpoints) if args.checkpoints else None
-    store = Path(args.store) if args.store else Path(args.workspace) / STATE / "logs"
+    store = Path(args.store) if args.store else RunFolder.plain(args.workspace).logs
     return logs_main(store, args.source, checkpoints, args.stop_on_eof)
 
 
@@ -370,7 +365,7 @@ COMMANDS = {
     "render": cmd_render,
     "wait-step": _cmd_wait_step,
     "images": _cmd_images,
-    "gc": cmd_gc,
+    "gc": lambda args: kind_of(args.backend).gc(args.all) or 0,
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": cmd_logs,
     "list": cmd_list,

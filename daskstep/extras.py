@@ -1,7 +1,7 @@
 """What each part beyond the embedded local backend needs installed: `pip install daskstep`
 brings the local backend, as the Dask ecosystem keeps dask-kubernetes and dask-jobqueue in
 packages of their own; the rest are extras (cwl and snakemake's engines, `daskstep[engines]`,
-are checked with the workflow: engines/steps.py). A part whose extra is missing says which
+are checked with the workflow: engines/engine_step.py). A part whose extra is missing says which
 one, in one line, exit 2, before anything starts."""
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from daskstep.parts import StepSpec, entrypoint_options
 from daskstep.progress import say
 from daskstep.record import RunFolder
+from daskstep.seams import StepSpec, entrypoint_options
 from daskstep.secret_env import child_env
 
 LOG_DRAIN_TIMEOUT = 60.0

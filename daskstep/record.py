@@ -23,7 +23,8 @@ from daskstep.errors import InputError, Problem
 
 STATE = ".daskstep"
 RUNS = "runs"
-LATEST = ("status.json", "logs", "report.html", "report.png", "tests.xml")
+REPORT_HTML, REPORT_PNG = "report.html", "report.png"  # the report's own folder may be any
+LATEST = ("status.json", "logs", REPORT_HTML, REPORT_PNG, "tests.xml")
 
 
 def new_run_id() -> str:
@@ -73,6 +74,11 @@ class RunFolder:
         return self.folder / "raw"
 
     @property
+    def worker_logs(self) -> Path:
+        """Where each worker process writes its own log (raw, one file per worker)."""
+        return self.raw / "workers"
+
+    @property
     def steps(self) -> Path:
         """The entrypoint's status file of each step."""
         return self.folder / "steps"
@@ -89,7 +95,7 @@ class RunFolder:
 
     @property
     def report_html(self) -> Path:
-        return self.folder / "report.html"
+        return self.folder / REPORT_HTML
 
     @property
     def tests_xml(self) -> Path:

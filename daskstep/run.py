@@ -1,7 +1,7 @@
 """`daskstep run`: one loop over injected parts, as Tekton's entrypoint is one loop over a
 Waiter, a Runner and a PostWriter.
 
-The parts: a cluster backend (backends/), a step launcher and a log shipper (parts.py), and the
+The parts: a cluster backend (backends/), a step launcher and a log shipper (seams.py), and the
 credential sidecars. The loop starts them in order, runs each step, and tears down in the
 reverse order whatever happened: steps, cluster, credentials, log drain, final status.
 
@@ -28,10 +28,10 @@ from daskstep.errors import (
     SchedulerLost,
     described,
 )
-from daskstep.parts import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.progress import StepProgress, WaitProgress, say
 from daskstep.record import RunFolder, Workspace
 from daskstep.report import RunRecorder, write_report_later
+from daskstep.seams import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.status import RunStatus
 from daskstep.watch import SchedulerWatch
 from daskstep.workflow.spec import Step, Workflow
@@ -93,7 +93,7 @@ class Run:
             self.cancel.uninstall()
 
     def _execute(self) -> int:
-        (self.raw / "workers").mkdir(parents=True, exist_ok=True)
+        self.record.worker_logs.mkdir(parents=True, exist_ok=True)
         if self.guard is not None:
             self.guard.start()
         self.status.begin()
@@ -171,9 +171,8 @@ class Run:
         environment = self.credentials.environment() if self.credentials else {}
         folders = (self.credentials.folder,) if self.credentials else ()
         spec = ClusterSpec.from_dask(self.workflow.dask, environment, folders)
-        backend.on_event = self._cluster_event
         t = time.monotonic()
-        handle = backend.start(spec, self.record, cancel=self.cancel)
+        handle = backend.start(spec, self.record, cancel=self.cancel, watcher=self._cluster_event)
         self.status.cluster_started(handle)
         self._check_cancel()
         with WaitProgress("waiting for workers", spec.workers) as progress:
@@ -259,8 +258,8 @@ class Run:
     def _run_engine(self, scheduler: str | None) -> None:
         """A cwl or snakemake workflow: the engine is one step, its output the engine log; the
         tools it starts run under the entrypoint and become status.json's steps as they run
-        (daskstep/engines/steps.py), the first failing one's exit code the run's."""
-        from daskstep.engines.steps import EngineStep
+        (daskstep/engines/engine_step.py), the first failing one's exit code the run's."""
+        from daskstep.engines.engine_step import EngineStep
 
         self._check_cancel()
         engine = EngineStep(self.workflow, self.record, self.status, say)

@@ -12,12 +12,11 @@ from typing import Any
 
 from dask.utils import format_bytes
 
+from daskstep.backends.base import Report
 from daskstep.words import plural
 
 GRACE_SECONDS = 30.0  # fewer workers than asked for this long is news (a restart takes ~1 s)
 LOOK_SECONDS = 1.0
-
-Report = Callable[[str, str, str], None]  # (component, what, why)
 
 
 class SchedulerWatch:

@@ -12,14 +12,14 @@ from typing import Any
 from daskstep.backends import ClusterBackend
 from daskstep.backends.registry import Kind, RunOptions, kind_of
 from daskstep.credentials import Credentials, Secrets
-from daskstep.engines.steps import engine_problems, is_engine, stage_engine_files
+from daskstep.engines.engine_step import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
 from daskstep.extras import require_extra
-from daskstep.parts import StepLauncher
 from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
 from daskstep.progress import say
 from daskstep.record import RunFolder, Workspace, new_run_id
 from daskstep.run import Run
+from daskstep.seams import StepLauncher
 from daskstep.secret_env import forget_secret_variables, handed_over
 from daskstep.workflow.inputs import check_inputs, prepare_workspace, stage_inputs
 from daskstep.workflow.spec import STEPS_PATH, Workflow
@@ -32,11 +32,11 @@ def prepare_run(
     start_timeout: float = 300.0,
     secrets: str | None = None,
     allow_version_mismatch: bool = False,
-    kubernetes: tuple[Any, str] | None = None,  # (KubeOptions, the reana.yaml's text)
+    own: Any = None,  # the backend's own options (Kind.options_from)
     site: str | None = None,  # the batch site's settings file
     tls: bool = True,
 ) -> Run:
-    options = RunOptions(start_timeout, tls, site, allow_version_mismatch, kubernetes)
+    options = RunOptions(start_timeout, tls, site, allow_version_mismatch, own)
     kind = kind_of(backend)(workflow, options)
     engine = is_engine(workflow)  # cwl or snakemake: the engine runs as one step (engines/)
     check_inputs(workflow, *(engine_problems(workflow, kind) if engine else ()))
@@ -161,7 +161,7 @@ def _batch_launcher(
 ) -> StepLauncher:
     """Steps with REANA's compute_backend (slurmcern, htcondorcern) as batch jobs; the others
     as `other` runs them."""
-    from daskstep.batch.steps import BatchStepLauncher
+    from daskstep.batch.step_launcher import BatchStepLauncher
     from daskstep.pack import pack
 
     by_word = {word: systems[name] for word, name in COMPUTE_BACKEND.items() if name in systems}

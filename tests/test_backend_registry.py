@@ -17,9 +17,9 @@ from daskstep.backends.base import ClusterBackend
 from daskstep.backends.local import LocalBackend
 from daskstep.backends.registry import KINDS, Kind, kind_of, names, register
 from daskstep.cli import _load
-from daskstep.engines.steps import engine_problems
+from daskstep.engines.engine_step import engine_problems
 from daskstep.errors import InputError
-from daskstep.parts import StepLauncher
+from daskstep.seams import StepLauncher
 from daskstep.wiring import prepare_run
 
 

@@ -70,7 +70,7 @@ def backend_with(queue: FakeQueue, jobs: dict[str, str]) -> tuple[BatchBackend, 
     backend.jobs = dict(jobs)
     backend.submitted = True
     events: list[tuple] = []
-    backend.on_event = lambda *event: events.append(event)
+    backend.watcher = lambda *event: events.append(event)
     for job_id in jobs.values():
         queue.jobs[job_id] = JobState("RUNNING")
     return backend, events

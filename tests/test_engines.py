@@ -17,7 +17,7 @@ import pytest
 from conftest import daskstep, descendants, wait_for, wait_gone
 
 from daskstep.backends.registry import kind_of
-from daskstep.engines.steps import ToolSteps, engine_problems, step_entry
+from daskstep.engines.engine_step import ToolSteps, engine_problems, step_entry
 from daskstep.engines.tool import JOB_LOG_ENV, OUTPUT_ENV, STEPS_ENV, stream_id
 from daskstep.errors import InputError
 from daskstep.status import RunStatus

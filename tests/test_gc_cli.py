@@ -98,3 +98,12 @@ def test_what_gc_cancelled_is_counted_in_words(tmp_path: Path) -> None:
     done = gc("--backend", "slurm", "--all", PATH=str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ds-gone: cancelled 1 slurm job\n"
+
+
+def test_a_backend_that_leaves_nothing_behind_is_one_line_naming_those_that_do() -> None:
+    done = gc("--backend", "local")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [
+        "error: --backend: a local run leaves nothing for gc to remove; "
+        "use one of docker, slurm, htcondor"
+    ]

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from test_kube_render import workflow_of
 
-import daskstep.kube.steps
+import daskstep.kube.step_launcher
 from daskstep.backends.kubernetes import KubernetesBackend
 from daskstep.kube.objects import KubeOptions
-from daskstep.kube.steps import KubernetesStepLauncher
+from daskstep.kube.step_launcher import KubernetesStepLauncher
 from daskstep.record import Workspace
 from daskstep.run import Run
 
@@ -160,7 +160,7 @@ class FakeLogShipper:
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daskstep.kube.steps, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(daskstep.kube.step_launcher, "POLL_SECONDS", 0.01)
 
 
 def run_on(server: FakeKubeServer, tmp_path: Path, timeout: float = 5.0) -> tuple[int, dict]:

@@ -13,9 +13,9 @@ import pytest
 from daskstep import run as run_module
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec
 from daskstep.errors import ClusterError
-from daskstep.parts import StepSpec
 from daskstep.record import Workspace
 from daskstep.run import Run
+from daskstep.seams import StepSpec
 from daskstep.workflow.limits import load_limits
 from daskstep.workflow.spec import check
 from sidecar.lifecycle import StopSignal

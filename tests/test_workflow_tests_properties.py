@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_workflow_tests import make_run, write_reana
 
 from daskstep import cli
-from daskstep.workflow_tests.steps import VOCABULARY
+from daskstep.workflow_tests.step_definitions import VOCABULARY
 
 RESULT = ("PASSED  ", "FAILED  ", "SKIPPED ", "workflow tests: ")
 KEYWORDS = ["Given ", "When ", "Then ", "And ", "But ", "* ", "Scenario: ", "Background:",

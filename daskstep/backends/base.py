@@ -110,6 +110,7 @@ class ClusterHandle:
 
 
 Progress = Callable[[int, int], None]  # (workers seen, workers wanted)
+Report = Callable[[str, str, str], None]  # (component, what, why) of an event
 
 
 class ClusterBackend(ABC):
@@ -124,8 +125,8 @@ class ClusterBackend(ABC):
     def __init__(self, tls: Any = None) -> None:
         self.handle: ClusterHandle | None = None
         self.cancel: StopSignal | None = None
-        # (component, what, why) of what happens to the cluster while it runs, e.g. an OOM kill
-        self.on_event: Callable[[str, str, str], None] | None = None
+        # who hears what happens to the cluster while it runs (an OOM kill): given to start()
+        self.watcher: Report | None = None
         # the run's TLS files (daskstep.tls.RunTLS), or None for plain TCP
         self.tls: Any = tls
         self._own_counts: bool | None = None  # whether the scheduler has daskstep's counts op
@@ -143,14 +144,19 @@ class ClusterBackend(ABC):
         return rpc(self._address(), timeout=timeout, connection_args=self.connection_args())
 
     def start(
-        self, spec: ClusterSpec, run: RunFolder | Path, cancel: StopSignal | None = None
+        self,
+        spec: ClusterSpec,
+        run: RunFolder | Path,
+        cancel: StopSignal | None = None,
+        watcher: Report | None = None,
     ) -> ClusterHandle:
         """Start the cluster for `run` (its folder, or a bare workspace); whatever fails
         half-way is stopped, and the failure that stopped the start is the one raised, before
         any word of the stop: a stop that fails too is tried again, and said, by the run's
         teardown (stop is idempotent). Waits inside a backend's `_start` call
-        `check_cancel()`."""
-        self.cancel = cancel
+        `check_cancel()`. The `watcher` hears the cluster's events from then on (else they
+        are warnings on stderr)."""
+        self.cancel, self.watcher = cancel, watcher
         try:
             self.handle = self._start(spec, RunFolder.of(run))
         except BaseException:
@@ -165,8 +171,8 @@ class ClusterBackend(ABC):
     def report(self, component: str, what: str, why: str) -> None:
         """Something happened to the cluster: to the run's watcher (terminal, job log and
         status.json), or at least to stderr."""
-        if self.on_event is not None:
-            self.on_event(component, what, why)
+        if self.watcher is not None:
+            self.watcher(component, what, why)
         else:
             say(f"warning: {component}: {what}: {why}")
 
@@ -214,7 +220,7 @@ class ClusterBackend(ABC):
         """How many tasks the scheduler holds in each state, for the progress of a step. A
         scheduler daskstep started itself also says `queued` and `done` (its own op); another
         gives `get_task_prefix_states` (processing, memory, erred, waiting, released)."""
-        from daskstep.backends.inside import TASK_COUNTS_OP
+        from daskstep.backends.cluster_side import TASK_COUNTS_OP
 
         async def ours() -> dict[str, int]:
             async with self._rpc(timeout) as scheduler:

@@ -73,7 +73,7 @@ class BatchBackend(ClusterBackend):
         self.scheduler.cancel = self.cancel
         self.scheduler.tls = self.tls
         self.scheduler.launch(dataclasses.replace(spec, workers=0), run)
-        logs = run.raw / "workers"
+        logs = run.worker_logs
         logs.mkdir(parents=True, exist_ok=True)
         jobs = {
             f"worker-{i}": self.system.worker_job(
@@ -229,6 +229,20 @@ class BatchKind(Kind):
 
     def shared_folder(self, systems: dict[str, Any]) -> str | None:
         return systems[self.name].site.shared_directory
+
+    @classmethod
+    def gc(cls, everything: bool) -> None:
+        from daskstep.batch import system_for
+        from daskstep.batch.site import Site
+
+        system = system_for(cls.name, Site())
+        runs = system.abandoned_runs(everything)
+        for run_id in sorted(runs):
+            jobs = system.queued(run_id)
+            system.cancel_run(run_id)
+            print(f"{run_id}: cancelled {plural(len(jobs), cls.name + ' job')}")
+        if not runs:
+            print("nothing to cancel")
 
 
 class SlurmKind(BatchKind):

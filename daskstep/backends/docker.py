@@ -24,7 +24,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,12 +54,10 @@ from sidecar.lifecycle import StopSignal
 
 if TYPE_CHECKING:
     from daskstep.credentials import Credentials
-    from daskstep.parts import StepLauncher
+    from daskstep.seams import StepLauncher
 
 STOP_GRACE_SECONDS = 10.0
 SCHEDULER_START_TIMEOUT = 120.0  # an image's first start may be slow (a cold disk)
-
-Event = Callable[[str, str, str], None]  # (component, what, why)
 
 
 def cpu_problem(threads: int, engine_cpus: int | None) -> Problem | None:
@@ -92,7 +89,6 @@ class DockerBackend(ClusterBackend):
         self.host = host
         self.run_id = run_id or new_run_id()
         self.http: str | None = None  # the scheduler's HTTP base, for identity.json
-        self.on_event: Event | None = None
         self._reaper: Reaper | None = None
         self._events: Any = None
         self._stopping = False
@@ -390,7 +386,7 @@ class DockerKind(Kind):
         credentials: Credentials | None,
         here: StepLauncher,
     ) -> StepLauncher:
-        from daskstep.docker.containers import DockerStepLauncher
+        from daskstep.docker.step_launcher import DockerStepLauncher
         from daskstep.pack import pack
 
         assert self.workflow.dask is not None and isinstance(cluster, DockerBackend)
@@ -403,6 +399,19 @@ class DockerKind(Kind):
             default_image=self.workflow.dask.image,
             credentials=credentials.folder if credentials else None,
         )
+
+    @classmethod
+    def gc(cls, everything: bool) -> None:
+        from daskstep.docker.containers import abandoned_runs, remove_run
+        from daskstep.docker.images import docker_client
+        from daskstep.words import plural
+
+        client = docker_client()
+        runs = abandoned_runs(client, everything=everything)
+        for run_id in sorted(runs):
+            print(f"{run_id}: removed {plural(remove_run(client, run_id), 'container')}")
+        if not runs:
+            print("nothing to remove")
 
     @classmethod
     def bare_cluster(cls) -> ClusterBackend:

@@ -152,9 +152,15 @@ class KubernetesKind(Kind):
     name = "kubernetes"
     extra = "kubernetes"
 
+    @classmethod
+    def options_from(cls, args: Any) -> Any:
+        from daskstep.kube.options import options_from
+
+        return options_from(args)
+
     def remote_run(self, workspace: Path) -> RemoteRun | None:
         from daskstep.kube.api import KubernetesAPI
-        from daskstep.kube.steps import KubernetesStepLauncher
+        from daskstep.kube.step_launcher import KubernetesStepLauncher
         from daskstep.secret_env import forget_secret_variables
         from daskstep.workflow.inputs import prepare_workspace, stage_inputs
 
@@ -169,10 +175,8 @@ class KubernetesKind(Kind):
                     )
                 ]
             )
-        options, reana_yaml = self.options.kubernetes or (
-            KubeOptions(),
-            workflow.path.read_text(),
-        )
+        options = self.options.own or KubeOptions()
+        reana_yaml = workflow.path.read_text()
         options = dataclasses.replace(options, tls=self.options.tls)
         api = KubernetesAPI()  # a missing configuration is bad input: before anything is made
         forget_secret_variables()

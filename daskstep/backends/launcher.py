@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from daskstep import procutil
-from daskstep.backends.inside import TASK_COUNTS_OP, security_of, task_counts
+from daskstep.backends.cluster_side import TASK_COUNTS_OP, security_of, task_counts
 
 QUICK_EXIT_SECONDS = 10.0  # a worker that dies sooner than this after starting is crash-looping
 MAX_QUICK_EXITS = 5

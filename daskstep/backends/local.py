@@ -71,7 +71,7 @@ class LocalBackend(ClusterBackend):
         """Start the launcher without waiting for it: a batch backend submits its worker jobs
         meanwhile (they wait for the scheduler file)."""
         self._log_dir = run.raw  # where the processes write; the log sidecar reads it
-        (self._log_dir / "workers").mkdir(parents=True, exist_ok=True)
+        run.worker_logs.mkdir(parents=True, exist_ok=True)
         self._launcher_log = run.folder / "launcher.log"
         # The workers fork from the launcher: what must be there before a worker starts is
         # in the launcher's environment from its exec on, the rest is set in each worker.

@@ -18,8 +18,8 @@ from daskstep.errors import InputError, Problem
 if TYPE_CHECKING:
     from daskstep.backends.base import ClusterBackend
     from daskstep.credentials import Credentials
-    from daskstep.parts import StepLauncher
     from daskstep.record import RunFolder
+    from daskstep.seams import StepLauncher
     from daskstep.workflow.spec import Workflow
 
 # name -> "module:Kind", imported only when asked for: `daskstep run` on the local backend
@@ -41,7 +41,7 @@ class RunOptions:
     tls: bool = True
     site: str | None = None  # slurm, htcondor: the batch site's settings file
     allow_version_mismatch: bool = False  # docker: step images whose Dask differs
-    kubernetes: tuple[Any, str] | None = None  # kubernetes: (KubeOptions, the reana.yaml's text)
+    own: Any = None  # the backend's own options: what its Kind.options_from made of the flags
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,27 @@ class Kind:
     def __init__(self, workflow: Workflow, options: RunOptions) -> None:
         self.workflow = workflow
         self.options = options
+
+    @classmethod
+    def options_from(cls, args: Any) -> Any:
+        """The backend's own options from the command line's flags (RunOptions.own), checked:
+        a bad one is an InputError."""
+        return None
+
+    @classmethod
+    def gc(cls, everything: bool) -> None:
+        """`daskstep gc`: remove (and say) what runs whose controller is gone left behind;
+        with `everything`, live runs' too."""
+        collectors = [n for n in names() if kind_of(n).gc.__func__ is not Kind.gc.__func__]
+        raise InputError(
+            [
+                Problem(
+                    "--backend",
+                    f"a {cls.name} run leaves nothing for gc to remove; use one of "
+                    + ", ".join(collectors),
+                )
+            ]
+        )
 
     def check(self) -> None:
         """What can fail on the user's input (images, versions, CPUs), before anything starts:

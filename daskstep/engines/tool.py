@@ -34,7 +34,7 @@ def stream_id(fd: int) -> str:
 
 def driver_arguments(prog: str, argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
     """A driver's options (the workspace, the workflow file, REANA's parameters as a JSON
-    file) and the parameters read; the drivers are started by engines/steps.py alike. The
+    file) and the parameters read; the drivers are started by engines/engine_step.py alike. The
     engine's output stream is marked here, so that tools' output that reaches it goes to the
     job log instead."""
     import argparse

@@ -14,7 +14,7 @@ from daskstep.kube.cluster import (
     build_network_policy,
 )
 from daskstep.kube.objects import KubeOptions, build_root
-from daskstep.kube.stepjob import build_step_job
+from daskstep.kube.step_objects import build_step_job
 from daskstep.workflow.spec import Workflow
 
 HEADER = """\

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.extras import missing
+from daskstep.record import REPORT_HTML, REPORT_PNG
 from daskstep.report.data import WorkerSeries
 
 MAX_POINTS = 3600  # samples kept per worker; past it, every other one goes (a day stays small)
@@ -150,7 +151,7 @@ def write_report_later(
         "series": [dataclasses.asdict(s) for s in series],
     }
     _atomic_write(state_dir / DATA, json.dumps(data, default=str).encode())
-    html_path = state_dir / "report.html"
+    html_path = state_dir / REPORT_HTML
     _atomic_write(html_path, PENDING.encode())
     with open(state_dir / "report.log", "ab") as log:
         subprocess.Popen(
@@ -197,7 +198,7 @@ def write_report(
 
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    html_path, png_path = state_dir / "report.html", state_dir / "report.png"
+    html_path, png_path = state_dir / REPORT_HTML, state_dir / REPORT_PNG
     try:
         names, series = recorder.snapshot() if recorder is not None else ({}, [])
         data = build(status or {}, task_stream or [], names, series)

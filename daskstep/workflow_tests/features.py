@@ -18,7 +18,7 @@ from gherkin.parser import Parser
 from gherkin.pickles.compiler import Compiler
 
 from daskstep.errors import InputError, Problem
-from daskstep.workflow_tests.steps import BadArgument, BoundStep, UnknownStep, find
+from daskstep.workflow_tests.step_definitions import BadArgument, BoundStep, UnknownStep, find
 
 # Gherkin's token names, in words, for "expected ..." messages
 TOKENS = {

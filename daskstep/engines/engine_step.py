@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from daskstep.engines.output import ToolOutput
 from daskstep.engines.tool import JOB_LOG_ENV, STEPS_ENV
 from daskstep.errors import Problem
-from daskstep.parts import StepHandle
 from daskstep.record import RunFolder
+from daskstep.seams import StepHandle
 from daskstep.status import RunStatus
 from daskstep.workflow.spec import Workflow
 from entrypoint.reporter import iso

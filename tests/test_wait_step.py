@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from daskstep.gate import wait_step
+from daskstep.wait_step import wait_step
 
 
 def _write_later(path: Path, status: dict, after: float) -> None:

@@ -39,8 +39,8 @@ from daskstep.kube.objects import (
     labels,
     metadata,
 )
-from daskstep.parts import STEP_GRACE_SECONDS
 from daskstep.record import STATE
+from daskstep.seams import STEP_GRACE_SECONDS
 from daskstep.workflow.spec import Step, Workflow
 
 TERMINATION_LOG = "/dev/termination-log"

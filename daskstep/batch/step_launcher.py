@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.batch.systems import BatchSystem, QueueWatch
-from daskstep.parts import StepLauncher, StepSpec, entrypoint_options
 from daskstep.record import RunFolder
+from daskstep.seams import StepLauncher, StepSpec, entrypoint_options
 
 QUEUE_POLL_SECONDS = 0.5
 

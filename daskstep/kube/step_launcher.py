@@ -1,4 +1,4 @@
-"""Each step as a Job (stepjob.py) of the run, followed through the thin API layer until its
+"""Each step as a Job (step_objects.py) of the run, followed through the thin API layer until its
 pod's step container terminates; its exit code and termination message come back into the
 run's status as the other launchers' do. A signal deletes the Job: Kubernetes sends the pod
 SIGTERM, the entrypoint forwards it to the commands, and the grace period ends it."""
@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from daskstep.kube.api import KubeAPI
-from daskstep.kube.stepjob import build_step_job, step_job_name
-from daskstep.parts import StepSpec
+from daskstep.kube.step_objects import build_step_job, step_job_name
+from daskstep.seams import StepSpec
 from daskstep.workflow.spec import Workflow
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
