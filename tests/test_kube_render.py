@@ -25,6 +25,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daskstep.cli import main as cli_main
 from daskstep.kube.objects import KubeOptions, is_dns_label
 from daskstep.kube.render import render
 from daskstep.workflow.limits import load_limits
@@ -514,26 +515,30 @@ def test_a_half_made_or_expired_tls_dir_is_one_line(
     [[], ["--namespace", "ns1", "--dashboard-host", "dask.example.org"], ["--tls", "off"]],
     ids=["defaults", "placed", "no-tls"],
 )
-def test_the_same_input_renders_byte_identical_output(tmp_path: Path, options: list[str]) -> None:
+def test_the_same_input_renders_byte_identical_output(
+    tmp_path: Path, options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every render made a new run id and new keys: nothing a GitOps repository can hold."""
     reana = _reana(tmp_path)
-    first, second = (_daskstep("render", str(reana), *options) for _ in range(2))
+    first, second = (_daskstep("render", str(reana), *options) for _ in range(2))  # processes
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout and first.stderr == second.stderr
     [root, *_] = _rendered(first)
     run_id = root["metadata"]["name"]
     assert is_dns_label(run_id, 30) and run_id.startswith("ds-")
 
+    def root_name(*args: str) -> str:  # in this process: the objects were checked above
+        assert cli_main(["render", *args, *options]) == 0
+        return next(yaml.safe_load_all(capsys.readouterr().out))["metadata"]["name"]
+
     # another input, or another placement, is another run; --run-id names it outright
     other = _reana(tmp_path / "other", {**SPECS_DOC, "resources": {"dask": {"image": "a/b:1"}}})
-    assert _rendered(_daskstep("render", str(other), *options))[0]["metadata"]["name"] != run_id
-    moved = _daskstep("render", str(reana), *options, "--workspace-subpath", "elsewhere")
-    assert _rendered(moved)[0]["metadata"]["name"] != run_id
-    named = _daskstep("render", str(reana), *options, "--run-id", "ds-mine")
-    assert _rendered(named)[0]["metadata"]["name"] == "ds-mine"
+    assert root_name(str(other)) != run_id
+    assert root_name(str(reana), "--workspace-subpath", "elsewhere") != run_id
+    assert root_name(str(reana), "--run-id", "ds-mine") == "ds-mine"
     # the root's uid, known only after a first apply, keeps the run id
-    owned = _daskstep("render", str(reana), *options, "--root-uid", UID)
-    assert _rendered(owned)[0]["metadata"]["name"] == run_id
+    assert root_name(str(reana), "--root-uid", UID) == run_id
+    assert root_name(str(reana)) == run_id  # and this process renders what the others did
 
 
 def test_the_default_daskstep_image_is_a_pullable_reference(tmp_path: Path) -> None:
