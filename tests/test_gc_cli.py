@@ -107,3 +107,11 @@ def test_a_backend_that_leaves_nothing_behind_is_one_line_naming_those_that_do()
         "error: --backend: a local run leaves nothing for gc to remove; "
         "use one of docker, slurm, htcondor"
     ]
+
+
+def test_kubernetes_gc_says_how_to_delete_a_dead_runs_root() -> None:
+    done = gc("--backend", "kubernetes")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: --backend: a kubernetes run's objects are owned by its root")
+    assert line.endswith("-l daskstep.io/component=root,daskstep.io/run=RUN_ID")

@@ -224,6 +224,8 @@ class BatchKind(Kind):
     """The scheduler beside the controller, each worker a job of the batch system. Its extra
     (batch) is asked for with the steps' batch systems (wiring.batch_systems), in one line."""
 
+    collects = True
+
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return BatchBackend(systems[self.name], run_id=run_id, tls=tls)
 

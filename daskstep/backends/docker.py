@@ -372,6 +372,7 @@ class DockerKind(Kind):
 
     name = "docker"
     extra = "docker"
+    collects = True
 
     def check(self) -> None:
         self.client, _ = checked_images(self.workflow, self.options.allow_version_mismatch)

@@ -153,6 +153,21 @@ class KubernetesKind(Kind):
     extra = "kubernetes"
 
     @classmethod
+    def gc(cls, everything: bool) -> None:
+        from daskstep.kube.objects import COMPONENT_LABEL
+
+        raise InputError(
+            [
+                Problem(
+                    "--backend",
+                    "a kubernetes run's objects are owned by its root ConfigMap, which its "
+                    "reaper deletes; if the reaper died too, delete the root: kubectl delete "
+                    f"configmap -n NAMESPACE -l {COMPONENT_LABEL}=root,{RUN_LABEL}=RUN_ID",
+                )
+            ]
+        )
+
+    @classmethod
     def options_from(cls, args: Any) -> Any:
         from daskstep.kube.options import options_from
 

@@ -61,6 +61,7 @@ class Kind:
     extra: ClassVar[str | None] = None  # the pip extra that brings its packages
     runs_engines: ClassVar[bool] = False  # cwl and snakemake workflows (run here, as one step)
     batch_system: ClassVar[str | None] = None  # its workers are jobs of this batch system
+    collects: ClassVar[bool] = False  # `daskstep gc` removes what its dead runs left
 
     def __init__(self, workflow: Workflow, options: RunOptions) -> None:
         self.workflow = workflow
@@ -76,7 +77,7 @@ class Kind:
     def gc(cls, everything: bool) -> None:
         """`daskstep gc`: remove (and say) what runs whose controller is gone left behind;
         with `everything`, live runs' too."""
-        collectors = [n for n in names() if kind_of(n).gc.__func__ is not Kind.gc.__func__]
+        collectors = [n for n in names() if kind_of(n).collects]
         raise InputError(
             [
                 Problem(
