@@ -17,16 +17,16 @@ Kubernetes gets the operator's DaskAutoscaler instead (kube/), with the same lim
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from distributed.deploy.adaptive_core import AdaptiveCore
 
 from daskstep.backends.base import Report
+from daskstep.backends.pool import Adapt
 from daskstep.words import plural
 
 INTERVAL = 1.0  # seconds between looks, as distributed's Adaptive
@@ -34,22 +34,24 @@ WAIT_COUNT = 10  # looks in a row before a worker goes: an idle worker is gone w
 HOLD = 5.0  # seconds after a step starts without a scale-down
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the scheduler wants: a number of workers, and why (said with a change)."""
-
-    workers: int
-    why: str
-
-
 class WorkerPool(Protocol):
-    """A backend's side: its workers by name, started and retired on request."""
+    """A backend's side: its workers by name, started and retired on request, and what its
+    scheduler says (the scheduler decides how many and whom, as for distributed's Adaptive)."""
 
     def requested(self) -> set[str]:
         """Workers asked for and not stopped: started, starting, or pending in a queue."""
 
     def observed(self) -> set[str]:
         """Workers registered with the scheduler now."""
+
+    def wanted(self) -> int:
+        """The scheduler's `adaptive_target`: how many workers the work in it asks for."""
+
+    def waiting(self) -> str:
+        """The work waiting, in words, for a scale-up's event."""
+
+    def unneeded(self, n: int) -> list[str]:
+        """The scheduler's `workers_to_close`: the `n` workers cheapest to lose."""
 
     def scale_up(self, total: int) -> None:
         """Ask for workers until `total` are requested."""
@@ -58,32 +60,28 @@ class WorkerPool(Protocol):
         """Retire these through the scheduler (their data moves first), then stop them; the
         names actually retired."""
 
-    def idle_seconds(self, name: str) -> float | None:
-        """How long a worker has run nothing (for the event's words), None if unknown."""
-
 
 class Autoscaler(AdaptiveCore):
     def __init__(
         self,
         pool: WorkerPool,
-        target: Callable[[], Target],
+        limits: Adapt,
         report: Report,
-        minimum: int,
-        maximum: int,
         wait_count: int = WAIT_COUNT,
         hold: float = HOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= minimum <= maximum:
-            raise ValueError(f"need 0 <= minimum <= maximum, got {minimum} and {maximum}")
-        super().__init__(minimum=minimum, maximum=maximum, wait_count=wait_count)
+        if not 0 <= limits.minimum <= limits.maximum:
+            raise ValueError(
+                f"need 0 <= minimum <= maximum, got {limits.minimum} and {limits.maximum}"
+            )
+        super().__init__(minimum=limits.minimum, maximum=limits.maximum, wait_count=wait_count)
         self.pool = pool
-        self.ask = target
         self.report = report
         self.hold = hold
         self.clock = clock
         self.held_until = -math.inf
-        self.last: Target | None = None
+        self.since: dict[str, float] = {}  # when each worker was first found unneeded
 
     # -- the state distributed's policy reads ------------------------------------------------
     @property
@@ -99,13 +97,15 @@ class Autoscaler(AdaptiveCore):
         return self.pool.observed()
 
     async def target(self) -> int:
-        self.last = self.ask()
-        return self.last.workers
+        return self.pool.wanted()
 
     async def workers_to_close(self, target: int) -> list:
-        """The longest idle first (the policy already took those that never arrived)."""
-        arrived = sorted(self.observed, key=lambda n: -(self.pool.idle_seconds(n) or 0.0))
-        return arrived[: max(len(self.plan) - target, 0)]
+        """Whom the scheduler would lose first (the policy already took those that never
+        arrived); each remembered from when it was first unneeded, for the event's words."""
+        names = self.pool.unneeded(max(len(self.plan) - target, 0))
+        now = self.clock()
+        self.since = {n: self.since.get(n, now) for n in names}
+        return names
 
     async def recommendations(self, target: int) -> dict:
         if target < len(self.plan) and self.clock() < self.held_until:
@@ -116,15 +116,18 @@ class Autoscaler(AdaptiveCore):
     async def scale_up(self, n: int) -> None:  # type: ignore[override]
         before = len(self.plan)
         self.pool.scale_up(n)
-        why = self.last.why if self.last else ""
-        self.report("cluster", f"scaled up to {plural(n, 'worker')}", f"from {before}; {why}")
+        self.since.clear()
+        why = f"from {before}; {self.pool.waiting()}"
+        self.report("cluster", f"scaled up to {plural(n, 'worker')}", why)
 
     async def scale_down(self, workers: Iterable[str]) -> None:  # type: ignore[override]
         names = sorted(workers)
-        idle = {n: self.pool.idle_seconds(n) for n in names}
+        now = self.clock()
         for name in self.pool.retire(names):
-            seconds = idle.get(name)
-            why = f"idle {seconds:.0f} s" if seconds is not None else "not needed"
+            if name in self.since:
+                why = f"not needed for {now - self.since.pop(name):.0f} s"
+            else:
+                why = "asked for and not needed before it came"
             self.report(f"worker {name}", "retired", f"{why}; its data moved first")
 
     # -- driven from the run loop ------------------------------------------------------------
@@ -132,5 +135,19 @@ class Autoscaler(AdaptiveCore):
         self.held_until = self.clock() + self.hold
 
     def look(self) -> None:
-        """One look: at most one change (distributed's `adapt`)."""
-        asyncio.run(self.adapt())
+        """One look, at most one change (distributed's `adapt`). A scheduler that does not
+        answer is the backend's to judge (check_alive): this look is skipped."""
+        with contextlib.suppress(Exception):
+            run_through(self.adapt())
+
+
+def run_through(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never waits (distributed's policy awaits only our methods, which
+    ask the scheduler synchronously): without an event loop, so the pool's own calls may
+    start theirs."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the adaptive policy waited on something")

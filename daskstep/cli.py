@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="over inputs.parameters, as reana-client start -p (repeatable)",
     )
+    p.add_argument(
+        "--adapt",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the workers follow the work: from 1 (local) up to number_of_workers, retired "
+        "through the scheduler when idle (default off; local backend)",
+    )
     placement_options(p)
 
     p = sub.add_parser("test", help="run the reana.yaml's workflow tests against the last run")
@@ -260,6 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         own=kind_of(args.backend).options_from(args),
         site=args.site,
         tls=args.tls == "on",
+        adapt=args.adapt,
     )
     from daskstep.terminal import forgiving_streams
 

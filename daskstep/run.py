@@ -11,6 +11,7 @@ A signal only sets the cancel event (no exception leaves a handler); the waits o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 import traceback
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend, ClusterSpec
+from daskstep.backends.pool import Adapt
 from daskstep.credentials import Credentials
 from daskstep.errors import (
     Cancelled,
@@ -66,6 +68,7 @@ class Run:
         cancel: StopSignal | None = None,
         start_timeout: float = 300.0,
         guard: RunGuard | None = None,
+        adapt: Adapt | None = None,
     ) -> None:
         self.workflow = workflow
         self.record = record
@@ -81,6 +84,8 @@ class Run:
         self.raw = record.raw  # what processes write; the log shipper fills the store
         self.status = RunStatus(record.status_file, workflow, backend, record.number)
         self.watch: SchedulerWatch | None = None
+        self.adapt = adapt  # the workers follow the work, between these two numbers
+        self.autoscaler: Any = None  # daskstep.adaptive.Autoscaler, once the cluster is up
         self.recorder = RunRecorder()  # the workers' memory and CPU, for the report
         self.task_stream: list[dict] = []
         self.cluster_failed = False  # then its scheduler is not asked again on the way out
@@ -171,6 +176,8 @@ class Run:
         environment = self.credentials.environment() if self.credentials else {}
         folders = (self.credentials.folder,) if self.credentials else ()
         spec = ClusterSpec.from_dask(self.workflow.dask, environment, folders)
+        if self.adapt is not None:  # it starts with the fewest and grows with the work
+            spec = dataclasses.replace(spec, workers=self.adapt.minimum)
         t = time.monotonic()
         handle = backend.start(spec, self.record, cancel=self.cancel, watcher=self._cluster_event)
         self.status.cluster_started(handle)
@@ -190,6 +197,11 @@ class Run:
         if backend.scheduler_reachable:
             self.watch = SchedulerWatch(self._identity, spec.workers, self._cluster_event)
             self._ask_task_stream()  # installs the scheduler's recorder of what ran where
+        if self.adapt is not None:
+            from daskstep.adaptive import Autoscaler
+
+            pool: Any = backend  # a backend daskstep starts itself: a SchedulerPool
+            self.autoscaler = Autoscaler(pool, self.adapt, self._cluster_event)
         return handle.scheduler_address
 
     def _identity(self) -> dict:
@@ -237,6 +249,8 @@ class Run:
         say(started)
         self._job_log(f"daskstep: {started}")  # where the step's lines begin (daskstep test)
         self.status.step_started(index)
+        if self.autoscaler is not None:
+            self.autoscaler.step_started()  # its graph is on its way: no scale-down yet
         with self._progress(step.name, index, len(self.workflow.steps)) as tasks:
             handle = self.launcher.start(spec)
             if where := placement(handle):
@@ -339,6 +353,8 @@ class Run:
                     self.backend.check_alive()
                     if self.watch is not None:
                         self.watch.poll()
+                    if self.autoscaler is not None:
+                        self.autoscaler.look()
                 except ClusterError as e:
                     failure = e
                     say("the cluster failed; stopping the step (the error follows)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend
+from daskstep.backends.pool import Adapt
 from daskstep.backends.registry import Kind, RunOptions, kind_of
 from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.engine_step import engine_problems, is_engine, stage_engine_files
@@ -35,15 +36,17 @@ def prepare_run(
     own: Any = None,  # the backend's own options (Kind.options_from)
     site: str | None = None,  # the batch site's settings file
     tls: bool = True,
+    adapt: bool = False,
 ) -> Run:
-    options = RunOptions(start_timeout, tls, site, allow_version_mismatch, own)
+    options = RunOptions(start_timeout, tls, site, allow_version_mismatch, own, adapt)
     kind = kind_of(backend)(workflow, options)
     engine = is_engine(workflow)  # cwl or snakemake: the engine runs as one step (engines/)
     check_inputs(workflow, *(engine_problems(workflow, kind) if engine else ()))
     if kind.extra and workflow.dask is not None:
         require_extra(kind.extra, "--backend", f"the {kind.name} backend")
+    limits = adaptive_limits(workflow, kind)
     if remote := kind.remote_run(workspace):
-        return _run(workflow, remote.record, remote.cluster, remote.launcher, None, options)
+        return _run(workflow, remote.record, remote.cluster, remote.launcher, None, options, limits)
     systems = batch_systems(workflow, kind, site)
     found = Secrets.locate(secrets, {**os.environ, **handed_over()})
     forget_secret_variables()
@@ -87,7 +90,25 @@ def prepare_run(
             f"the {cluster.name} backend runs the scheduler, workers and steps in daskstep's "
             "own Python: resources.dask.image and the steps' environment are not used"
         )
-    return _run(workflow, record, cluster, launcher, credentials, options)
+    return _run(workflow, record, cluster, launcher, credentials, options, limits)
+
+
+def adaptive_limits(workflow: Workflow, kind: Kind) -> Adapt | None:
+    """--adapt: between the backend's fewest and the workflow's number_of_workers."""
+    if not kind.options.adapt or workflow.dask is None:
+        return None
+    if not kind.adapts:
+        raise InputError(
+            [
+                Problem(
+                    "--adapt",
+                    f"the {kind.name} backend does not scale its workers yet; leave --adapt "
+                    "out, or use --backend local",
+                )
+            ]
+        )
+    most = workflow.dask.number_of_workers
+    return Adapt(minimum=min(kind.adapt_minimum, most), maximum=most)
 
 
 def _run(
@@ -97,6 +118,7 @@ def _run(
     launcher: StepLauncher,
     credentials: Credentials | None,
     options: RunOptions,
+    adapt: Adapt | None,
 ) -> Run:
     return Run(
         workflow,
@@ -107,6 +129,7 @@ def _run(
         credentials=credentials,
         start_timeout=options.start_timeout,
         guard=StatusGuard(record),
+        adapt=adapt,
     )
 
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from daskstep.adaptive import Autoscaler, Target
+from daskstep.adaptive import Autoscaler
+from daskstep.backends.pool import Adapt
 
 
 class Pool:
-    """Workers by name: asked for (pending until they arrive), registered, retired."""
+    """Workers by name: asked for (pending until they arrive), registered, retired; and a
+    scheduler that wants what `wants` says, look after look."""
 
-    def __init__(self, running: int = 0) -> None:
+    def __init__(self, running: int = 0, wants: list[int] | None = None) -> None:
+        self.wants = iter(wants or [])
+        self.last = 0
         self.pending: set[str] = set()
         self.running = {f"worker-{i}" for i in range(running)}
         self.made = running
@@ -43,8 +47,16 @@ class Pool:
         self.retired += gone
         return gone
 
-    def idle_seconds(self, name: str) -> float | None:
-        return self.idle.get(name)
+    def wanted(self) -> int:
+        self.last = next(self.wants)
+        return self.last
+
+    def waiting(self) -> str:
+        return f"{self.last * 10} tasks waiting"
+
+    def unneeded(self, n: int) -> list[str]:
+        """The idlest first, as the scheduler's workers_to_close would pick."""
+        return sorted(self.running, key=lambda w: -self.idle.get(w, 0.0))[:n]
 
 
 class Clock:
@@ -56,17 +68,12 @@ class Clock:
 
 
 def scaler(pool: Pool, wanted: list[int], events: list, minimum=0, maximum=4, **kw):
-    clock = kw.pop("clock", Clock())
-    wants = iter(wanted)
-
-    def target() -> Target:
-        n = next(wants)
-        return Target(n, f"{n * 10} tasks waiting")
+    pool.wants = iter(wanted)
 
     def report(component: str, what: str, why: str) -> None:
         events.append((component, what, why))
 
-    return Autoscaler(pool, target, report, minimum, maximum, clock=clock, **kw)
+    return Autoscaler(pool, Adapt(minimum, maximum), report, clock=kw.pop("clock", Clock()), **kw)
 
 
 def test_never_above_the_maximum_counting_workers_still_starting() -> None:
@@ -89,14 +96,17 @@ def test_an_oscillating_load_retires_nobody() -> None:
 def test_a_lasting_low_load_retires_down_to_the_minimum_after_wait_count_looks() -> None:
     pool, events = Pool(running=4), []
     pool.idle = {"worker-0": 3.0, "worker-1": 30.0, "worker-2": 20.0, "worker-3": 10.0}
-    autoscaler = scaler(pool, [0] * 10, events, minimum=1, wait_count=3)
+    clock = Clock()
+    autoscaler = scaler(pool, [0] * 10, events, minimum=1, wait_count=3, clock=clock)
     autoscaler.look()
+    clock.now = 1.0
     autoscaler.look()
     assert pool.retired == []  # two looks: not yet
+    clock.now = 2.0
     autoscaler.look()
     assert sorted(pool.retired) == ["worker-1", "worker-2", "worker-3"]  # the idlest three
     assert pool.observed() == {"worker-0"}  # the minimum stays
-    assert ("worker worker-1", "retired", "idle 30 s; its data moved first") in events
+    assert ("worker worker-1", "retired", "not needed for 2 s; its data moved first") in events
     for _ in range(5):
         autoscaler.look()
     assert pool.observed() == {"worker-0"}
@@ -124,6 +134,8 @@ def test_workers_that_never_arrived_go_first() -> None:
     autoscaler.look()
     autoscaler.look()
     assert sorted(pool.retired) == ["worker-1", "worker-2"] and pool.running == {"worker-0"}
+    why = "asked for and not needed before it came; its data moved first"
+    assert ("worker worker-1", "retired", why) in events
 
 
 def test_limits_that_cannot_hold_are_refused() -> None:

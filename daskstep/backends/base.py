@@ -212,6 +212,15 @@ class ClusterBackend(ABC):
 
         return asyncio.run(ask())
 
+    def ask_scheduler(self, op: str, timeout: float = 10.0, **arguments: Any) -> Any:
+        """One operation of the scheduler's (`adaptive_target`, `retire_workers`)."""
+
+        async def ask() -> Any:
+            async with self._rpc(timeout) as scheduler:
+                return await getattr(scheduler, op)(**arguments)
+
+        return asyncio.run(ask())
+
     def identity(self) -> dict[str, Any]:
         """The scheduler's identity, for watching it (a backend may ask another way)."""
         return self.scheduler_info(timeout=2.0)

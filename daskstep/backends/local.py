@@ -23,6 +23,7 @@ from dask.utils import format_bytes
 
 from daskstep import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
+from daskstep.backends.pool import SchedulerPool
 from daskstep.backends.registry import Kind
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder
@@ -38,7 +39,7 @@ def exit_words(code: int) -> str:
     return f"exited with code {code}"
 
 
-class LocalBackend(ClusterBackend):
+class LocalBackend(ClusterBackend, SchedulerPool):
     name = "local"
     shares_step_environment = True
 
@@ -62,6 +63,7 @@ class LocalBackend(ClusterBackend):
         self._memory_kills: dict[str, dict[str, Any]] = {}
         self._log_dir: Path | None = None
         self._launcher_log: Path | None = None
+        self.pool: set[str] = set()
 
     def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
         self.launch(spec, run)
@@ -73,6 +75,8 @@ class LocalBackend(ClusterBackend):
         self._log_dir = run.raw  # where the processes write; the log sidecar reads it
         run.worker_logs.mkdir(parents=True, exist_ok=True)
         self._launcher_log = run.folder / "launcher.log"
+        self.pool = {f"worker-{i}" for i in range(spec.workers)}
+        self.next_worker = spec.workers
         # The workers fork from the launcher: what must be there before a worker starts is
         # in the launcher's environment from its exec on, the rest is set in each worker.
         before, after = nanny_environment(spec.environment)
@@ -200,6 +204,20 @@ class LocalBackend(ClusterBackend):
                     f"worker {name}", "lost", f"it {exit_words(event['code'])}; restarting it"
                 )
 
+    def add_worker(self, name: str) -> None:
+        self._tell(f"add {name}")
+
+    def let_go(self, name: str, retiring: bool) -> None:
+        self._tell(f"{'retire' if retiring else 'keep'} {name}")
+
+    def _tell(self, line: str) -> None:
+        """A command line to the launcher (launcher.py's protocol)."""
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):  # gone: check_alive says so
+                proc.stdin.write(line.encode() + b"\n")
+                proc.stdin.flush()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -240,6 +258,7 @@ class LocalKind(Kind):
 
     name = "local"
     runs_engines = True
+    adapts = True
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return LocalBackend(tls=tls)

@@ -1,0 +1,97 @@
+"""Adaptive scaling on the local backend, for real: a wide phase, then a long serial one, then
+idle. The workers rise to the maximum with the wide phase and never above it, fall to the
+minimum through the scheduler's retire_workers while the serial task runs, and no task runs
+twice: the wide phase's results, held by the client, move off the retired workers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import daskstep, write_workflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TWO_PHASES = """\
+import json, os, threading, time
+from distributed import Client, wait
+
+client = Client(os.environ["DASK_SCHEDULER_URI"])
+samples, done = [], threading.Event()
+
+def sample():
+    while not done.is_set():
+        samples.append((time.time(), len(client.scheduler_info()["workers"])))
+        time.sleep(0.5)
+
+def wide(i, ran):
+    with open(ran, "a") as f:  # one line per run of a task: a recomputed one shows twice
+        f.write(f"{i}\\n")
+    time.sleep(0.1)
+    return i * i
+
+def serial(seconds):
+    time.sleep(seconds)
+    return seconds
+
+threading.Thread(target=sample, daemon=True).start()
+ran = os.path.abspath("ran.txt")
+t0 = time.time()
+squares = client.map(wide, range(200), ran=ran, pure=False)
+wait(squares)
+t1 = time.time()
+client.submit(serial, 16, pure=False).result()
+t2 = time.time()
+total = client.submit(sum, squares).result()
+time.sleep(2)
+done.set()
+json.dump({"samples": samples, "wide": [t0, t1], "serial": [t1, t2], "total": total},
+          open("phases.json", "w"))
+"""
+
+
+def test_workers_follow_a_wide_then_serial_step_and_no_task_runs_twice(tmp_path: Path) -> None:
+    (tmp_path / "phases.py").write_text(TWO_PHASES)
+    reana = write_workflow(tmp_path, [("phases", ["python phases.py"])], workers=4)
+    proc = daskstep("run", str(reana), "--adapt")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    phases = json.loads((tmp_path / "phases.json").read_text())
+    samples = phases["samples"]
+    assert phases["total"] == sum(i * i for i in range(200))
+    ran = (tmp_path / "ran.txt").read_text().split()
+    assert sorted(map(int, ran)) == list(range(200)), "a task ran twice, or not at all"
+
+    counts = [n for _, n in samples]
+    assert max(counts) == 4, counts  # up to the maximum, never above it
+    assert counts[0] == 1, counts  # it started with the fewest
+    wide_end, serial_end = phases["wide"][1], phases["serial"][1]
+    during_wide = [n for t, n in samples if t <= wide_end]
+    assert 4 in during_wide, (during_wide, counts)
+    settled = [t for t, n in samples if wide_end < t <= serial_end and n == 1]
+    assert settled and settled[0] - wide_end < 15, (counts, "not down to 1 during the serial task")
+
+    doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
+    whats = [(e["component"], e["what"]) for e in doc["events"]]
+    assert ("cluster", "scaled up to 4 workers") in whats, whats
+    (up,) = [e["why"] for e in doc["events"] if e["what"] == "scaled up to 4 workers"]
+    waiting = re.fullmatch(r"from 1; (\d+) tasks to run", up)
+    assert waiting and int(waiting[1]) > 100, up  # the wide phase's 200, most still to run
+    retired = [e for e in doc["events"] if e["what"] == "retired"]
+    assert len(retired) == 3 and all("its data moved first" in e["why"] for e in retired)
+    assert "too few workers" not in [w for _, w in whats]
+    assert "scaled up to 4 workers" in err and "retired" in err
+
+
+def test_adapt_on_a_backend_that_does_not_scale_yet_is_one_line(tmp_path: Path) -> None:
+    reana = write_workflow(tmp_path, [("one", ["true"])])
+    proc = daskstep("run", str(reana), "--backend", "slurm", "--adapt")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == "", err
+    assert err.splitlines() == [
+        "error: --adapt: the slurm backend does not scale its workers yet; leave --adapt out, "
+        "or use --backend local"
+    ]
+    assert not (tmp_path / ".daskstep" / "runs").exists()  # nothing started, nothing recorded
