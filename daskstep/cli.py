@@ -128,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
         "--adapt",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="the workers follow the work: from 1 (local) up to number_of_workers, retired "
-        "through the scheduler when idle (default off; local backend)",
+        help="the workers follow the work: from 1 (local; 0 on slurm and htcondor) up to "
+        "number_of_workers, retired through the scheduler when idle (default off)",
     )
     placement_options(p)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from daskstep.backends import ClusterBackend
 from daskstep.backends.pool import Adapt
-from daskstep.backends.registry import Kind, RunOptions, kind_of
+from daskstep.backends.registry import Kind, RunOptions, kind_of, names
 from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.engine_step import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
@@ -103,7 +103,7 @@ def adaptive_limits(workflow: Workflow, kind: Kind) -> Adapt | None:
                 Problem(
                     "--adapt",
                     f"the {kind.name} backend does not scale its workers yet; leave --adapt "
-                    "out, or use --backend local",
+                    f"out, or use --backend {' or '.join(n for n in names() if kind_of(n).adapts)}",
                 )
             ]
         )

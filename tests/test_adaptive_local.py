@@ -52,46 +52,59 @@ json.dump({"samples": samples, "wide": [t0, t1], "serial": [t1, t2], "total": to
 """
 
 
-def test_workers_follow_a_wide_then_serial_step_and_no_task_runs_twice(tmp_path: Path) -> None:
-    (tmp_path / "phases.py").write_text(TWO_PHASES)
-    reana = write_workflow(tmp_path, [("phases", ["python phases.py"])], workers=4)
-    proc = daskstep("run", str(reana), "--adapt")
+def two_phases(folder: Path, most: int, *args: str, env: dict | None = None) -> tuple[dict, str]:
+    """Run the two-phase step with --adapt; its samples and daskstep's stderr."""
+    (folder / "phases.py").write_text(TWO_PHASES)
+    reana = write_workflow(folder, [("phases", ["python phases.py"])], workers=most)
+    proc = daskstep("run", str(reana), "--adapt", *args, env=env)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    phases = json.loads((tmp_path / "phases.json").read_text())
+    return json.loads((folder / "phases.json").read_text()), err
+
+
+def test_workers_follow_a_wide_then_serial_step_and_no_task_runs_twice(tmp_path: Path) -> None:
+    phases, err = two_phases(tmp_path, 4)
+    followed(tmp_path, phases, err, fewest=1, most=4)
+
+
+def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> None:
+    """Up to `most` with the wide phase and never above; down to `fewest` during the serial
+    task; nothing ran twice; each change said."""
     samples = phases["samples"]
     assert phases["total"] == sum(i * i for i in range(200))
     ran = (tmp_path / "ran.txt").read_text().split()
     assert sorted(map(int, ran)) == list(range(200)), "a task ran twice, or not at all"
 
     counts = [n for _, n in samples]
-    assert max(counts) == 4, counts  # up to the maximum, never above it
-    assert counts[0] == 1, counts  # it started with the fewest
+    assert max(counts) == most, counts  # up to the maximum, never above it
+    assert counts[0] <= max(fewest, 1), counts  # it started with the fewest
     wide_end, serial_end = phases["wide"][1], phases["serial"][1]
     during_wide = [n for t, n in samples if t <= wide_end]
-    assert 4 in during_wide, (during_wide, counts)
-    settled = [t for t, n in samples if wide_end < t <= serial_end and n == 1]
-    assert settled and settled[0] - wide_end < 15, (counts, "not down to 1 during the serial task")
+    assert most in during_wide, (during_wide, counts)
+    # the serial task holds one worker: down to that (or the minimum, if more)
+    floor = max(fewest, 1)
+    settled = [t for t, n in samples if wide_end < t <= serial_end and n == floor]
+    assert settled and settled[0] - wide_end < 15, (counts, "not down during the serial task")
 
     doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
     whats = [(e["component"], e["what"]) for e in doc["events"]]
-    assert ("cluster", "scaled up to 4 workers") in whats, whats
-    (up,) = [e["why"] for e in doc["events"] if e["what"] == "scaled up to 4 workers"]
-    waiting = re.fullmatch(r"from 1; (\d+) tasks to run", up)
-    assert waiting and int(waiting[1]) > 100, up  # the wide phase's 200, most still to run
+    ups = [e["why"] for e in doc["events"] if e["what"] == f"scaled up to {most} workers"]
+    assert ups, whats
+    waiting = re.fullmatch(r"from \d; (\d+) tasks to run", ups[0])
+    assert waiting and int(waiting[1]) > 100, ups  # the wide phase's 200, most still to run
     retired = [e for e in doc["events"] if e["what"] == "retired"]
-    assert len(retired) == 3 and all("its data moved first" in e["why"] for e in retired)
+    assert len(retired) >= most - floor and all("its data moved first" in e["why"] for e in retired)
     assert "too few workers" not in [w for _, w in whats]
-    assert "scaled up to 4 workers" in err and "retired" in err
+    assert f"scaled up to {most} workers" in err and "retired" in err
 
 
 def test_adapt_on_a_backend_that_does_not_scale_yet_is_one_line(tmp_path: Path) -> None:
     reana = write_workflow(tmp_path, [("one", ["true"])])
-    proc = daskstep("run", str(reana), "--backend", "slurm", "--adapt")
+    proc = daskstep("run", str(reana), "--backend", "docker", "--adapt")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == "", err
     assert err.splitlines() == [
-        "error: --adapt: the slurm backend does not scale its workers yet; leave --adapt out, "
-        "or use --backend local"
+        "error: --adapt: the docker backend does not scale its workers yet; leave --adapt out, "
+        "or use --backend local or slurm or htcondor"
     ]
     assert not (tmp_path / ".daskstep" / "runs").exists()  # nothing started, nothing recorded

@@ -152,3 +152,23 @@ def test_sigkill_of_the_controller_leaves_no_job(pool: HTCondorPool, daskstep_bi
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_adaptive_workers_are_htcondor_jobs_that_follow_the_work(
+    pool: HTCondorPool, daskstep_bin: Path
+) -> None:
+    """--adapt on HTCondor: jobs submitted as the work grows and retired as it shrinks."""
+    from test_adaptive_local import TWO_PHASES, followed
+
+    folder = workspace(pool, "adaptive")
+    (folder / "phases.py").write_text(TWO_PHASES)
+    reana = write_workflow(folder, [("phases", ["python phases.py"])], workers=2, memory="512Mi")
+    for path in (reana, folder / "phases.py"):
+        os.chown(path, POOL_UID, POOL_GID)
+    argv = [str(daskstep_bin), "run", str(reana), "--backend", "htcondor", "--adapt"]
+    proc = as_user(pool, argv, folder)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"{err}{pool.logs()}"
+    phases = json.loads((folder / "phases.json").read_text())
+    followed(folder, phases, err, fewest=0, most=2)
+    assert queued(pool, status(folder)["cluster"]["run"]) == [], "jobs of the run left"

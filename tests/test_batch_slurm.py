@@ -221,3 +221,18 @@ def test_gc_cancels_the_jobs_of_runs_whose_controller_is_gone(slurm: Slurm) -> N
         assert slurm.jobs_of_run("ds-gclive") and slurm.jobs("someone-else")
     finally:
         slurm.run("scancel", "--name=ds-gclive0000,someone-else")
+
+
+def test_adaptive_workers_are_slurm_jobs_that_follow_the_work(slurm: Slurm, tmp_path: Path) -> None:
+    """--adapt on Slurm: no job while nothing waits (REANA's minimum 0), jobs up to the
+    maximum with the wide phase, retired (their data moved) during the serial one."""
+    from test_adaptive_local import followed, two_phases
+
+    phases, err = two_phases(tmp_path, 3, "--backend", "slurm", env={**os.environ, **slurm.env})
+    followed(tmp_path, phases, err, fewest=0, most=3)
+    doc = status(tmp_path)
+    ups = [e["why"] for e in doc["events"] if e["what"].startswith("scaled up to")]
+    assert ups[0].startswith("from 0; "), ups  # it started with no job
+    assert sorted(doc["cluster"]["worker_jobs"]) == ["worker-0", "worker-1", "worker-2"]
+    assert slurm.jobs_of_run(doc["cluster"]["run"]) == [], "jobs of the run left in the queue"
+    assert not [e for e in doc["events"] if "job" in e["what"]], doc["events"]  # retired: no news

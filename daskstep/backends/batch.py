@@ -13,6 +13,7 @@ reaper, the workers end by themselves `death_timeout` seconds after the schedule
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shlex
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
 from daskstep.backends.local import LocalBackend
+from daskstep.backends.pool import SchedulerPool
 from daskstep.backends.registry import Kind
 from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.errors import ClusterError, TooFewWorkers
@@ -35,7 +37,7 @@ QUEUE_POLL_SECONDS = 1.0  # how often the queue is asked about the workers' jobs
 QUEUE_DRAIN_SECONDS = 60.0  # how long teardown waits for cancelled jobs to leave the queue
 
 
-class BatchBackend(ClusterBackend):
+class BatchBackend(ClusterBackend, SchedulerPool):
     poll_interval = 0.1
 
     def __init__(
@@ -55,6 +57,10 @@ class BatchBackend(ClusterBackend):
         self.scheduler = LocalBackend(death_timeout=site.death_timeout, host=scheduler_host(system))
         self.scheduler_file: Path | None = None
         self.jobs: dict[str, str] = {}  # worker name -> job id
+        self.retiring: set[str] = set()  # workers whose job ends for good (adaptive scaling)
+        self.pool: set[str] = set()
+        self._job_objects: dict[str, Any] = {}  # worker name -> dask-jobqueue's Job
+        self._job: Any = None  # a worker's Job, by name
         self.ended: dict[str, JobState] = {}  # worker name -> how its job ended
         self._next_poll = 0.0
         self.queue = QueueWatch(system)
@@ -75,23 +81,48 @@ class BatchBackend(ClusterBackend):
         self.scheduler.launch(dataclasses.replace(spec, workers=0), run)
         logs = run.worker_logs
         logs.mkdir(parents=True, exist_ok=True)
-        jobs = {
-            f"worker-{i}": self.system.worker_job(
-                f"--scheduler-file {shlex.quote(str(self.scheduler_file))}",
-                f"worker-{i}",
+        scheduler_file = shlex.quote(str(self.scheduler_file))
+        security = self.tls.security("cluster") if self.tls else None
+
+        def job(name: str) -> Any:
+            return self.system.worker_job(
+                f"--scheduler-file {scheduler_file}",
+                name,
                 self.run_id,
                 spec.threads,
                 spec.memory_bytes,
-                (logs / f"worker-{i}.log").resolve(),
+                (logs / f"{name}.log").resolve(),
                 dict(spec.environment),
-                self.tls.security("cluster") if self.tls else None,
+                security,
             )
-            for i in range(spec.workers)
-        }
+
+        self._job = job
+        jobs = {f"worker-{i}": job(f"worker-{i}") for i in range(spec.workers)}
+        self.pool, self.next_worker = set(jobs), spec.workers
         self.submitted = True
         ids = asyncio.run(_submit_all(list(jobs.values())))
         self.jobs = dict(zip(jobs, ids, strict=True))
+        self._job_objects = jobs
         return self.scheduler.await_scheduler()
+
+    # -- adaptive scaling (backends/pool.py): a worker is a job ----------------------------------
+    def add_worker(self, name: str) -> None:
+        job = self._job(name)
+        [self.jobs[name]] = asyncio.run(_submit_all([job]))
+        self._job_objects[name] = job
+
+    def let_go(self, name: str, retiring: bool) -> None:
+        """A retired worker's job ends as it should: no news."""
+        (self.retiring.add if retiring else self.retiring.discard)(name)
+
+    def cancel_worker(self, name: str) -> bool:
+        job = self._job_objects.get(name)
+        if job is None or name not in self.jobs:
+            return False
+        self.retiring.add(name)
+        with contextlib.suppress(Exception):  # ended meanwhile: the same
+            asyncio.run(job.close())  # scancel, condor_rm
+        return True
 
     def wait_ready(
         self,
@@ -125,7 +156,11 @@ class BatchBackend(ClusterBackend):
         if not self.jobs or time.monotonic() < self._next_poll:
             return
         self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
-        watched = {name: j for name, j in self.jobs.items() if name not in self.ended}
+        watched = {
+            name: j
+            for name, j in self.jobs.items()
+            if name not in self.ended and name not in self.retiring
+        }
         if not watched:
             return
         states = self.queue.states(list(watched.values()))
@@ -136,7 +171,8 @@ class BatchBackend(ClusterBackend):
             if state.ended:
                 self.ended[name] = state
                 self._report(name, job_id, state)
-        if len(self.ended) == len(self.jobs):
+        live = set(self.jobs) - self.retiring  # the jobs meant to run
+        if live and live <= set(self.ended):
             raise ClusterError(
                 f"every worker's {self.system.name} job ended; the last: {self._why(name)}"
             )
@@ -225,6 +261,8 @@ class BatchKind(Kind):
     (batch) is asked for with the steps' batch systems (wiring.batch_systems), in one line."""
 
     collects = True
+    adapts = True
+    adapt_minimum = 0  # a batch worker holds a node: none while nothing waits (as REANA's)
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return BatchBackend(systems[self.name], run_id=run_id, tls=tls)

@@ -67,18 +67,27 @@ class SchedulerPool:
             self.pool.add(name)
             self.add_worker(name)
 
+    def cancel_worker(self, name: str) -> bool:
+        """Take back a worker that never registered (a batch job still queued): whether done."""
+        return False
+
     def retire(self, names: list[str]) -> list[str]:
-        for name in names:
+        registered = self.observed()
+        gone = {n for n in names if n not in registered and self.cancel_worker(n)}
+        present = [n for n in names if n in registered]
+        for name in present:
             self.let_go(name, retiring=True)
         retired: dict[str, Any] = {}
         try:  # the data each holds moves to the others first; then each closes itself
-            retired = self.ask_scheduler(
-                "retire_workers", timeout=60.0, names=names, close_workers=True, remove=True
-            )
+            if present:
+                retired = self.ask_scheduler(
+                    "retire_workers", timeout=60.0, names=present, close_workers=True, remove=True
+                )
         finally:
-            gone = {str(info.get("name")) for info in retired.values()}
-            for name in names:
-                if name not in gone:
+            closed = {str(info.get("name")) for info in retired.values()}
+            for name in present:
+                if name not in closed:
                     self.let_go(name, retiring=False)  # kept: it would lose data
+            gone |= closed
             self.pool -= gone
         return sorted(gone)
