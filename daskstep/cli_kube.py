@@ -77,6 +77,13 @@ def add_render(sub: Any) -> None:
     )
     placement_options(p, DERIVED_RUN_ID)
     p.add_argument(
+        "--adapt",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the operator's DaskAutoscaler, from 0 to number_of_workers, with the scheduler's "
+        "HTTP API on so that workers are retired, not deleted (default off)",
+    )
+    p.add_argument(
         "--root-uid",
         metavar="UID",
         help="the root ConfigMap's uid, for the ownerReferences (default: none; the output "

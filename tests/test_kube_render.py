@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import dask_kubernetes
 import jsonschema
 import kubernetes_validate
@@ -324,7 +325,7 @@ def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
     assert objects[0]["data"]["reana.yaml"] == reana.read_text()
     assert all(o["metadata"]["namespace"] == "ns1" for o in objects)
     for obj in objects:
-        if obj["kind"] != "DaskCluster":
+        if obj["kind"] not in ("DaskCluster", "DaskAutoscaler"):  # the operator's: its CRDs
             kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
 
 
@@ -415,7 +416,7 @@ def _rendered(out: subprocess.CompletedProcess) -> list[dict[str, Any]]:
     assert out.returncode == 0, out.stderr
     objects = [o for o in yaml.safe_load_all(out.stdout) if o]
     for obj in objects:
-        if obj["kind"] != "DaskCluster":
+        if obj["kind"] not in ("DaskCluster", "DaskAutoscaler"):  # the operator's: its CRDs
             for version in VERSIONS:
                 kubernetes_validate.validate(obj, version, strict=True)
     return objects
@@ -596,3 +597,38 @@ def test_every_render_and_placement_option_says_what_it_does_and_its_default() -
             seen.append(action.option_strings[0])
             assert action.help and "default" in action.help, (name, action.option_strings)
     assert {"--namespace", "--secrets-name", "--workspace-claim", "--tls-secret"} <= set(seen)
+
+
+def test_adapt_renders_the_operators_autoscaler_owned_by_the_root_with_the_api_on() -> None:
+    """REANA's DaskAutoscaler (0 to number_of_workers), valid against the operator's own CRD
+    with nothing pruned, and the scheduler's HTTP API on, so that the operator retires workers
+    (their data moved) instead of deleting the newest pods."""
+    crd = yaml.safe_load((CRD.parent / "daskautoscaler.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    objects = render(SPECS["plain"], "", dataclasses.replace(OPTIONS, adapt=True))
+    [autoscaler] = by_kind(objects, "DaskAutoscaler")
+    [cluster] = by_kind(objects, "DaskCluster")
+    assert crd_problems(autoscaler, schema) == []
+    assert autoscaler["apiVersion"] == f"{crd['spec']['group']}/v1"
+    assert autoscaler["spec"] == {"cluster": cluster["metadata"]["name"], "minimum": 0,
+                                  "maximum": 3}  # fmt: skip
+    [owner] = autoscaler["metadata"]["ownerReferences"]
+    assert owner["kind"] == "ConfigMap" and owner["uid"] == UID
+    assert objects.index(autoscaler) > objects.index(cluster)  # its cluster exists first
+
+    [scheduler] = cluster["spec"]["scheduler"]["spec"]["containers"]
+    [routes] = [e["value"] for e in scheduler["env"] if e["name"].endswith("HTTP__ROUTES")]
+    config = dask.config.collect_env({"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": routes})
+    served = config["distributed"]["scheduler"]["http"]["routes"]
+    assert "distributed.http.scheduler.api" in served
+    assert set(dask.config.get("distributed.scheduler.http.routes")) <= set(served)
+
+    plain = render(SPECS["plain"], "", OPTIONS)
+    assert by_kind(plain, "DaskAutoscaler") == []
+    [fixed] = by_kind(plain, "DaskCluster")
+    assert "env" not in fixed["spec"]["scheduler"]["spec"]["containers"][0]
+
+
+def test_adapt_from_the_command_line(tmp_path: Path) -> None:
+    out = _daskstep("render", str(_reana(tmp_path)), "--adapt")
+    assert [o["kind"] for o in _rendered(out)].count("DaskAutoscaler") == 1

@@ -35,6 +35,8 @@ from daskstep.kube.objects import (
 from daskstep.workflow.limits import format_memory
 from daskstep.workflow.spec import Workflow
 
+API_ROUTE = "distributed.http.scheduler.api"
+
 WORKER_DEATH_TIMEOUT = 60  # seconds a worker outlives an unreachable scheduler
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 
@@ -100,6 +102,9 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
         "--dashboard-address",
         f":{DASHBOARD_PORT}",
     ]
+    if options.adapt:
+        container["env"] = [{"name": "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
+                             "value": repr(scheduler_routes())}]  # fmt: skip
     limit = {"memory": options.scheduler_memory, "cpu": options.scheduler_cpu}
     container["resources"] = {"requests": dict(limit), "limits": {"memory": limit["memory"]}}
     scheduler["spec"]["enableServiceLinks"] = False
@@ -132,6 +137,31 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
         pod["containers"] += sidecars
         pod["volumes"] += credential_volumes(options)
     return without_nones(cluster)
+
+
+def scheduler_routes() -> list[str]:
+    """distributed's own HTTP routes and its API (`/api/v1/retire_workers`, `adaptive_target`),
+    which its defaults leave out: without it the operator scales down by deleting the newest
+    pods, data and all (dask-kubernetes #807)."""
+    import dask.config
+
+    routes = list(dask.config.get("distributed.scheduler.http.routes"))
+    return routes + [API_ROUTE] * (API_ROUTE not in routes)
+
+
+def build_autoscaler(workflow: Workflow, options: KubeOptions) -> dict[str, Any]:
+    """REANA's DaskAutoscaler: none while nothing waits, up to number_of_workers."""
+    assert workflow.dask is not None
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskAutoscaler",
+        "metadata": metadata(options, options.cluster_name, "autoscaler"),
+        "spec": {
+            "cluster": options.cluster_name,
+            "minimum": 0,
+            "maximum": workflow.dask.number_of_workers,
+        },
+    }
 
 
 def build_network_policy(options: KubeOptions) -> dict[str, Any]:

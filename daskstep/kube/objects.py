@@ -81,6 +81,9 @@ class KubeOptions:
     # through the API); external: the objects only mount it, made beforehand (render's default,
     # so that no private key is in YAML that goes to git)
     tls_secret: str = "inline"
+    # the operator's DaskAutoscaler, between 0 and number_of_workers (REANA's), with the
+    # scheduler's HTTP API on, so that the operator retires workers instead of deleting pods
+    adapt: bool = False
 
     @property
     def cluster_name(self) -> str:

@@ -8,6 +8,7 @@ import yaml
 
 from daskstep.kube import tls
 from daskstep.kube.cluster import (
+    build_autoscaler,
     build_dashboard,
     build_daskcluster,
     build_log_reader,
@@ -43,6 +44,8 @@ def cluster_objects(
             files = tls_files or tls.make_files(options.run_id)
             objects.append(tls.build_tls_secret(options, files))
         objects.append(build_daskcluster(workflow, options))
+        if options.adapt:
+            objects.append(build_autoscaler(workflow, options))
         if options.dashboard_host:
             objects.append(build_dashboard(options))
     return objects
