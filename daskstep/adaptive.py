@@ -1,6 +1,6 @@
-"""Adaptive scaling for the clusters daskstep starts itself (local, Docker, Slurm, HTCondor): one
-policy, distributed's own (`AdaptiveCore`: the minimum and maximum, and `wait_count`, a worker
-is retired only after that many looks in a row found it unneeded), driven from the run loop
+"""Adaptive scaling for the clusters daskstep starts itself (local, Slurm, HTCondor): one policy,
+distributed's own (`AdaptiveCore`: the minimum and maximum, and `wait_count`, a worker is
+retired only after that many looks in a row found it unneeded), driven from the run loop
 through a backend's `WorkerPool`.
 
 Where the peers go wrong, this does not:
@@ -30,7 +30,7 @@ from daskstep.backends.pool import Adapt
 from daskstep.words import plural
 
 INTERVAL = 1.0  # seconds between looks, as distributed's Adaptive
-WAIT_COUNT = 10  # looks in a row before a worker goes: an idle worker is gone within ~10 s
+WAIT_COUNT = 3  # looks in a row before a worker goes, as distributed's Adaptive: ~3 s idle
 HOLD = 5.0  # seconds after a step starts without a scale-down
 
 

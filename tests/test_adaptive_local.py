@@ -42,7 +42,7 @@ t0 = time.time()
 squares = client.map(wide, range(200), ran=ran, pure=False)
 wait(squares)
 t1 = time.time()
-client.submit(serial, 16, pure=False).result()
+client.submit(serial, 12, pure=False).result()
 t2 = time.time()
 total = client.submit(sum, squares).result()
 time.sleep(2)
@@ -84,7 +84,7 @@ def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> 
     # the serial task holds one worker: down to that (or the minimum, if more)
     floor = max(fewest, 1)
     settled = [t for t, n in samples if wide_end < t <= serial_end and n == floor]
-    assert settled and settled[0] - wide_end < 15, (counts, "not down during the serial task")
+    assert settled, (counts, "not down during the serial task")
 
     doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
     whats = [(e["component"], e["what"]) for e in doc["events"]]

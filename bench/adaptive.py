@@ -1,0 +1,164 @@
+"""Does adaptive scaling save workers without slowing the analysis?
+
+One two-phase step (a wide phase of many short tasks, then one long serial task, then the
+result) on 4 workers x 1 thread at most:
+
+- daskstep --adapt   `daskstep run --adapt` on the local backend (from 1 worker up to 4)
+- daskstep fixed     `daskstep run`: 4 workers all along (the makespan's anchor)
+- LocalCluster.adapt distributed's LocalCluster(...).adapt(minimum=1, maximum=4), the step
+                     started as its own process against it (the peer)
+
+The step samples the scheduler's worker count every 0.25 s and prints its makespan (first
+submit to last result) and worker-seconds (the count integrated over the makespan), as one JSON
+line. Variants alternate, so noise hits all alike; medians are printed, then the ratios.
+
+    python bench/adaptive.py [--rounds 2] [--serial 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+WORKERS = 4
+GOALS = {"makespan": 1.1, "worker_seconds": 0.6}  # against the fixed cluster
+
+STEP = textwrap.dedent(
+    """
+    import json, os, sys, threading, time
+    from distributed import Client, wait
+
+    client = Client(os.environ["DASK_SCHEDULER_URI"])
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append((time.time(), len(client.scheduler_info()["workers"])))
+            time.sleep(0.25)
+
+    def wide(i):
+        time.sleep(0.1)
+        return i * i
+
+    def serial(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    threading.Thread(target=sample, daemon=True).start()
+    t0 = time.time()
+    squares = client.map(wide, range(400), pure=False)
+    wait(squares)
+    client.submit(serial, float(sys.argv[1]), pure=False).result()
+    total = client.submit(sum, squares).result()
+    t1 = time.time()
+    done.set()
+    inside = [(t, n) for t, n in samples if t0 <= t <= t1]
+    seconds = sum(n * (b[0] - a[0]) for (a, b), n in zip(zip(inside, inside[1:]),
+                                                          (n for _, n in inside)))
+    print("ADAPTIVE " + json.dumps({"makespan": t1 - t0, "worker_seconds": seconds,
+                                    "check": total}), flush=True)
+    """
+)
+
+REANA = """\
+workflow:
+  type: serial
+  resources:
+    dask:
+      image: docker.io/daskstep/bench:1
+      number_of_workers: {workers}
+      single_worker_memory: 1Gi
+      single_worker_threads: 1
+  specification:
+    steps:
+      - name: phases
+        commands: ["python step.py {serial}"]
+"""
+
+
+def _timings(what: str, argv: list[str], **options: object) -> dict:
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=900, **options)
+    if res.returncode:
+        raise RuntimeError(f"{what} failed ({res.returncode}):\n{res.stdout[-3000:]}")
+    for line in res.stdout.splitlines():
+        if line.startswith("ADAPTIVE "):
+            return json.loads(line[len("ADAPTIVE ") :])
+    raise RuntimeError(f"{what}: the step printed no figures:\n{res.stdout[-2000:]}")
+
+
+def run_daskstep(folder: Path, serial: float, *flags: str) -> dict:
+    (folder / "step.py").write_text(STEP)
+    (folder / "reana.yaml").write_text(REANA.format(workers=WORKERS, serial=serial))
+    daskstep = Path(sys.executable).parent / "daskstep"
+    argv = [str(daskstep), "run", str(folder / "reana.yaml"), *flags]
+    return _timings(f"daskstep run {' '.join(flags)}", argv)
+
+
+def run_localcluster_adapt(folder: Path, serial: float) -> dict:
+    from distributed import LocalCluster
+
+    (folder / "step.py").write_text(STEP)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, memory_limit="1GiB", processes=True, host="127.0.0.1"
+    ) as cluster:
+        cluster.adapt(minimum=1, maximum=WORKERS)
+        env = {**os.environ, "DASK_SCHEDULER_URI": cluster.scheduler_address}
+        argv = [sys.executable, "step.py", str(serial)]
+        return _timings("the step on LocalCluster.adapt()", argv, cwd=folder, env=env)
+
+
+VARIANTS = {
+    "daskstep --adapt": lambda folder, serial: run_daskstep(folder, serial, "--adapt"),
+    "daskstep fixed": lambda folder, serial: run_daskstep(folder, serial),
+    "LocalCluster.adapt": run_localcluster_adapt,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serial", type=float, default=30.0, help="the serial task's seconds")
+    args = parser.parse_args()
+    samples: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for round_ in range(args.rounds):
+        names = list(VARIANTS)
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            folder = Path(tempfile.mkdtemp(prefix="daskstep-bench-adaptive-"))
+            try:
+                samples[name].append(VARIANTS[name](folder, args.serial))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            last = samples[name][-1]
+            print(f"round {round_ + 1} {name:20} {last['makespan']:6.1f} s "
+                  f"{last['worker_seconds']:6.1f} worker-s", flush=True)  # fmt: skip
+    if len({s["check"] for v in samples.values() for s in v}) != 1:
+        print("the variants computed different results")
+        return 1
+    med = {
+        name: {k: statistics.median(s[k] for s in runs) for k in GOALS}
+        for name, runs in samples.items()
+    }
+    print(f"\n400 tasks of 0.1 s, then one of {args.serial:g} s; medians of {args.rounds}")
+    print(f"{'':22}{'makespan':>10}{'worker-s':>10}")
+    for name, m in med.items():
+        print(f"{name:22}{m['makespan']:9.1f}s{m['worker_seconds']:10.1f}")
+    ours = med["daskstep --adapt"]
+    for anchor in ("daskstep fixed", "LocalCluster.adapt"):
+        ratio = {k: ours[k] / med[anchor][k] for k in GOALS}
+        print(f"{'/ ' + anchor:22}{ratio['makespan']:9.2f}x{ratio['worker_seconds']:9.2f}x")
+    print(f"goals against the fixed cluster: makespan <= {GOALS['makespan']}x, worker-seconds "
+          f"<= {GOALS['worker_seconds']}x; against LocalCluster.adapt: <= 1.0x each")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
