@@ -29,7 +29,6 @@ from daskstep.backends.base import Report
 from daskstep.backends.pool import Adapt
 from daskstep.words import plural
 
-INTERVAL = 1.0  # seconds between looks, as distributed's Adaptive
 WAIT_COUNT = 3  # looks in a row before a worker goes, as distributed's Adaptive: ~3 s idle
 HOLD = 5.0  # seconds after a step starts without a scale-down
 
@@ -82,11 +81,12 @@ class Autoscaler(AdaptiveCore):
         self.clock = clock
         self.held_until = -math.inf
         self.since: dict[str, float] = {}  # when each worker was first found unneeded
+        self._observed: set[str] | None = None  # asked once per look: one call, not six
 
     # -- the state distributed's policy reads ------------------------------------------------
     @property
     def plan(self) -> set[str]:  # type: ignore[override]
-        return self.pool.requested() | self.pool.observed()
+        return self.pool.requested() | self.observed
 
     @property
     def requested(self) -> set[str]:  # type: ignore[override]
@@ -94,7 +94,9 @@ class Autoscaler(AdaptiveCore):
 
     @property
     def observed(self) -> set[str]:  # type: ignore[override]
-        return self.pool.observed()
+        if self._observed is None:
+            self._observed = self.pool.observed()
+        return self._observed
 
     async def target(self) -> int:
         return self.pool.wanted()
@@ -125,10 +127,10 @@ class Autoscaler(AdaptiveCore):
         now = self.clock()
         for name in self.pool.retire(names):
             if name in self.since:
-                why = f"not needed for {now - self.since.pop(name):.0f} s"
+                why = f"not needed for {now - self.since.pop(name):.0f} s; its data moved first"
             else:
-                why = "asked for and not needed before it came"
-            self.report(f"worker {name}", "retired", f"{why}; its data moved first")
+                why = "asked for, and no longer needed before it came"
+            self.report(f"worker {name}", "retired", why)
 
     # -- driven from the run loop ------------------------------------------------------------
     def step_started(self) -> None:
@@ -137,6 +139,7 @@ class Autoscaler(AdaptiveCore):
     def look(self) -> None:
         """One look, at most one change (distributed's `adapt`). A scheduler that does not
         answer is the backend's to judge (check_alive): this look is skipped."""
+        self._observed = None
         with contextlib.suppress(Exception):
             run_through(self.adapt())
 

@@ -93,7 +93,8 @@ def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> 
     waiting = re.fullmatch(r"from \d; (\d+) tasks to run", ups[0])
     assert waiting and int(waiting[1]) > 100, ups  # the wide phase's 200, most still to run
     retired = [e for e in doc["events"] if e["what"] == "retired"]
-    assert len(retired) >= most - floor and all("its data moved first" in e["why"] for e in retired)
+    moved = [e for e in retired if e["why"].endswith("; its data moved first")]
+    assert len(moved) >= most - floor, retired  # through the scheduler
     assert "too few workers" not in [w for _, w in whats]
     assert f"scaled up to {most} workers" in err and "retired" in err
 

@@ -134,7 +134,7 @@ def test_workers_that_never_arrived_go_first() -> None:
     autoscaler.look()
     autoscaler.look()
     assert sorted(pool.retired) == ["worker-1", "worker-2"] and pool.running == {"worker-0"}
-    why = "asked for and not needed before it came; its data moved first"
+    why = "asked for, and no longer needed before it came"
     assert ("worker worker-1", "retired", why) in events
 
 
