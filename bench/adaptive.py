@@ -8,16 +8,24 @@ result) on 4 workers x 1 thread at most:
 - LocalCluster.adapt distributed's LocalCluster(...).adapt(minimum=1, maximum=4), the step
                      started as its own process against it (the peer)
 
+With `--slurm`, on a one-node Slurm of our own (tests/slurm.py, as bench/batch_start.py), where
+each worker is a batch job:
+
+- slurm --adapt      `daskstep run --backend slurm --adapt` (from 0 jobs up to 4)
+- slurm fixed        `daskstep run --backend slurm`: 4 jobs all along
+- SLURMCluster.adapt dask-jobqueue's SLURMCluster(...).adapt(minimum=0, maximum=4) (the peer)
+
 The step samples the scheduler's worker count every 0.25 s and prints its makespan (first
 submit to last result) and worker-seconds (the count integrated over the makespan), as one JSON
 line. Variants alternate, so noise hits all alike; medians are printed, then the ratios.
 
-    python bench/adaptive.py [--rounds 2] [--serial 30]
+    python bench/adaptive.py [--rounds 2] [--serial 30] [--slurm]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 WORKERS = 4
@@ -115,31 +124,87 @@ def run_localcluster_adapt(folder: Path, serial: float) -> dict:
         return _timings("the step on LocalCluster.adapt()", argv, cwd=folder, env=env)
 
 
+def run_slurmcluster_adapt(folder: Path, serial: float) -> dict:
+    """As dask-jobqueue's docs: one worker process (with its nanny) per job, 1 core, 1 GiB."""
+    from dask_jobqueue import SLURMCluster
+
+    (folder / "step.py").write_text(STEP)
+    with SLURMCluster(
+        cores=1,
+        processes=1,
+        memory="1GiB",
+        interface="lo",
+        scheduler_options={"dashboard_address": "127.0.0.1:0"},
+        log_directory=str(folder),
+    ) as cluster:
+        cluster.adapt(minimum=0, maximum=WORKERS)
+        env = {**os.environ, "DASK_SCHEDULER_URI": cluster.scheduler_address}
+        argv = [sys.executable, "step.py", str(serial)]
+        return _timings("the step on SLURMCluster.adapt()", argv, cwd=folder, env=env)
+
+
 VARIANTS = {
     "daskstep --adapt": lambda folder, serial: run_daskstep(folder, serial, "--adapt"),
     "daskstep fixed": lambda folder, serial: run_daskstep(folder, serial),
     "LocalCluster.adapt": run_localcluster_adapt,
 }
+SLURM_VARIANTS = {
+    "slurm --adapt": lambda f, s: run_daskstep(f, s, "--backend", "slurm", "--adapt"),
+    "slurm fixed": lambda f, s: run_daskstep(f, s, "--backend", "slurm"),
+    "SLURMCluster.adapt": run_slurmcluster_adapt,
+}
+COMPARED = {  # ours, its fixed-size anchor, its peer
+    "daskstep --adapt": ("daskstep fixed", "LocalCluster.adapt"),
+    "slurm --adapt": ("slurm fixed", "SLURMCluster.adapt"),
+}
+
+
+@contextlib.contextmanager
+def our_slurm() -> Iterator[None]:
+    """The tests' one-node Slurm, for sbatch and squeue, ours and dask-jobqueue's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from batch_start import slurm_module
+
+    slurm = slurm_module()
+    available, why = slurm.slurm_available()
+    if not available:
+        raise SystemExit(f"--slurm: no Slurm here: {why}")
+    base = Path(tempfile.mkdtemp(prefix="daskstep-bench-adaptive-slurm-", dir="/var/tmp"))
+    try:
+        cluster = slurm._start(base)
+        saved = dict(os.environ)
+        os.environ.update(cluster.env)
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            slurm._stop(cluster)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--serial", type=float, default=30.0, help="the serial task's seconds")
+    parser.add_argument("--slurm", action="store_true", help="the Slurm variants too")
     args = parser.parse_args()
-    samples: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-    for round_ in range(args.rounds):
-        names = list(VARIANTS)
-        order = names[round_ % len(names) :] + names[: round_ % len(names)]
-        for name in order:
-            folder = Path(tempfile.mkdtemp(prefix="daskstep-bench-adaptive-"))
-            try:
-                samples[name].append(VARIANTS[name](folder, args.serial))
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-            last = samples[name][-1]
-            print(f"round {round_ + 1} {name:20} {last['makespan']:6.1f} s "
-                  f"{last['worker_seconds']:6.1f} worker-s", flush=True)  # fmt: skip
+    variants = {**VARIANTS, **(SLURM_VARIANTS if args.slurm else {})}
+    samples: dict[str, list[dict]] = {name: [] for name in variants}
+    with our_slurm() if args.slurm else contextlib.nullcontext():
+        for round_ in range(args.rounds):
+            names = list(variants)
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for name in order:
+                folder = Path(tempfile.mkdtemp(prefix="daskstep-bench-adaptive-", dir="/var/tmp"))
+                try:
+                    samples[name].append(variants[name](folder, args.serial))
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+                last = samples[name][-1]
+                print(f"round {round_ + 1} {name:20} {last['makespan']:6.1f} s "
+                      f"{last['worker_seconds']:6.1f} worker-s", flush=True)  # fmt: skip
     if len({s["check"] for v in samples.values() for s in v}) != 1:
         print("the variants computed different results")
         return 1
@@ -151,12 +216,15 @@ def main() -> int:
     print(f"{'':22}{'makespan':>10}{'worker-s':>10}")
     for name, m in med.items():
         print(f"{name:22}{m['makespan']:9.1f}s{m['worker_seconds']:10.1f}")
-    ours = med["daskstep --adapt"]
-    for anchor in ("daskstep fixed", "LocalCluster.adapt"):
-        ratio = {k: ours[k] / med[anchor][k] for k in GOALS}
-        print(f"{'/ ' + anchor:22}{ratio['makespan']:9.2f}x{ratio['worker_seconds']:9.2f}x")
+    for name, anchors in COMPARED.items():
+        if name not in med:
+            continue
+        print(name)
+        for anchor in anchors:
+            ratio = {k: med[name][k] / med[anchor][k] for k in GOALS}
+            print(f"{'  / ' + anchor:22}{ratio['makespan']:9.2f}x{ratio['worker_seconds']:9.2f}x")
     print(f"goals against the fixed cluster: makespan <= {GOALS['makespan']}x, worker-seconds "
-          f"<= {GOALS['worker_seconds']}x; against LocalCluster.adapt: <= 1.0x each")  # fmt: skip
+          f"<= {GOALS['worker_seconds']}x; against the peer's adapt(): <= 1.0x each")  # fmt: skip
     return 0
 
 

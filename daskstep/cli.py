@@ -127,9 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapt",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="the workers follow the work: from 1 (local; 0 on slurm and htcondor) up to "
-        "number_of_workers, retired through the scheduler when idle (default off)",
+        default=None,
+        help="the workers follow the work: from 1 (local, docker; 0 on slurm, htcondor and "
+        "kubernetes) up to number_of_workers, retired through the scheduler when idle "
+        "(default: the site or limits file's autoscaler, else on for kubernetes only)",
     )
     placement_options(p)
 

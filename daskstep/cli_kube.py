@@ -4,6 +4,7 @@ share, and `daskstep render`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,10 @@ def add_render(sub: Any) -> None:
     p.add_argument(
         "--adapt",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=None,
         help="the operator's DaskAutoscaler, from 0 to number_of_workers, with the scheduler's "
-        "HTTP API on so that workers are retired, not deleted (default off)",
+        "HTTP API on so that workers are retired, not deleted (default: the limits file's "
+        "autoscaler, else on, as REANA's)",
     )
     p.add_argument(
         "--root-uid",
@@ -128,6 +130,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise InputError([Problem("--backend", message)], source=args.reana_yaml)
     reana_yaml = Path(args.reana_yaml).read_text()
     options = options_from(args, reana_yaml)
+    if workflow.dask is not None:  # --adapt, else the platform's switch, else REANA's default
+        adapt = next(on for on in (args.adapt, workflow.dask.autoscaler, True) if on is not None)
+        options = dataclasses.replace(options, adapt=adapt)
     files = None
     if args.tls_dir and not (options.tls and workflow.dask is not None):
         say("warning: --tls-dir is not used: the run has no cluster, or --tls off")

@@ -177,7 +177,7 @@ class Run:
         folders = (self.credentials.folder,) if self.credentials else ()
         spec = ClusterSpec.from_dask(self.workflow.dask, environment, folders)
         if self.adapt is not None:  # it starts with the fewest and grows with the work
-            spec = dataclasses.replace(spec, workers=self.adapt.minimum)
+            spec = dataclasses.replace(spec, workers=self.adapt.minimum, adaptive=True)
         t = time.monotonic()
         handle = backend.start(spec, self.record, cancel=self.cancel, watcher=self._cluster_event)
         self.status.cluster_started(handle)
@@ -197,7 +197,7 @@ class Run:
         if backend.scheduler_reachable:
             self.watch = SchedulerWatch(self._identity, spec.workers, self._cluster_event)
             self._ask_task_stream()  # installs the scheduler's recorder of what ran where
-        if self.adapt is not None:
+        if self.adapt is not None and not backend.scales_itself:
             from daskstep.adaptive import Autoscaler
 
             pool: Any = backend  # a backend daskstep starts itself: a SchedulerPool

@@ -5,13 +5,14 @@ then each backend gets its step launcher and the run gets its parts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend
 from daskstep.backends.pool import Adapt
-from daskstep.backends.registry import Kind, RunOptions, kind_of, names
+from daskstep.backends.registry import Kind, RunOptions, kind_of
 from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.engine_step import engine_problems, is_engine, stage_engine_files
 from daskstep.errors import InputError, Problem
@@ -36,7 +37,7 @@ def prepare_run(
     own: Any = None,  # the backend's own options (Kind.options_from)
     site: str | None = None,  # the batch site's settings file
     tls: bool = True,
-    adapt: bool = False,
+    adapt: bool | None = None,  # None: the site or limits file, else the backend's default
 ) -> Run:
     options = RunOptions(start_timeout, tls, site, allow_version_mismatch, own, adapt)
     kind = kind_of(backend)(workflow, options)
@@ -94,19 +95,23 @@ def prepare_run(
 
 
 def adaptive_limits(workflow: Workflow, kind: Kind) -> Adapt | None:
-    """--adapt: between the backend's fewest and the workflow's number_of_workers."""
-    if not kind.options.adapt or workflow.dask is None:
+    """Whether the workers follow the work: --adapt/--no-adapt, else the site file's
+    `autoscaler`, else the limits file's (the platform's, as REANA's DASK_AUTOSCALER_ENABLED),
+    else the backend's default; between its fewest and the workflow's number_of_workers."""
+    if workflow.dask is None:
         return None
-    if not kind.adapts:
-        raise InputError(
-            [
-                Problem(
-                    "--adapt",
-                    f"the {kind.name} backend does not scale its workers yet; leave --adapt "
-                    f"out, or use --backend {' or '.join(n for n in names() if kind_of(n).adapts)}",
-                )
-            ]
-        )
+    on = kind.options.adapt
+    if on is None and kind.options.site is not None:
+        from daskstep.batch.site import load_site
+
+        on = load_site(kind.options.site).autoscaler
+    if on is None:
+        on = workflow.dask.autoscaler
+    if on is None:
+        on = kind.adapt_default
+    kind.options = dataclasses.replace(kind.options, adapt=on)
+    if not on:
+        return None
     most = workflow.dask.number_of_workers
     return Adapt(minimum=min(kind.adapt_minimum, most), maximum=most)
 

@@ -97,15 +97,3 @@ def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> 
     assert len(moved) >= most - floor, retired  # through the scheduler
     assert "too few workers" not in [w for _, w in whats]
     assert f"scaled up to {most} workers" in err and "retired" in err
-
-
-def test_adapt_on_a_backend_that_does_not_scale_yet_is_one_line(tmp_path: Path) -> None:
-    reana = write_workflow(tmp_path, [("one", ["true"])])
-    proc = daskstep("run", str(reana), "--backend", "docker", "--adapt")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and out == "", err
-    assert err.splitlines() == [
-        "error: --adapt: the docker backend does not scale its workers yet; leave --adapt out, "
-        "or use --backend local or slurm or htcondor"
-    ]
-    assert not (tmp_path / ".daskstep" / "runs").exists()  # nothing started, nothing recorded

@@ -350,3 +350,23 @@ def test_losing_the_scheduler_container_fails_the_run_at_once(
     assert [s["status"] for s in doc["steps"]][1] == "skipped"
     assert any(e["component"] == "scheduler" and e["what"] == "lost" for e in doc["events"])
     assert containers(docker_engine) == [], "containers of the run left"
+
+
+def test_adaptive_workers_are_containers_that_follow_the_work(
+    docker_engine: Engine, old_image: str, tmp_path: Path
+) -> None:
+    """--adapt on Docker, with an older distributed in the image than daskstep's: the scheduler
+    is asked over its HTTP API how many workers it wants, and to retire them (their data
+    moves first); a retired worker's container stops and the engine does not restart it."""
+    from test_adaptive_local import TWO_PHASES, followed
+
+    (tmp_path / "phases.py").write_text(TWO_PHASES)
+    spec = workflow(tmp_path, old_image, [("phases", old_image, ["python3 phases.py"])])
+    run = daskstep("run", str(spec), "--backend", "docker", "--adapt")
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    phases = json.loads((tmp_path / "phases.json").read_text())
+    followed(tmp_path, phases, err, fewest=1, most=3)
+    doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
+    assert not [e for e in doc["events"] if e["what"] in ("lost", "killed for memory (OOM)")]
+    assert containers(docker_engine) == []

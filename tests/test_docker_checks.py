@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daskstep.backends.docker import checked_images, cpu_problem
 from daskstep.docker import images
+from daskstep.docker.preflight import checked_images, cpu_problem
 from daskstep.errors import InputError, described
 from daskstep.workflow.limits import load_limits
 from daskstep.workflow.spec import check

@@ -111,7 +111,7 @@ def api(stand_in):
 
 
 def test_every_rendered_object_goes_to_its_own_path_and_comes_back(stand_in, api) -> None:
-    options = KubeOptions(namespace="ns", run_id="ds-1", root_uid="u-root")
+    options = KubeOptions(namespace="ns", run_id="ds-1", root_uid="u-root", adapt=True)
     objects = render(SPECS["both"], "x: 1\n", options)
     made = [api.create(obj) for obj in objects]
     paths = [path for method, path, _ in stand_in.requests if method == "POST"]
@@ -123,6 +123,7 @@ def test_every_rendered_object_goes_to_its_own_path_and_comes_back(stand_in, api
         "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
         "/api/v1/namespaces/ns/secrets",
         "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters",
+        "/apis/kubernetes.dask.org/v1/namespaces/ns/daskautoscalers",
         "/apis/batch/v1/namespaces/ns/jobs",
         "/apis/batch/v1/namespaces/ns/jobs",
     ]
@@ -136,6 +137,8 @@ def test_every_rendered_object_goes_to_its_own_path_and_comes_back(stand_in, api
     assert root is not None and root["data"]["reana.yaml"] == "x: 1\n"
     cluster = api.get("DaskCluster", "ns", "ds-1")
     assert cluster is not None and cluster["spec"]["worker"]["replicas"] == 3
+    autoscaler = api.get("DaskAutoscaler", "ns", "ds-1")
+    assert autoscaler is not None and autoscaler["spec"]["maximum"] == 3
     jobs = api.list("Job", "ns", labels="daskstep.io/run=ds-1,daskstep.io/step=fit-plot")
     assert [j["metadata"]["name"] for j in jobs] == ["ds-1-1-fit-plot"]
 

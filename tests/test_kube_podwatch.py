@@ -15,6 +15,7 @@ import pytest
 from test_kube_run import FakeKubeServer, run_on
 
 import daskstep.run
+from daskstep.backends.pool import Adapt
 from daskstep.kube.podwatch import PodEvent, PodWatch
 
 WORKER_OOM = "killed for memory (OOM)"
@@ -196,12 +197,13 @@ def test_pods_that_are_not_the_clusters_dask_pods_are_not_watched() -> None:
 # -- through the backend, in a run --------------------------------------------------------------
 class WatchedServer(FakeKubeServer):
     """The fake, with a first step that lasts: once the backend has looked at the cluster's
-    pods mid-step, `happen` does something to a pod; once it looked again, the step ends 0
-    (or after 10 s, so that a backend that never looks fails the test instead of hanging)."""
+    pods mid-step, `happen` does something to a pod (each of several at a look of its own);
+    once it looked again, the step ends 0 (or after 10 s, so that a backend that never looks
+    fails the test instead of hanging)."""
 
-    def __init__(self, happen: Any) -> None:
+    def __init__(self, *happen: Any) -> None:
         super().__init__(codes={1: 0})
-        self.happen = happen
+        self.happen = list(happen)
         self.looks = 0  # lists of the cluster's pods
         self.started_at: int | None = None
         self.happened_at: int | None = None
@@ -216,10 +218,10 @@ class WatchedServer(FakeKubeServer):
     def _step_poll(self) -> None:
         if self.started_at is None:
             self.started_at = self.looks
-        elif self.happened_at is None and self.looks > self.started_at:
-            self.happen(self)
+        elif self.happen and self.looks > (self.happened_at or self.started_at):
+            self.happen.pop(0)(self)
             self.happened_at = self.looks
-        elif self.happened_at is not None and self.looks > self.happened_at:
+        elif self.happened_at is not None and self.looks > self.happened_at and not self.happen:
             self.end_step()
         if time.monotonic() > self.deadline:
             self.end_step()
@@ -283,6 +285,31 @@ def test_the_scheduler_killed_mid_step_fails_the_run_as_scheduler_lost(tmp_path)
     assert f"daskstep: error: {message}" in job_log(tmp_path)
     assert "create Job ds-1-2-step-2" not in server.log
     assert server.objects == {}, "the run's objects are deleted"
+
+
+def test_adapt_leaves_the_workers_to_the_operators_autoscaler_owned_by_the_root(
+    tmp_path: Path,
+) -> None:
+    """--adapt on Kubernetes: the DaskAutoscaler is created, owned by the root, the run waits
+    for its minimum (none) instead of every worker, and the workers the operator retires are
+    said as retired, not lost."""
+    # mid-step, the operator scales up to 2 workers for the work, then down to 1 again
+    server = WatchedServer(lambda s: s.scale_to(2), lambda s: s.scale_to(1))
+    code, status = run_on(server, tmp_path, adapt=Adapt(minimum=0, maximum=3))
+    assert code == 0, status
+    created = [line for line in server.log if line.startswith("create")]
+    cluster = created.index("create DaskCluster ds-1")
+    assert created.index("create DaskAutoscaler ds-1") == cluster + 1
+    assert server.owners[("DaskAutoscaler", "ds-1")] == ["uid-1"]  # the root's
+    assert status["cluster"]["workers_ready"] == 0  # ready at the minimum, before any worker
+    events = [(e["component"], e["what"], e["why"]) for e in status["events"]]
+    assert events == [
+        ("worker ds-1-default-worker-0", "started", "the DaskAutoscaler scaled up"),
+        ("worker ds-1-default-worker-1", "started", "the DaskAutoscaler scaled up"),
+        ("worker ds-1-default-worker-1", "retired",
+         "the DaskAutoscaler scaled down; its pod ds-1-default-worker-1-5f7c9 was deleted"),
+    ]  # fmt: skip
+    assert server.objects == {}, "the root's deletion took the autoscaler too"
 
 
 def test_pods_as_the_kubernetes_client_serialises_them() -> None:

@@ -319,6 +319,7 @@ def test_the_cli_prints_yaml_that_reads_back(tmp_path: Path) -> None:
         "RoleBinding",
         "NetworkPolicy",
         "DaskCluster",
+        "DaskAutoscaler",  # on unless told otherwise, as REANA's
         "Ingress",
         "Job",
     ]
@@ -629,6 +630,19 @@ def test_adapt_renders_the_operators_autoscaler_owned_by_the_root_with_the_api_o
     assert "env" not in fixed["spec"]["scheduler"]["spec"]["containers"][0]
 
 
-def test_adapt_from_the_command_line(tmp_path: Path) -> None:
-    out = _daskstep("render", str(_reana(tmp_path)), "--adapt")
-    assert [o["kind"] for o in _rendered(out)].count("DaskAutoscaler") == 1
+def test_the_autoscaler_is_on_as_reanas_unless_the_limits_or_the_command_line_say_off(
+    tmp_path: Path,
+) -> None:
+    reana = str(_reana(tmp_path))
+    off = tmp_path / "limits.yaml"
+    off.write_text("autoscaler: false\n")
+
+    def autoscalers(*args: str) -> int:
+        return [o["kind"] for o in _rendered(_daskstep("render", reana, *args))].count(
+            "DaskAutoscaler"
+        )
+
+    assert autoscalers() == 1  # REANA's DASK_AUTOSCALER_ENABLED is on by default
+    assert autoscalers("--no-adapt") == 0
+    assert autoscalers("--limits", str(off)) == 0  # the platform's switch
+    assert autoscalers("--limits", str(off), "--adapt") == 1  # the command line over it

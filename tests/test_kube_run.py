@@ -16,6 +16,7 @@ from test_kube_render import workflow_of
 
 import daskstep.kube.step_launcher
 from daskstep.backends.kubernetes import KubernetesBackend
+from daskstep.backends.pool import Adapt
 from daskstep.kube.objects import KubeOptions
 from daskstep.kube.step_launcher import KubernetesStepLauncher
 from daskstep.record import Workspace
@@ -44,6 +45,8 @@ class FakeKubeServer:
         self.owners[(kind, name)] = [r["uid"] for r in obj["metadata"].get("ownerReferences", [])]
         if kind == "DaskCluster":
             self._operator(obj)
+        if kind == "DaskAutoscaler":  # as the operator's: nothing waits, so down to the minimum
+            self.scale_to(obj["spec"]["minimum"])
         if kind == "Job":
             self._job_controller(obj)
         return obj
@@ -62,6 +65,15 @@ class FakeKubeServer:
     def _operator(self, cluster: dict[str, Any]) -> None:
         name = cluster["metadata"]["name"]
         cluster["status"] = {"phase": "Running" if self.runs else "Pending"}
+        self._pod(cluster, "scheduler", f"{name}-scheduler")
+        for i in range(cluster["spec"]["worker"]["replicas"]):
+            self._worker_pod(cluster, i)
+
+    def _worker_pod(self, cluster: dict[str, Any], i: int) -> None:
+        self._pod(cluster, "worker", f"{cluster['metadata']['name']}-default-worker-{i}")
+
+    def _pod(self, cluster: dict[str, Any], component: str, dask_name: str) -> None:
+        name = cluster["metadata"]["name"]
         ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
         pull = {
             "phase": "Pending",
@@ -70,26 +82,31 @@ class FakeKubeServer:
                  "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
             ],
         }  # fmt: skip
-        pods = [("scheduler", f"{name}-scheduler")] + [
-            ("worker", f"{name}-default-worker-{i}")
-            for i in range(cluster["spec"]["worker"]["replicas"])
-        ]
-        for component, dask_name in pods:
-            labels = {"dask.org/cluster-name": name, "dask.org/component": component}
-            spec = copy.deepcopy(cluster["spec"][component]["spec"])
-            if component == "worker":  # as the operator's Deployment: a Dask name, a pod name
-                spec["containers"][0].setdefault("env", []).append(
-                    {"name": "DASK_WORKER_NAME", "value": dask_name}
-                )
-            status = copy.deepcopy(ready if self.runs else pull)
-            if self.runs:
-                status["containerStatuses"] = [
-                    {"name": c["name"], "ready": True, "restartCount": 0, "state": {"running": {}}}
-                    for c in spec["containers"]
-                ]
-            pod = f"{dask_name}-5f7c9" if component == "worker" else dask_name
-            body = {"metadata": {"labels": labels}, "spec": spec, "status": status}
-            self._own(cluster, "Pod", pod, body)
+        labels = {"dask.org/cluster-name": name, "dask.org/component": component}
+        spec = copy.deepcopy(cluster["spec"][component]["spec"])
+        if component == "worker":  # as the operator's Deployment: a Dask name, a pod name
+            spec["containers"][0].setdefault("env", []).append(
+                {"name": "DASK_WORKER_NAME", "value": dask_name}
+            )
+        status = copy.deepcopy(ready if self.runs else pull)
+        if self.runs:
+            status["containerStatuses"] = [
+                {"name": c["name"], "ready": True, "restartCount": 0, "state": {"running": {}}}
+                for c in spec["containers"]
+            ]
+        pod = f"{dask_name}-5f7c9" if component == "worker" else dask_name
+        body = {"metadata": {"labels": labels}, "spec": spec, "status": status}
+        self._own(cluster, "Pod", pod, body)
+
+    def scale_to(self, n: int) -> None:
+        """As the operator scaling the default worker group: workers added or deleted."""
+        workers = sorted(k for k in self.objects if k[0] == "Pod" and "-default-worker-" in k[1])
+        for key in workers[n:]:
+            del self.objects[key]
+            self.log.append(f"scaled down {key[1]}")
+        cluster = next(o for (k, _), o in self.objects.items() if k == "DaskCluster")
+        for i in range(len(workers), n):
+            self._worker_pod(cluster, i)
 
     def restart_container(self, pod: str, reason: str = "OOMKilled", code: int = 137) -> None:
         """As the kubelet: the pod's first container ended (OOM kill, crash) and runs again."""
@@ -163,9 +180,12 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(daskstep.kube.step_launcher, "POLL_SECONDS", 0.01)
 
 
-def run_on(server: FakeKubeServer, tmp_path: Path, timeout: float = 5.0) -> tuple[int, dict]:
+def run_on(
+    server: FakeKubeServer, tmp_path: Path, timeout: float = 5.0, adapt: Adapt | None = None
+) -> tuple[int, dict]:
     workflow = workflow_of(kerberos=True)
-    backend = KubernetesBackend(server, KubeOptions(namespace="ns", run_id="ds-1"), workflow, "x")
+    options = KubeOptions(namespace="ns", run_id="ds-1", adapt=adapt is not None)
+    backend = KubernetesBackend(server, options, workflow, "x")
     backend.poll_interval = 0.01
     run = Run(
         workflow,
@@ -174,6 +194,7 @@ def run_on(server: FakeKubeServer, tmp_path: Path, timeout: float = 5.0) -> tupl
         launcher=KubernetesStepLauncher(server, backend, workflow),
         logs=FakeLogShipper(server.log),
         start_timeout=timeout,
+        adapt=adapt,
     )
     code = run.execute()
     return code, json.loads((tmp_path / ".daskstep" / "status.json").read_text())

@@ -392,11 +392,12 @@ def http_scheduler(body: bytes) -> Iterator[str]:
 
 def test_docker_counts_come_from_the_schedulers_http_and_erred_may_be_missing() -> None:
     from daskstep.backends.docker import DockerBackend
+    from daskstep.docker.scheduler_http import SchedulerHTTP
 
     backend = DockerBackend(client=object())
     body = b'{"processing": 7, "memory": 40, "waiting": 3, "released": 2, "tasks": 52}'
     with http_scheduler(body) as url:
-        backend.http = url
+        backend.http = SchedulerHTTP(url)
         assert backend.task_counts() == {
             "processing": 7,
             "waiting": 3,

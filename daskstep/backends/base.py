@@ -36,6 +36,7 @@ class ClusterSpec:
     image: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     read_only: tuple[Path, ...] = ()  # folders the workers see at the same path (credentials)
+    adaptive: bool = False  # the workers follow the work (backends/pool.py)
 
     @property
     def memory_bytes(self) -> int:
@@ -121,6 +122,7 @@ class ClusterBackend(ABC):
     shares_step_environment: ClassVar[bool] = False
     # False when daskstep run cannot reach the scheduler (a ClusterIP inside Kubernetes)
     scheduler_reachable: ClassVar[bool] = True
+    scales_itself: ClassVar[bool] = False  # adaptive scaling is the platform's, not ours
 
     def __init__(self, tls: Any = None) -> None:
         self.handle: ClusterHandle | None = None

@@ -261,7 +261,6 @@ class BatchKind(Kind):
     (batch) is asked for with the steps' batch systems (wiring.batch_systems), in one line."""
 
     collects = True
-    adapts = True
     adapt_minimum = 0  # a batch worker holds a node: none while nothing waits (as REANA's)
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:

@@ -10,7 +10,9 @@ image (`resources.dask.image`), running that image's own `dask scheduler` / `das
   comes back after a crash, an OOM kill or `Client.restart()`, and stops only when we stop it.
 - The network is the engine's `network_mode` (tests: `host`, on loopback addresses).
 - Readiness and worker counts come from the scheduler's HTTP `/json/identity.json`, which every
-  distributed version serves, so the controller's own Dask need not speak to an old one.
+  distributed version serves, so the controller's own Dask need not speak to an old one; with
+  `--adapt`, the scheduler's HTTP API says how many workers it wants and retires them
+  (docker/scheduler_http.py), and a worker is a container started or let go.
 - Teardown removes everything with the run's label, on every path; a reaper process
   (`daskstep sidecar reaper`) does it when the controller dies; `daskstep gc` when both did.
 - The engine's `oom` events name the worker that was killed for memory, with its limit.
@@ -23,7 +25,7 @@ import contextlib
 import json
 import threading
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from daskstep.backends.base import (
     Progress,
     nanny_environment,
 )
+from daskstep.backends.pool import scheduler_routes
 from daskstep.backends.registry import Kind
 from daskstep.docker.containers import (
     COMPONENT_LABEL,
@@ -45,11 +48,12 @@ from daskstep.docker.containers import (
     run_labels,
     user_options,
 )
-from daskstep.errors import ClusterError, InputError, Problem, SchedulerLost, described
-from daskstep.progress import say
+from daskstep.docker.preflight import checked_images
+from daskstep.docker.scheduler_http import SchedulerHTTP
+from daskstep.docker.worker_pool import ContainerPool
+from daskstep.errors import ClusterError, SchedulerLost, described
 from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
-from daskstep.workflow.spec import STEPS_PATH, Workflow
 from sidecar.lifecycle import StopSignal
 
 if TYPE_CHECKING:
@@ -60,19 +64,7 @@ STOP_GRACE_SECONDS = 10.0
 SCHEDULER_START_TIMEOUT = 120.0  # an image's first start may be slow (a cold disk)
 
 
-def cpu_problem(threads: int, engine_cpus: int | None) -> Problem | None:
-    """Each worker gets as many CPUs as threads, and the engine refuses a container more CPUs
-    than it has: said before anything starts, not as the engine's refusal half-way."""
-    if not engine_cpus or threads <= engine_cpus:
-        return None
-    cpus = f"{engine_cpus} CPU{'s' if engine_cpus > 1 else ''}"
-    return Problem(
-        "workflow.resources.dask.single_worker_threads",
-        f"{threads} is more than the {cpus} the Docker engine has; ask for at most {engine_cpus}",
-    )
-
-
-class DockerBackend(ClusterBackend):
+class DockerBackend(ClusterBackend, ContainerPool):
     name = "docker"
 
     def __init__(
@@ -88,12 +80,16 @@ class DockerBackend(ClusterBackend):
         self.network = network
         self.host = host
         self.run_id = run_id or new_run_id()
-        self.http: str | None = None  # the scheduler's HTTP base, for identity.json
+        self.http: SchedulerHTTP | None = None  # the scheduler's HTTP server
         self._reaper: Reaper | None = None
         self._events: Any = None
         self._stopping = False
         self._memory = ""
         self._answered = False
+        self.pool: set[str] = set()
+        self.start_worker: Callable[[str], str] | None = None  # a worker container of this run
+        self.containers: dict[str, str] = {}  # worker name -> container id
+        self.retiring: set[str] = set()  # their end is no news
 
     # -- start ----------------------------------------------------------------------------------
     def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
@@ -120,36 +116,47 @@ class DockerBackend(ClusterBackend):
         scheduler += ["--protocol", "tls"] if self.tls else []
         scheduler += ["--dashboard-address", f"{self.host}:0"]
         scheduler += ["--scheduler-file", str(scheduler_file)]
-        runs = [(scheduler, {"name": f"{self.run_id}-scheduler",
-                             "labels": run_labels(self.run_id, "scheduler")})]  # fmt: skip
-        for i in range(spec.workers):
-            name = f"worker-{i}"
-            worker = ["dask", "worker", "--scheduler-file", str(scheduler_file)]
-            worker += ["--name", name, "--host", self.host, *tls]
-            worker += ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
-            worker += ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"]
-            worker += ["--no-nanny"]  # the engine is the nanny: see the module doc
-            limits = {
+        scheduler_options = {**common, "name": f"{self.run_id}-scheduler",
+                             "labels": run_labels(self.run_id, "scheduler")}  # fmt: skip
+        if spec.adaptive:  # its HTTP API: how many workers it wants, and their retirement
+            routes = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": repr(scheduler_routes())}
+            scheduler_options["environment"] = {**common["environment"], **routes}
+
+        def worker(name: str) -> str:
+            argv = ["dask", "worker", "--scheduler-file", str(scheduler_file)]
+            argv += ["--name", name, "--host", self.host, *tls]
+            argv += ["--nthreads", str(spec.threads), "--memory-limit", str(spec.memory_bytes)]
+            argv += ["--death-timeout", "60", "--dashboard-address", f"{self.host}:0"]
+            argv += ["--no-nanny"]  # the engine is the nanny: see the module doc
+            options = {
+                **common,
+                "name": f"{self.run_id}-{name}",
+                "labels": run_labels(self.run_id, "worker", **{WORKER_LABEL: name}),
                 "mem_limit": spec.memory_bytes,
                 "memswap_limit": spec.memory_bytes,  # no swap: the limit is the limit
                 "nano_cpus": int(spec.threads * 1e9),
                 "restart_policy": {"Name": "unless-stopped"},
                 "environment": {**common["environment"], **nanny_env},
             }
-            labels = run_labels(self.run_id, "worker", **{WORKER_LABEL: name})
-            runs.append((worker, {"name": f"{self.run_id}-{name}", "labels": labels, **limits}))
+            container = self.client.containers.run(image, argv, **options)
+            self.containers[name] = container.id
+            return container.id
+
+        self.start_worker = worker
+        self.pool = {f"worker-{i}" for i in range(spec.workers)}
+        self.next_worker = spec.workers
         try:
             in_parallel(
-                [lambda a=argv, o=options: self.client.containers.run(image, a, **{**common, **o})
-                 for argv, options in runs]
+                [lambda: self.client.containers.run(image, scheduler, **scheduler_options)]
+                + [lambda n=name: worker(n) for name in sorted(self.pool)]
             )  # fmt: skip
         except Exception as e:  # the engine's refusal, in its own words; stop() cleans up
             raise ClusterError(f"the Docker engine refused the cluster: {described(e)}") from e
         identity = self._await_scheduler_file(scheduler_file, SCHEDULER_START_TIMEOUT)
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        self.http = f"http://{host}:{identity['services']['dashboard']}"
+        self.http = SchedulerHTTP(f"http://{host}:{identity['services']['dashboard']}")
         return ClusterHandle(
-            scheduler_address=identity["address"], dashboard_url=f"{self.http}/status"
+            scheduler_address=identity["address"], dashboard_url=f"{self.http.base}/status"
         )
 
     def _await_scheduler_file(self, path: Path, timeout: float) -> dict[str, Any]:
@@ -216,6 +223,8 @@ class DockerBackend(ClusterBackend):
                 code = attributes.get("exitCode", "?")
                 if component not in ("scheduler", "worker"):  # a step's end is the step's
                     continue
+                if component == "worker" and name in self.retiring:
+                    continue
                 if actor.get("ID", "") in oom_killed:
                     oom_killed.discard(actor.get("ID", ""))
                 elif code != "0":
@@ -241,25 +250,19 @@ class DockerBackend(ClusterBackend):
     def identity(self) -> dict[str, Any]:
         if self.http is None:
             return self.scheduler_info()
-        url = f"{self.http}/json/identity.json"
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                identity = json.loads(response.read())
+            identity = self.http.identity()
         except (OSError, ValueError):  # not answering yet
             return {}
         self._answered = True  # from now on, a scheduler gone is a scheduler lost
         return identity
 
     def task_counts(self, timeout: float = 2.0) -> dict[str, int]:
-        """The scheduler's HTTP `/json/counts.json`, served by any distributed version, as the
-        identity is. Its `memory` counts the results held on workers (a replica twice), and an
-        older scheduler names no `erred`: 0. Raises when the scheduler does not answer."""
+        """The scheduler's HTTP counts (any distributed version serves them); raises when the
+        scheduler does not answer."""
         if self.http is None:
             return super().task_counts(timeout)
-        with urllib.request.urlopen(f"{self.http}/json/counts.json", timeout=timeout) as response:
-            counts = json.loads(response.read())
-        states = ("processing", "waiting", "memory", "erred", "released")
-        return {state: int(counts.get(state) or 0) for state in states}
+        return self.http.counts(timeout)
 
     def check_alive(self) -> None:
         if self.client is None:
@@ -290,9 +293,9 @@ class DockerBackend(ClusterBackend):
         last = [r["Id"] for r in found if r["Labels"].get(COMPONENT_LABEL) == "scheduler"]
         # workers first, while the scheduler can still take their goodbye (else they wait for it)
         for batch in ([r["Id"] for r in found if r["Id"] not in last], last):
-            in_parallel([lambda c=c: self._stop(c) for c in batch])
+            in_parallel([lambda c=c: self.stop_container(c) for c in batch])
 
-    def _stop(self, cid: str) -> None:
+    def stop_container(self, cid: str) -> None:
         """SIGTERM through tini, then KILL after the grace; a stop, so no restart policy acts."""
         with contextlib.suppress(Exception):
             self.client.api.stop(cid, timeout=int(STOP_GRACE_SECONDS))
@@ -314,56 +317,6 @@ class DockerBackend(ClusterBackend):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "run_id": self.run_id}
-
-
-def checked_images(workflow: Workflow, allow_mismatch: bool) -> tuple[Any, dict[str, dict]]:
-    """The engine can give each worker its threads, every image the run needs is here with
-    python3, the cluster's has the `dask` CLI, and the Dask of each step that has one can talk
-    to it; else one line per problem, before anything starts."""
-    from daskstep.docker import images
-
-    assert workflow.dask is not None
-    client = images.docker_client()
-    problems = []
-    if too_many := cpu_problem(workflow.dask.single_worker_threads, client.info().get("NCPU")):
-        problems.append(too_many)
-    cluster_image = workflow.dask.image
-    wanted = [("workflow.resources.dask.image", cluster_image, "")]
-    wanted += [
-        (f"{STEPS_PATH}[{i}].environment", step.environment, step.name)
-        for i, step in enumerate(workflow.steps)
-        if step.environment
-    ]
-    found: dict[str, dict] = {}
-    unusable: dict[str, str] = {}  # image -> why, said once for each field that names it
-    for field, image, _ in wanted:
-        if image not in found and image not in unusable:
-            try:
-                found[image] = images.inspect(client, image)
-            except images.UnusableImage as e:
-                unusable[image] = str(e)
-        if image in unusable:
-            problems.append(Problem(field, unusable[image]))
-    if problems:
-        raise InputError(problems)
-    cluster = found[cluster_image]
-    if not cluster.get("dask_cli"):
-        problems.append(images.no_dask_cli(cluster_image))
-    for field, image, step in wanted[1:]:
-        mismatches = images.mismatches(found[image], cluster)
-        if allow_mismatch:  # each step that differs is named, with both versions
-            for key, mine, theirs in mismatches:
-                say(
-                    f"warning: {field}: step {step}: {image} has {key} {mine}, the cluster "
-                    f"{cluster_image} {theirs}; running anyway (--allow-version-mismatch)"
-                )
-        else:
-            problems += [
-                images.mismatch_problem(field, image, cluster_image, m) for m in mismatches
-            ]
-    if problems:
-        raise InputError(problems)
-    return client, found
 
 
 class DockerKind(Kind):

@@ -36,6 +36,7 @@ class KubernetesBackend(ClusterBackend):
     name = "kubernetes"
     poll_interval = 1.0
     scheduler_reachable = False
+    scales_itself = True  # with --adapt, the operator's DaskAutoscaler (kube/cluster.py)
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class KubernetesBackend(ClusterBackend):
         self.reana_yaml = reana_yaml
         self.root_created = False
         self.root_gone_seconds = ROOT_GONE_SECONDS
-        self._pods = PodWatch()  # what check_alive said about the pods
+        self._pods = PodWatch(options.adapt)  # what check_alive said about the pods
         self._scheduler_lost: str | None = None
 
     def _start(self, spec: ClusterSpec, run: RunFolder) -> ClusterHandle:
@@ -151,6 +152,8 @@ class KubernetesKind(Kind):
 
     name = "kubernetes"
     extra = "kubernetes"
+    adapt_default = True  # as REANA's (DASK_AUTOSCALER_ENABLED)
+    adapt_minimum = 0  # as REANA's DaskAutoscaler
 
     @classmethod
     def gc(cls, everything: bool) -> None:
@@ -192,7 +195,7 @@ class KubernetesKind(Kind):
             )
         options = self.options.own or KubeOptions()
         reana_yaml = workflow.path.read_text()
-        options = dataclasses.replace(options, tls=self.options.tls)
+        options = dataclasses.replace(options, tls=self.options.tls, adapt=self.options.adapt)
         api = KubernetesAPI()  # a missing configuration is bad input: before anything is made
         forget_secret_variables()
         workspace = prepare_workspace(workspace)

@@ -258,7 +258,6 @@ class LocalKind(Kind):
 
     name = "local"
     runs_engines = True
-    adapts = True
 
     def cluster(self, run_id: str, tls: Any, systems: dict[str, Any]) -> ClusterBackend:
         return LocalBackend(tls=tls)

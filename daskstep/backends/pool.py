@@ -11,6 +11,27 @@ from typing import TYPE_CHECKING, Any
 
 from daskstep.words import plural
 
+API_ROUTE = "distributed.http.scheduler.api"  # /api/v1/adaptive_target, /api/v1/retire_workers
+
+
+# distributed's default routes (the same since 2021) and its API, which they leave out: what
+# scales a cluster over HTTP (the Docker backend; the dask-kubernetes operator, which without
+# it scales down by deleting the newest pods, data and all: dask-kubernetes #807). A list of
+# its own, not our distributed's configuration: the scheduler may run another version.
+SCHEDULER_ROUTES = (
+    "distributed.http.scheduler.prometheus",
+    "distributed.http.scheduler.info",
+    "distributed.http.scheduler.json",
+    "distributed.http.health",
+    "distributed.http.proxy",
+    "distributed.http.statics",
+    API_ROUTE,
+)
+
+
+def scheduler_routes() -> list[str]:
+    return list(SCHEDULER_ROUTES)
+
 
 @dataclass(frozen=True)
 class Adapt:
@@ -34,6 +55,10 @@ class SchedulerPool:
 
     def add_worker(self, name: str) -> None:
         raise NotImplementedError
+
+    def add_workers(self, names: list[str]) -> None:
+        for name in names:
+            self.add_worker(name)
 
     def let_go(self, name: str, retiring: bool) -> None:
         """Whether a worker's exit is for good (retiring) or to be restarted as usual."""
@@ -61,11 +86,10 @@ class SchedulerPool:
         return [str(name) for name in names][:n]
 
     def scale_up(self, total: int) -> None:
-        while len(self.pool) < total:
-            name = f"worker-{self.next_worker}"
-            self.next_worker += 1
-            self.pool.add(name)
-            self.add_worker(name)
+        names = [f"worker-{self.next_worker + i}" for i in range(total - len(self.pool))]
+        self.next_worker += len(names)
+        self.pool.update(names)
+        self.add_workers(names)
 
     def cancel_worker(self, name: str) -> bool:
         """Take back a worker that never registered (a batch job still queued): whether done."""
@@ -78,11 +102,9 @@ class SchedulerPool:
         for name in present:
             self.let_go(name, retiring=True)
         retired: dict[str, Any] = {}
-        try:  # the data each holds moves to the others first; then each closes itself
+        try:
             if present:
-                retired = self.ask_scheduler(
-                    "retire_workers", timeout=60.0, names=present, close_workers=True, remove=True
-                )
+                retired = self.retire_registered(present)
         finally:
             closed = {str(info.get("name")) for info in retired.values()}
             for name in present:
@@ -91,3 +113,10 @@ class SchedulerPool:
             gone |= closed
             self.pool -= gone
         return sorted(gone)
+
+    def retire_registered(self, names: list[str]) -> dict[str, Any]:
+        """The data each holds moves to the others first; then each closes itself. What the
+        scheduler retired, by address, each with its name."""
+        return self.ask_scheduler(
+            "retire_workers", timeout=60.0, names=names, close_workers=True, remove=True
+        )

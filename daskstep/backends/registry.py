@@ -42,7 +42,7 @@ class RunOptions:
     site: str | None = None  # slurm, htcondor: the batch site's settings file
     allow_version_mismatch: bool = False  # docker: step images whose Dask differs
     own: Any = None  # the backend's own options: what its Kind.options_from made of the flags
-    adapt: bool = False  # the workers follow the work (--adapt)
+    adapt: bool | None = None  # the workers follow the work (--adapt; None: the files say)
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,10 @@ class Kind:
     runs_engines: ClassVar[bool] = False  # cwl and snakemake workflows (run here, as one step)
     batch_system: ClassVar[str | None] = None  # its workers are jobs of this batch system
     collects: ClassVar[bool] = False  # `daskstep gc` removes what its dead runs left
-    # --adapt: whether its cluster scales (backends/pool.py), and the fewest workers it keeps
-    # (1 where a cold start costs a step seconds it did not need to wait)
-    adapts: ClassVar[bool] = False
+    # adaptive scaling (backends/pool.py): whether on when neither the command line nor the
+    # site or limits file says, and the fewest workers it keeps (1 where a cold start costs a
+    # step seconds it did not need to wait)
+    adapt_default: ClassVar[bool] = False
     adapt_minimum: ClassVar[int] = 1
 
     def __init__(self, workflow: Workflow, options: RunOptions) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.errors import InputError, Problem
-from daskstep.workflow.limits import key_name, kind, read_yaml, show
+from daskstep.workflow.limits import key_name, kind, read_yaml, show, switch_problem
 
 # key: (what it is, an example) for the one-line messages
 TEXT_KEYS = {
@@ -35,7 +35,8 @@ NUMBER_KEYS = {
     "death_timeout": "seconds a worker outlives an unreachable scheduler, e.g. death_timeout: 60",
     "disk": "HTCondor disk per worker job in MiB, e.g. disk: 1024",
 }
-KNOWN = (*TEXT_KEYS, *LIST_KEYS, *NUMBER_KEYS)
+SWITCH_KEYS = ("autoscaler",)  # as in the limits file; over it for this site
+KNOWN = (*TEXT_KEYS, *LIST_KEYS, *NUMBER_KEYS, *SWITCH_KEYS)
 WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
 
 
@@ -54,6 +55,7 @@ class Site:
     prologue: tuple[str, ...] = ()
     death_timeout: int = 60
     disk: int = 1024
+    autoscaler: bool | None = None  # the workers follow the work; None: the limits' say
     source: str = field(default="", compare=False)
 
 
@@ -88,6 +90,11 @@ def load_site(path: str | Path | None) -> Site:
                 )
             else:
                 values[name] = str(value)
+        elif name in SWITCH_KEYS:
+            if isinstance(value, bool):
+                values[name] = value
+            else:
+                problems.append(switch_problem(name, value))
         elif name in LIST_KEYS:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problems.append(

@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Ingress": ("networking.k8s.io/v1", "ingresses"),
     "Job": ("batch/v1", "jobs"),
     "DaskCluster": ("kubernetes.dask.org/v1", "daskclusters"),
+    "DaskAutoscaler": ("kubernetes.dask.org/v1", "daskautoscalers"),  # --adapt
 }
 
 

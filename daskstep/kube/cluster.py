@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daskstep.backends.pool import scheduler_routes
 from daskstep.errors import DaskstepError
 from daskstep.kube import tls
 from daskstep.kube.credentials import (
@@ -34,8 +35,6 @@ from daskstep.kube.objects import (
 )
 from daskstep.workflow.limits import format_memory
 from daskstep.workflow.spec import Workflow
-
-API_ROUTE = "distributed.http.scheduler.api"
 
 WORKER_DEATH_TIMEOUT = 60  # seconds a worker outlives an unreachable scheduler
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
@@ -137,16 +136,6 @@ def build_daskcluster(workflow: Workflow, options: KubeOptions) -> dict[str, Any
         pod["containers"] += sidecars
         pod["volumes"] += credential_volumes(options)
     return without_nones(cluster)
-
-
-def scheduler_routes() -> list[str]:
-    """distributed's own HTTP routes and its API (`/api/v1/retire_workers`, `adaptive_target`),
-    which its defaults leave out: without it the operator scales down by deleting the newest
-    pods, data and all (dask-kubernetes #807)."""
-    import dask.config
-
-    routes = list(dask.config.get("distributed.scheduler.http.routes"))
-    return routes + [API_ROUTE] * (API_ROUTE not in routes)
 
 
 def build_autoscaler(workflow: Workflow, options: KubeOptions) -> dict[str, Any]:

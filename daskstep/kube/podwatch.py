@@ -108,9 +108,14 @@ def termination_words(
 
 
 class PodWatch:
-    """Remembers what it said about which pod, so that each end is one event."""
+    """Remembers what it said about which pod, so that each end is one event. With the
+    operator's DaskAutoscaler (`adaptive`), a worker pod that comes after the first look was
+    scaled up, and one deleted or ended was retired (the operator asks the scheduler's
+    retire_workers first): changes, said as such, not losses. Evicted or failed is lost."""
 
-    def __init__(self) -> None:
+    def __init__(self, adaptive: bool = False) -> None:
+        self.adaptive = adaptive
+        self._looked = False
         self._said: set[tuple[str, str, str]] = set()  # (pod uid, container, which end)
         self._restarts: dict[tuple[str, str], int] = {}  # (pod uid, container) -> looked at
         self._live: dict[str, dict[str, Any]] = {}  # pod uid -> the pod as last seen
@@ -133,15 +138,25 @@ class PodWatch:
             if why is not None:
                 self._gone.add(uid)
                 self._live.pop(uid, None)
-                events.append(_event(pod, "lost", why))
+                events.append(_event(pod, *self._gone_words(pod, why)))
                 continue
+            if first and self._looked and self.adaptive and _component(pod) == "worker":
+                events.append(_event(pod, "started", "the DaskAutoscaler scaled up"))
             self._live[uid] = pod
             events += self._ends(pod, history=first and _component(pod) == "scheduler")
         for uid in [uid for uid in self._live if uid not in seen]:
             pod = self._live.pop(uid)
             self._gone.add(uid)
-            events.append(_event(pod, "lost", f"its pod {_name(pod)} was deleted"))
+            events.append(_event(pod, *self._gone_words(pod, f"its pod {_name(pod)} was deleted")))
+        self._looked = True
         return events
+
+    def _gone_words(self, pod: dict[str, Any], why: str) -> tuple[str, str]:
+        status = pod.get("status") or {}
+        failed = status.get("phase") == "Failed" or status.get("reason") == "Evicted"
+        if self.adaptive and _component(pod) == "worker" and not failed:
+            return "retired", f"the DaskAutoscaler scaled down; {why}"
+        return "lost", why
 
     def _ends(self, pod: dict[str, Any], history: bool) -> list[PodEvent]:
         """The ends of its containers not said yet."""

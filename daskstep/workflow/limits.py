@@ -44,7 +44,8 @@ INT_FIELDS = (
     "max_single_worker_threads",
 )
 MEMORY_FIELDS = ("default_single_worker_memory", "max_single_worker_memory", "max_memory_limit")
-KNOWN_FIELDS = INT_FIELDS + MEMORY_FIELDS
+SWITCH_FIELDS = ("autoscaler",)  # true, false, or unset (~): the backend's default
+KNOWN_FIELDS = INT_FIELDS + MEMORY_FIELDS + SWITCH_FIELDS
 _DEFAULT_AND_MAX = (
     ("default_number_of_workers", "max_number_of_workers"),
     ("default_single_worker_memory", "max_single_worker_memory"),
@@ -189,6 +190,7 @@ class Limits:
     max_memory_limit: str
     default_single_worker_threads: int
     max_single_worker_threads: int
+    autoscaler: bool | None = None  # REANA's DASK_AUTOSCALER_ENABLED; None: the backend's
 
     @property
     def default_single_worker_memory_bytes(self) -> int:
@@ -219,6 +221,9 @@ def _check_values(values: dict[str, Any]) -> list[Problem]:
         value = values[key]
         if not isinstance(value, str) or not MEMORY_PATTERN.match(value):
             problems.append(Problem(key, f"{show(value)} is not a memory size; {MEMORY_HINT}"))
+    for key in SWITCH_FIELDS:
+        if values[key] is not None and not isinstance(values[key], bool):
+            problems.append(switch_problem(key, values[key]))
     if problems:
         return problems  # the comparisons below need well-typed values
     for default_key, max_key in _DEFAULT_AND_MAX:
@@ -245,6 +250,10 @@ def _check_values(values: dict[str, Any]) -> list[Problem]:
             )
         )
     return problems
+
+
+def switch_problem(key: str, value: Any) -> Problem:
+    return Problem(key, f"expected true or false, got {show(value)}; write e.g. {key}: true")
 
 
 def _as_number(value: int | str) -> int:

@@ -63,6 +63,7 @@ class DaskResources:
     number_of_workers: int
     single_worker_memory: str
     single_worker_threads: int
+    autoscaler: bool | None = None  # the platform's switch (limits), None: the backend's
 
     @property
     def memory_bytes(self) -> int:
@@ -183,7 +184,7 @@ def _dask(value: Any, limits: Limits, r: Report) -> DaskResources | None:
             )
     if r.errors() > before or image is None or workers is None or threads is None:
         return None
-    return DaskResources(image, workers, memory or "", threads)
+    return DaskResources(image, workers, memory or "", threads, limits.autoscaler)
 
 
 def _expand(command: str, parameters: dict[str, str], path: str, r: Report) -> str:
