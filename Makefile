@@ -29,9 +29,10 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two workers: most of the suite waits on servers, timeouts and sleeps (see tests/conftest.py
-# for how tests that share a machine-wide server stay on one worker).
-PYTEST_WORKERS ?= 2
+# Three workers on 2 cores: most of the suite waits on servers, timeouts and sleeps (CI: 946 s
+# with three, 969-1070 s with two; see tests/conftest.py for how tests that share a
+# machine-wide server stay on one worker).
+PYTEST_WORKERS ?= 3
 
 test: lint
 	$(BIN)/python -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)

@@ -23,6 +23,7 @@ from dockerd import docker_engine  # noqa: E402, F401
 from gridca import grid_ca  # noqa: E402, F401
 from kdc import kdc  # noqa: E402, F401
 from slurm import slurm  # noqa: E402, F401
+from slurm_farm import slurm_farm  # noqa: E402, F401
 from vomsd import vomsd  # noqa: E402, F401
 
 # The suite runs in parallel (pytest-xdist, `--dist loadgroup`, see the Makefile): each module is
@@ -33,6 +34,7 @@ from vomsd import vomsd  # noqa: E402, F401
 MACHINE_WIDE = {
     "docker_engine": "docker",
     "slurm": "slurm",
+    "slurm_farm": "slurm",  # its job step daemons are on the same machine as the one-node's
     "pool": "htcondor",
     "bullseye_root": "old-pythons",
     "dask_pythons": "old-pythons",

@@ -234,5 +234,58 @@ def test_the_scheduler_host_comes_from_the_site_then_dask_jobqueue_then_loopback
     with dask.config.set({"jobqueue.fakeq.scheduler-options": {"host": "10.9.9.9"}}):
         assert scheduler_host(queue) == "10.9.9.9"
     assert capsys.readouterr().err == ""
+    assert scheduler_host(queue) == "127.0.0.1"  # no controller to find a route to
+    assert "set scheduler_host or interface in --site" in capsys.readouterr().err
+    queue.site = Site(interface="lo")
     assert scheduler_host(queue) == "127.0.0.1"
-    assert "set scheduler_host in --site" in capsys.readouterr().err
+    queue.site = Site(scheduler_host="10.1.2.3", interface="lo")
+    assert scheduler_host(queue) == "10.1.2.3"  # the address given wins
+    queue.site = Site(interface="no-such-if0")
+    with pytest.raises(InputError) as raised:
+        scheduler_host(queue)
+    [line] = str(raised.value).splitlines()
+    assert line.startswith("interface: 'no-such-if0' is not an interface of this host; use one of")
+    assert "lo" in line
+
+
+def test_without_a_choice_the_scheduler_listens_where_this_host_reaches_the_controller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daskstep.backends.batch import scheduler_host
+
+    queue = FakeQueue()
+    queue.controller_name = "fakectld"
+    queue.controller = lambda: ("127.0.0.1", 26817)  # type: ignore[method-assign]
+    assert scheduler_host(queue) == "127.0.0.1"
+    assert capsys.readouterr().err.strip() == (
+        "daskstep: the scheduler listens on 127.0.0.1 (lo), where this host reaches fakectld "
+        "at 127.0.0.1:26817; set scheduler_host or interface in --site to choose"
+    )
+
+
+def test_the_controllers_address_read_from_slurm_and_htcondor(monkeypatch) -> None:
+    import daskstep.batch.htcondor
+    import daskstep.batch.systems
+    from daskstep.batch.htcondor import HTCondor
+    from daskstep.batch.systems import Slurm
+
+    said = {"scontrol": "", "condor_config_val": ""}
+    fake = lambda argv, what: said[argv[0]]  # noqa: E731
+    monkeypatch.setattr(daskstep.batch.systems, "run_command", fake)
+    monkeypatch.setattr(daskstep.batch.htcondor, "run_command", fake)
+    said["scontrol"] = (
+        "ClusterName = x\nSlurmctldHost[0]        = head(10.213.0.1)\nSlurmctldPort = 26817\n"
+    )
+    assert Slurm(Site()).controller() == ("10.213.0.1", 26817)
+    said["scontrol"] = "SlurmctldHost[0]        = head.example.org\n"
+    assert Slurm(Site()).controller() == ("head.example.org", 6817)
+    said["scontrol"] = "nothing of the kind\n"
+    assert Slurm(Site()).controller() is None
+    for value, expected in [
+        ("cm.example.org:9619\n", ("cm.example.org", 9619)),
+        ("cm.example.org\n", ("cm.example.org", 9618)),
+        ("<10.0.0.7:9618?alias=cm>\n", ("10.0.0.7", 9618)),
+        ("127.0.0.1:20000, backup:9618\n", ("127.0.0.1", 20000)),
+    ]:
+        said["condor_config_val"] = value
+        assert HTCondor(Site()).controller() == expected, value

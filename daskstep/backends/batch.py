@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, Progress
+from daskstep.backends.base import (
+    ClusterBackend,
+    ClusterHandle,
+    ClusterSpec,
+    Progress,
+    nanny_environment,
+)
 from daskstep.backends.local import LocalBackend
 from daskstep.backends.pool import SchedulerPool
 from daskstep.backends.registry import Kind
@@ -83,6 +89,14 @@ class BatchBackend(ClusterBackend, SchedulerPool):
         logs.mkdir(parents=True, exist_ok=True)
         scheduler_file = shlex.quote(str(self.scheduler_file))
         security = self.tls.security("cluster") if self.tls else None
+        # Adaptive: no nanny, as Docker's engine is the nanny there: the worker starts in half
+        # the time (a nanny spawns it, importing distributed a second time), and one that ends
+        # is replaced by the autoscaler. The environment a nanny would set, the job sets.
+        nanny = not spec.adaptive
+        environment = dict(spec.environment)
+        if not nanny:
+            before, after = nanny_environment(spec.environment)
+            environment = {**environment, **before, **after}
 
         def job(name: str) -> Any:
             return self.system.worker_job(
@@ -92,8 +106,9 @@ class BatchBackend(ClusterBackend, SchedulerPool):
                 spec.threads,
                 spec.memory_bytes,
                 (logs / f"{name}.log").resolve(),
-                dict(spec.environment),
+                environment,
                 security,
+                nanny,
             )
 
         self._job = job
@@ -171,6 +186,7 @@ class BatchBackend(ClusterBackend, SchedulerPool):
             if state.ended:
                 self.ended[name] = state
                 self._report(name, job_id, state)
+                self.pool.discard(name)  # adaptive: no longer counted; another may replace it
         live = set(self.jobs) - self.retiring  # the jobs meant to run
         if live and live <= set(self.ended):
             raise ClusterError(
@@ -231,19 +247,9 @@ class BatchBackend(ClusterBackend, SchedulerPool):
 
 
 def scheduler_host(system: BatchSystem) -> str:
-    """The site's choice, else dask-jobqueue's (`scheduler-options: {host: ...}`), else
-    loopback, which only worker jobs on this very node can reach: said once, at the start."""
-    import dask.config
+    from daskstep.batch.address import scheduler_host as chosen
 
-    configured = dask.config.get(f"jobqueue.{system.name}.scheduler-options", {}) or {}
-    host = system.site.scheduler_host or configured.get("host")
-    if host:
-        return str(host)
-    say(
-        "note: the scheduler listens on 127.0.0.1, which only worker jobs on this "
-        "node reach; set scheduler_host in --site for a farm of several nodes"
-    )
-    return "127.0.0.1"
+    return chosen(system, say)
 
 
 async def _submit_all(jobs: list[Any]) -> list[str]:

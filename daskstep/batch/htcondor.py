@@ -32,6 +32,19 @@ class HTCondor(BatchSystem):
     name = "htcondor"
     compute_backend = "htcondorcern"
     submit = "condor_submit"
+    controller_name = "the HTCondor collector"
+
+    def controller(self) -> tuple[str, int] | None:
+        """COLLECTOR_HOST (`host[:port]`, 9618 by default), from condor_config_val."""
+        try:
+            out = run_command(["condor_config_val", "COLLECTOR_HOST"], "asking HTCondor")
+        except ClusterError:
+            return None
+        value = out.strip().split(",")[0].split("?")[0]  # the first collector; no sinful extras
+        host, _, port = value.strip("<>").rpartition(":") if ":" in value else (value, "", "")
+        if not host:
+            return None
+        return host.strip("[]"), int(port) if port.isdigit() else 9618
 
     def _tags(self, run_id: str) -> dict[str, str]:
         return {
@@ -51,7 +64,9 @@ class HTCondor(BatchSystem):
             directives[key.strip()] = value.strip()
         return directives
 
-    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
+    def worker_job(
+        self, scheduler, name, run_id, threads, memory, log, environment, security=None, nanny=True
+    ):  # type: ignore[no-untyped-def]
         HTCondorJob = jobqueue("htcondor").HTCondorJob
 
         extra = dict(self._extra_dict())
@@ -62,7 +77,7 @@ class HTCondor(BatchSystem):
             scheduler=scheduler,
             disk=f"{self.site.disk}MiB",
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment, security),
+            **self._common(threads, memory, name, environment, security, nanny),
         )
 
     def _extra_dict(self) -> dict[str, Any]:

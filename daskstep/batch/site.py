@@ -25,6 +25,7 @@ TEXT_KEYS = {
     "requirements": 'HTCondor requirements, e.g. requirements: OpSysAndVer == "AlmaLinux9"',
     "python": "the workers' Python on the batch nodes, e.g. python: /cvmfs/sw/bin/python3",
     "scheduler_host": "the address workers reach the scheduler at, e.g. scheduler_host: 10.0.0.5",
+    "interface": "the network interface the scheduler listens on, e.g. interface: ib0",
     "shared_directory": "a folder the controller and batch nodes both see, e.g. /scratch/runs",
 }
 LIST_KEYS = {
@@ -50,6 +51,7 @@ class Site:
     requirements: str | None = None
     python: str | None = None
     scheduler_host: str | None = None
+    interface: str | None = None  # as dask-jobqueue's: the scheduler on this one's address
     shared_directory: str | None = None
     extra_directives: tuple[str, ...] = ()
     prologue: tuple[str, ...] = ()

@@ -76,18 +76,25 @@ class BatchSystem(ABC):
     name: ClassVar[str]
     compute_backend: ClassVar[str]  # REANA's word for a step placed on this system
     submit: ClassVar[str]  # the command whose presence says the system is reachable
+    controller_name: ClassVar[str]  # what the worker jobs' nodes and this host both reach
 
     def __init__(self, site: Site) -> None:
         self.site = site
 
+    def controller(self) -> tuple[str, int] | None:
+        """(host, port) of the batch system's controller, as its configuration says; None
+        if it cannot be told."""
+        return None
+
     @abstractmethod
     def worker_job(
         self, scheduler: str, name: str, run_id: str, threads: int, memory: int, log: Path,
-        environment: dict[str, str], security: Any = None,
+        environment: dict[str, str], security: Any = None, nanny: bool = True,
     ) -> Any:  # fmt: skip
         """dask-jobqueue's Job for one worker; `await job.start()` submits it. `scheduler` is
         the worker's argument for it: an address, or `--scheduler-file PATH`. `security`: the
-        cluster's side of the run's TLS, its files where the batch nodes see them."""
+        cluster's side of the run's TLS, its files where the batch nodes see them. Without a
+        `nanny`, the worker is the job's one process (the autoscaler replaces one that ends)."""
 
     @abstractmethod
     def submit_step(
@@ -124,6 +131,7 @@ class BatchSystem(ABC):
         name: str,
         environment: dict[str, str],
         security: Any = None,
+        nanny: bool = True,
     ) -> dict:
         prologue = list(dask.config.get(f"jobqueue.{self.name}.job-script-prologue", []) or [])
         prologue += list(self.site.prologue)
@@ -133,6 +141,7 @@ class BatchSystem(ABC):
             "cores": threads,
             "memory": f"{memory}B",
             "processes": 1,
+            "nanny": nanny,
             "death_timeout": self.site.death_timeout,
             "python": self.site.python,  # None: the Job class reads jobqueue.<name>.python
             "job_script_prologue": ["exec 2>&1", *prologue],  # one log file per worker
@@ -152,8 +161,24 @@ class Slurm(BatchSystem):
     name = "slurm"
     compute_backend = "slurmcern"
     submit = "sbatch"
+    controller_name = "slurmctld"
 
-    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
+    def controller(self) -> tuple[str, int] | None:
+        """`SlurmctldHost[0] = NAME(ADDRESS)` (or `NAME`) and `SlurmctldPort`, from
+        `scontrol show config`."""
+        try:
+            out = run_command(["scontrol", "show", "config"], "asking Slurm for its controller")
+        except ClusterError:
+            return None
+        host = re.search(r"^SlurmctldHost\[0\]\s*=\s*([^(\s]+)(?:\(([^)]+)\))?", out, re.M)
+        port = re.search(r"^SlurmctldPort\s*=\s*(\d+)", out, re.M)
+        if host is None:
+            return None
+        return host.group(2) or host.group(1), int(port.group(1)) if port else 6817
+
+    def worker_job(
+        self, scheduler, name, run_id, threads, memory, log, environment, security=None, nanny=True
+    ):  # type: ignore[no-untyped-def]
         SLURMJob = jobqueue("slurm").SLURMJob
 
         extra = [*self._extra(), *self.site.extra_directives]
@@ -168,7 +193,7 @@ class Slurm(BatchSystem):
             account=self.site.account,
             walltime=self.site.walltime,
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment, security),
+            **self._common(threads, memory, name, environment, security, nanny),
         )
 
     def submit_step(self, argv, name, run_id, output, workdir, options):  # type: ignore[no-untyped-def]
