@@ -114,3 +114,57 @@ def test_sigkill_of_the_controller_empties_the_queue_on_every_host(
     finally:
         proc.kill()
         proc.wait()
+
+
+CUT_STEP = """\
+import os, time
+from distributed import Client
+
+client = Client(os.environ["DASK_SCHEDULER_URI"])
+
+def slow(i):
+    time.sleep(1)
+    return i
+
+futures = client.map(slow, range(60), pure=False)
+print("result", sum(client.gather(futures)), flush=True)
+"""
+
+
+def test_a_compute_host_cut_off_mid_step_is_reported_and_the_step_finishes(
+    slurm_farm: Farm, tmp_path: Path
+) -> None:
+    (tmp_path / "cut.py").write_text(CUT_STEP)
+    reana = write_workflow(tmp_path, [("cut", ["python cut.py"])], workers=2, memory="512Mi")
+    argv = [sys.executable, "-m", "daskstep", "run", str(reana), "--backend", "slurm"]
+    proc = slurm_farm.hosts.popen(
+        "ctl", *argv, env={**os.environ, **slurm_farm.env}, stdout=-1, stderr=-1, text=True
+    )
+    try:
+        wait_for(lambda: _step_running(tmp_path), 90, "the step to start")
+        time.sleep(3)
+        jobs = status(tmp_path)["cluster"]["worker_jobs"]
+        lost = next(name for name, job in jobs.items() if node_of(slurm_farm, job) == "n2")
+        slurm_farm.hosts.cut("n2")
+        cut = time.monotonic()
+        try:
+            time.sleep(30)
+        finally:
+            slurm_farm.hosts.restore("n2")
+
+        def said() -> list[dict]:
+            return [e for e in status(tmp_path).get("events", []) if e["component"] == lost]
+
+        wait_for(lambda: said(), max(1.0, 60 - (time.monotonic() - cut)), f"{lost}'s loss")
+        print(f"loss said {time.monotonic() - cut:.1f} s after the cut: {said()}")
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "result 1770" in out
+    doc = status(tmp_path)
+    [event] = [e for e in doc["events"] if e["component"] == lost]  # one, naming job and host
+    assert event["what"] == f"its slurm job {jobs[lost]} ended", event
+    assert event["why"].endswith("; it ran on n2"), event
+    assert slurm_farm.jobs_of_run(doc["cluster"]["run"]) == []
+    assert not slurm_farm.stepds(), "a job step daemon of the run is left on a compute host"

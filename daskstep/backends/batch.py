@@ -64,6 +64,7 @@ class BatchBackend(ClusterBackend, SchedulerPool):
         self.scheduler_file: Path | None = None
         self.jobs: dict[str, str] = {}  # worker name -> job id
         self.retiring: set[str] = set()  # workers whose job ends for good (adaptive scaling)
+        self.nodes: dict[str, str] = {}  # worker name -> the node its job runs on
         self.pool: set[str] = set()
         self._job_objects: dict[str, Any] = {}  # worker name -> dask-jobqueue's Job
         self._job: Any = None  # a worker's Job, by name
@@ -183,6 +184,8 @@ class BatchBackend(ClusterBackend, SchedulerPool):
             return
         for name, job_id in watched.items():
             state = states[job_id]
+            if state.node:
+                self.nodes[name] = state.node
             if state.ended:
                 self.ended[name] = state
                 self._report(name, job_id, state)
@@ -202,6 +205,7 @@ class BatchBackend(ClusterBackend, SchedulerPool):
     def _report(self, name: str, job_id: str, state: JobState) -> None:
         why = f"{self.system.name} says {state.state}"
         why += f": {state.reason}" if state.reason else ""
+        why += f"; it ran on {self.nodes[name]}" if self.nodes.get(name) else ""
         self.report(name, f"its {self.system.name} job {job_id} ended", why)
 
     def log_sources(self, run: RunFolder) -> list[str]:

@@ -33,6 +33,7 @@ class JobState:
     state: str  # the system's own word: RUNNING, CANCELLED, TIMEOUT, Removed, Held, GONE, ...
     reason: str = ""
     exit_code: int | None = None
+    node: str = ""  # where it runs (or ran), when the system says
 
     @property
     def ended(self) -> bool:
@@ -182,7 +183,8 @@ class Slurm(BatchSystem):
         SLURMJob = jobqueue("slurm").SLURMJob
 
         extra = [*self._extra(), *self.site.extra_directives]
-        extra += [f"--output={log}", "--open-mode=append"]
+        # a worker whose node failed is reported lost, not requeued as a second one of its name
+        extra += [f"--output={log}", "--open-mode=append", "--no-requeue"]
         extra.append(f"--comment={COMMENT}{controller_mark()}")
         if self.site.qos:
             extra.append(f"--qos={self.site.qos}")
@@ -220,13 +222,13 @@ class Slurm(BatchSystem):
         if not job_ids:
             return {}
         out = run_command(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%N"],
             "asking Slurm for the run's jobs",
         )
         found = {}
         for line in out.splitlines():
-            job_id, state, reason = (line.split("|") + ["", ""])[:3]
-            found[job_id] = JobState(state, "" if reason == "None" else reason)
+            job_id, state, reason, node = (line.split("|") + ["", "", ""])[:4]
+            found[job_id] = JobState(state, "" if reason == "None" else reason, node=node)
         return {j: found.get(j, JobState("GONE")) for j in job_ids}
 
     def exit_code(self, job_id: str) -> int | None:
