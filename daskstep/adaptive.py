@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from distributed.deploy.adaptive_core import AdaptiveCore
 
 from daskstep.backends.base import Report
-from daskstep.backends.pool import Adapt
+from daskstep.scaling import Adapt
 from daskstep.words import plural
 
 WAIT_COUNT = 3  # looks in a row before a worker goes, as distributed's Adaptive: ~3 s idle

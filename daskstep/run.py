@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend, ClusterSpec
-from daskstep.backends.pool import Adapt
 from daskstep.credentials import Credentials
 from daskstep.errors import (
     Cancelled,
@@ -33,6 +32,7 @@ from daskstep.errors import (
 from daskstep.progress import StepProgress, WaitProgress, say
 from daskstep.record import RunFolder, Workspace
 from daskstep.report import RunRecorder, write_report_later
+from daskstep.scaling import Adapt
 from daskstep.seams import LogShipper, RunGuard, StepHandle, StepLauncher, StepSpec, placement
 from daskstep.status import RunStatus
 from daskstep.watch import SchedulerWatch

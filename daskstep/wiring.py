@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from daskstep.backends import ClusterBackend
-from daskstep.backends.pool import Adapt
 from daskstep.backends.registry import Kind, RunOptions, kind_of
 from daskstep.credentials import Credentials, Secrets
 from daskstep.engines.engine_step import engine_problems, is_engine, stage_engine_files
@@ -21,6 +20,7 @@ from daskstep.processes import LocalLogShipper, LocalStepLauncher, StatusGuard
 from daskstep.progress import say
 from daskstep.record import RunFolder, Workspace, new_run_id
 from daskstep.run import Run
+from daskstep.scaling import Adapt
 from daskstep.seams import StepLauncher
 from daskstep.secret_env import forget_secret_variables, handed_over
 from daskstep.workflow.inputs import check_inputs, prepare_workspace, stage_inputs

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from daskstep.adaptive import Autoscaler
-from daskstep.backends.pool import Adapt
+from daskstep.scaling import Adapt
 
 
 class Pool:

@@ -12,10 +12,10 @@ from conftest import daskstep, write_workflow
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daskstep.backends.pool import Adapt
 from daskstep.backends.registry import RunOptions, kind_of
 from daskstep.batch.site import load_site
 from daskstep.errors import InputError
+from daskstep.scaling import Adapt
 from daskstep.wiring import adaptive_limits
 from daskstep.workflow.limits import load_limits
 from daskstep.workflow.spec import load_workflow

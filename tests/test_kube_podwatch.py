@@ -15,8 +15,8 @@ import pytest
 from test_kube_run import FakeKubeServer, run_on
 
 import daskstep.run
-from daskstep.backends.pool import Adapt
 from daskstep.kube.podwatch import PodEvent, PodWatch
+from daskstep.scaling import Adapt
 
 WORKER_OOM = "killed for memory (OOM)"
 RESTARTS = "; Kubernetes restarts it"

@@ -16,11 +16,11 @@ from test_kube_render import workflow_of
 
 import daskstep.kube.step_launcher
 from daskstep.backends.kubernetes import KubernetesBackend
-from daskstep.backends.pool import Adapt
 from daskstep.kube.objects import KubeOptions
 from daskstep.kube.step_launcher import KubernetesStepLauncher
 from daskstep.record import Workspace
 from daskstep.run import Run
+from daskstep.scaling import Adapt
 
 
 class FakeKubeServer:

@@ -36,7 +36,7 @@ class ClusterSpec:
     image: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     read_only: tuple[Path, ...] = ()  # folders the workers see at the same path (credentials)
-    adaptive: bool = False  # the workers follow the work (backends/pool.py)
+    adaptive: bool = False  # the workers follow the work (scaling.py)
 
     @property
     def memory_bytes(self) -> int:

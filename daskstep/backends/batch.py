@@ -29,13 +29,13 @@ from daskstep.backends.base import (
     nanny_environment,
 )
 from daskstep.backends.local import LocalBackend
-from daskstep.backends.pool import SchedulerPool
 from daskstep.backends.registry import Kind
 from daskstep.batch.systems import BatchSystem, JobState, QueueWatch
 from daskstep.errors import ClusterError, TooFewWorkers
 from daskstep.progress import say
 from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
+from daskstep.scaling import SchedulerPool
 from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
@@ -121,7 +121,7 @@ class BatchBackend(ClusterBackend, SchedulerPool):
         self._job_objects = jobs
         return self.scheduler.await_scheduler()
 
-    # -- adaptive scaling (backends/pool.py): a worker is a job ----------------------------------
+    # -- adaptive scaling (scaling.py): a worker is a job ----------------------------------
     def add_worker(self, name: str) -> None:
         job = self._job(name)
         [self.jobs[name]] = asyncio.run(_submit_all([job]))

@@ -36,7 +36,6 @@ from daskstep.backends.base import (
     Progress,
     nanny_environment,
 )
-from daskstep.backends.pool import scheduler_routes
 from daskstep.backends.registry import Kind
 from daskstep.docker.containers import (
     COMPONENT_LABEL,
@@ -54,6 +53,7 @@ from daskstep.docker.worker_pool import ContainerPool
 from daskstep.errors import ClusterError, SchedulerLost, described
 from daskstep.reaper import Reaper
 from daskstep.record import RunFolder, new_run_id
+from daskstep.scaling import scheduler_routes
 from sidecar.lifecycle import StopSignal
 
 if TYPE_CHECKING:

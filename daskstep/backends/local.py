@@ -23,10 +23,10 @@ from dask.utils import format_bytes
 
 from daskstep import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
-from daskstep.backends.pool import SchedulerPool
 from daskstep.backends.registry import Kind
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder
+from daskstep.scaling import SchedulerPool
 
 SCHEDULER_START_TIMEOUT = 60.0
 

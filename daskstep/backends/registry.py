@@ -63,7 +63,7 @@ class Kind:
     runs_engines: ClassVar[bool] = False  # cwl and snakemake workflows (run here, as one step)
     batch_system: ClassVar[str | None] = None  # its workers are jobs of this batch system
     collects: ClassVar[bool] = False  # `daskstep gc` removes what its dead runs left
-    # adaptive scaling (backends/pool.py): whether on when neither the command line nor the
+    # adaptive scaling (scaling.py): whether on when neither the command line nor the
     # site or limits file says, and the fewest workers it keeps (1 where a cold start costs a
     # step seconds it did not need to wait)
     adapt_default: ClassVar[bool] = False

@@ -1,4 +1,4 @@
-"""Adaptive scaling on Docker (backends/pool.py): a worker is a container of the run, started
+"""Adaptive scaling on Docker (scaling.py): a worker is a container of the run, started
 or let go, and the scheduler, whatever its distributed version, is asked through its HTTP API
 (scheduler_http.py) how many workers it wants, which to lose, and to retire them, so that their
 data moves first."""
@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from daskstep.backends.pool import SchedulerPool
 from daskstep.docker.containers import in_parallel
 from daskstep.docker.scheduler_http import SchedulerHTTP, cheapest
+from daskstep.scaling import SchedulerPool
 from daskstep.words import plural
 
 

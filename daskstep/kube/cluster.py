@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from daskstep.backends.pool import scheduler_routes
 from daskstep.errors import DaskstepError
 from daskstep.kube import tls
 from daskstep.kube.credentials import (
@@ -33,6 +32,7 @@ from daskstep.kube.objects import (
     metadata,
     without_nones,
 )
+from daskstep.scaling import scheduler_routes
 from daskstep.workflow.limits import format_memory
 from daskstep.workflow.spec import Workflow
 
