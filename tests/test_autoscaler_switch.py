@@ -96,3 +96,15 @@ def test_a_bad_switch_in_the_limits_file_starts_nothing(tmp_path: Path) -> None:
         "'sometimes'; write e.g. autoscaler: true"
     ]
     assert not (tmp_path / ".daskstep" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "text", ['default_single_worker_memory: "2Gi\\n"\n', 'walltime: "01:00\\n"\n']
+)
+def test_a_value_with_a_last_newline_is_refused(tmp_path: Path, text: str) -> None:
+    """A pattern's `$` matches before a last newline; the checks take the whole value."""
+    path = tmp_path / "platform.yaml"
+    path.write_text(text)
+    load = load_limits if text.startswith("default") else load_site
+    with pytest.raises(InputError):
+        load(path)

@@ -38,7 +38,7 @@ NUMBER_KEYS = {
 }
 SWITCH_KEYS = ("autoscaler",)  # as in the limits file; over it for this site
 KNOWN = (*TEXT_KEYS, *LIST_KEYS, *NUMBER_KEYS, *SWITCH_KEYS)
-WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
+WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}\Z")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ print(json.dumps(out))
 )
 # The wheels glibc-based images can take; older bases than manylinux2014 are not supported.
 PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "linux")
-VERSION_PATTERN = re.compile(r"^\d+(\.\d+){1,2}([a-z]+\d*)?$")
+VERSION_PATTERN = re.compile(r"^\d+(\.\d+){1,2}([a-z]+\d*)?\Z")
 
 
 class ImageError(DaskstepError):

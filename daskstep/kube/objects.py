@@ -46,7 +46,7 @@ def daskstep_version() -> str:
         return "dev"
 
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 
 
 def is_dns_label(text: str, limit: int = 63) -> bool:

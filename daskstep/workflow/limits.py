@@ -17,7 +17,7 @@ import yaml
 from daskstep.errors import InputError, Problem
 from daskstep.words import plural
 
-MEMORY_PATTERN = re.compile(r"^[1-9][0-9]*(Ei|Pi|Ti|Gi|Mi|Ki|E|P|T|G|M|K)$")
+MEMORY_PATTERN = re.compile(r"^[1-9][0-9]*(Ei|Pi|Ti|Gi|Mi|Ki|E|P|T|G|M|K)\Z")
 MEMORY_HINT = "use a whole number with a unit such as 512Mi or 2Gi"
 
 _UNITS = {
