@@ -26,7 +26,6 @@ from daskstep.backends.base import (
     ClusterHandle,
     ClusterSpec,
     Progress,
-    nanny_environment,
 )
 from daskstep.backends.local import LocalBackend
 from daskstep.backends.registry import Kind
@@ -90,14 +89,6 @@ class BatchBackend(ClusterBackend, SchedulerPool):
         logs.mkdir(parents=True, exist_ok=True)
         scheduler_file = shlex.quote(str(self.scheduler_file))
         security = self.tls.security("cluster") if self.tls else None
-        # Adaptive: no nanny, as Docker's engine is the nanny there: the worker starts in half
-        # the time (a nanny spawns it, importing distributed a second time), and one that ends
-        # is replaced by the autoscaler. The environment a nanny would set, the job sets.
-        nanny = not spec.adaptive
-        environment = dict(spec.environment)
-        if not nanny:
-            before, after = nanny_environment(spec.environment)
-            environment = {**environment, **before, **after}
 
         def job(name: str) -> Any:
             return self.system.worker_job(
@@ -107,9 +98,8 @@ class BatchBackend(ClusterBackend, SchedulerPool):
                 spec.threads,
                 spec.memory_bytes,
                 (logs / f"{name}.log").resolve(),
-                environment,
+                dict(spec.environment),
                 security,
-                nanny,
             )
 
         self._job = job

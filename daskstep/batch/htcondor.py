@@ -64,9 +64,7 @@ class HTCondor(BatchSystem):
             directives[key.strip()] = value.strip()
         return directives
 
-    def worker_job(
-        self, scheduler, name, run_id, threads, memory, log, environment, security=None, nanny=True
-    ):  # type: ignore[no-untyped-def]
+    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
         HTCondorJob = jobqueue("htcondor").HTCondorJob
 
         extra = dict(self._extra_dict())
@@ -77,7 +75,7 @@ class HTCondor(BatchSystem):
             scheduler=scheduler,
             disk=f"{self.site.disk}MiB",
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment, security, nanny),
+            **self._common(threads, memory, name, environment, security),
         )
 
     def _extra_dict(self) -> dict[str, Any]:

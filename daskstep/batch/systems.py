@@ -90,12 +90,11 @@ class BatchSystem(ABC):
     @abstractmethod
     def worker_job(
         self, scheduler: str, name: str, run_id: str, threads: int, memory: int, log: Path,
-        environment: dict[str, str], security: Any = None, nanny: bool = True,
+        environment: dict[str, str], security: Any = None,
     ) -> Any:  # fmt: skip
         """dask-jobqueue's Job for one worker; `await job.start()` submits it. `scheduler` is
         the worker's argument for it: an address, or `--scheduler-file PATH`. `security`: the
-        cluster's side of the run's TLS, its files where the batch nodes see them. Without a
-        `nanny`, the worker is the job's one process (the autoscaler replaces one that ends)."""
+        cluster's side of the run's TLS, its files where the batch nodes see them."""
 
     @abstractmethod
     def submit_step(
@@ -132,7 +131,6 @@ class BatchSystem(ABC):
         name: str,
         environment: dict[str, str],
         security: Any = None,
-        nanny: bool = True,
     ) -> dict:
         prologue = list(dask.config.get(f"jobqueue.{self.name}.job-script-prologue", []) or [])
         prologue += list(self.site.prologue)
@@ -142,7 +140,6 @@ class BatchSystem(ABC):
             "cores": threads,
             "memory": f"{memory}B",
             "processes": 1,
-            "nanny": nanny,
             "death_timeout": self.site.death_timeout,
             "python": self.site.python,  # None: the Job class reads jobqueue.<name>.python
             "job_script_prologue": ["exec 2>&1", *prologue],  # one log file per worker
@@ -177,9 +174,7 @@ class Slurm(BatchSystem):
             return None
         return host.group(2) or host.group(1), int(port.group(1)) if port else 6817
 
-    def worker_job(
-        self, scheduler, name, run_id, threads, memory, log, environment, security=None, nanny=True
-    ):  # type: ignore[no-untyped-def]
+    def worker_job(self, scheduler, name, run_id, threads, memory, log, environment, security=None):  # type: ignore[no-untyped-def]
         SLURMJob = jobqueue("slurm").SLURMJob
 
         extra = [*self._extra(), *self.site.extra_directives]
@@ -195,7 +190,7 @@ class Slurm(BatchSystem):
             account=self.site.account,
             walltime=self.site.walltime,
             job_extra_directives=extra,
-            **self._common(threads, memory, name, environment, security, nanny),
+            **self._common(threads, memory, name, environment, security),
         )
 
     def submit_step(self, argv, name, run_id, output, workdir, options):  # type: ignore[no-untyped-def]
