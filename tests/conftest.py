@@ -19,6 +19,7 @@ import pytest
 REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
 
 # Session-wide servers, as fixtures every test module can ask for.
+from condor_farm import condor_farm  # noqa: E402, F401
 from dockerd import docker_engine  # noqa: E402, F401
 from gridca import grid_ca  # noqa: E402, F401
 from kdc import kdc  # noqa: E402, F401
@@ -36,6 +37,7 @@ MACHINE_WIDE = {
     "slurm": "slurm",
     "slurm_farm": "slurm",  # its job step daemons are on the same machine as the one-node's
     "pool": "htcondor",
+    "condor_farm": "htcondor",  # the same cached binaries, job venv and pools folder
     "bullseye_root": "old-pythons",
     "dask_pythons": "old-pythons",
 }

@@ -337,16 +337,7 @@ MEMORY = {self.memory_mb}
         """condor_master -f as the pool user; return once condor_status lists the slot and the
         schedd answers condor_q."""
         began = time.monotonic()
-        (CACHE / "pools").mkdir(parents=True, exist_ok=True)
-        _prune(CACHE / "pools")
-        self.dir = Path(tempfile.mkdtemp(prefix="pool-", dir=CACHE / "pools"))
-        self.config = self.dir / "etc/condor_config"
-        self.local_dir, self.home = self.dir / "local", self.dir / "home"
-        (self.dir / "owner.pid").write_text(str(os.getpid()))
-        (self.dir / "etc").mkdir()
-        for sub in ("home", "local", "local/log", "local/spool", "local/execute"):
-            (folder := self.dir / sub).mkdir()
-            os.chown(folder, POOL_UID, POOL_GID)
+        self._prepare()
         self._write_config()
         for path in (CACHE / "pools", self.dir, self.dir / "etc", self.config):
             path.chmod(0o755)  # whatever the umask: the pool user reads its way to LOCAL_DIR
@@ -372,6 +363,19 @@ MEMORY = {self.memory_mb}
             raise
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def _prepare(self) -> None:
+        """This start's folder: etc/, the pool user's HOME and LOCAL_DIR (log, spool, execute)."""
+        (CACHE / "pools").mkdir(parents=True, exist_ok=True)
+        _prune(CACHE / "pools")
+        self.dir = Path(tempfile.mkdtemp(prefix="pool-", dir=CACHE / "pools"))
+        self.config = self.dir / "etc/condor_config"
+        self.local_dir, self.home = self.dir / "local", self.dir / "home"
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
+        (self.dir / "etc").mkdir()
+        for sub in ("home", "local", "local/log", "local/spool", "local/execute"):
+            (folder := self.dir / sub).mkdir()
+            os.chown(folder, POOL_UID, POOL_GID)
 
     def _ready(self) -> bool:
         slots = self.run([self.condor_status, "-af", "Name"], timeout=30).stdout.split()

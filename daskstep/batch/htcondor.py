@@ -21,11 +21,20 @@ from daskstep.procutil import controller_mark
 
 STATUS = {1: "Idle", 2: "Running", 3: "Removed", 4: "Completed", 5: "Held", 6: "Transferring",
           7: "Suspended"}  # fmt: skip
-FIELDS = ["ClusterId", "ProcId", "JobStatus", "HoldReason", "RemoveReason", "ExitCode"]
+FIELDS = ["ClusterId", "ProcId", "JobStatus", "HoldReason", "RemoveReason", "ExitCode",
+          "RemoteHost", "LastRemoteHost"]  # fmt: skip
 
 
 def _classad_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _machine(slots: list[str]) -> str:
+    """The machine of a slot (`slot1_1@n1`): where the job runs now, else where it last ran."""
+    for slot in slots:
+        if slot and slot != "undefined":
+            return slot.rpartition("@")[2]
+    return ""
 
 
 class HTCondor(BatchSystem):
@@ -137,7 +146,7 @@ class HTCondor(BatchSystem):
                 status = STATUS.get(int(row[2]) if row[2].isdigit() else 0, row[2])
                 reason = next((r for r in row[3:5] if r and r != "undefined"), "")
                 code = int(row[5]) if row[5].lstrip("-").isdigit() else None
-                found[job_id] = JobState(status, reason, code)
+                found[job_id] = JobState(status, reason, code, node=_machine(row[6:8]))
         return {j: found.get(j, JobState("GONE")) for j in job_ids}
 
     def exit_code(self, job_id: str) -> int | None:
