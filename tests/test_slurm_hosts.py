@@ -128,6 +128,8 @@ def slow(i):
 
 futures = client.map(slow, range(60), pure=False)
 print("result", sum(client.gather(futures)), flush=True)
+workers = client.scheduler_info()["workers"].values()
+print("workers", sorted((w["name"], w["host"]) for w in workers), flush=True)
 """
 
 
@@ -162,6 +164,10 @@ def test_a_compute_host_cut_off_mid_step_is_reported_and_the_step_finishes(
         proc.kill()
     assert proc.returncode == 0, err
     assert "result 1770" in out
+    # the host came back half a minute before the step's end: its worker did not, nor another
+    kept = next(name for name in jobs if name != lost)
+    n1 = slurm_farm.hosts.addresses["n1"]
+    assert f"workers [('{kept}', '{n1}')]" in out, out
     doc = status(tmp_path)
     [event] = [e for e in doc["events"] if e["component"] == lost]  # one, naming job and host
     assert event["what"] == f"its slurm job {jobs[lost]} ended", event
