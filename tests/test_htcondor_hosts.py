@@ -150,6 +150,45 @@ def test_a_removed_worker_job_is_reported_with_its_execute_host(
     assert queued(condor_farm, status(folder)["cluster"]["run"]) == []
 
 
+def test_an_execute_host_cut_off_mid_step_is_survived(
+    condor_farm: HTCondorFarm, daskstep_bin: Path
+) -> None:
+    from test_slurm_hosts import CUT_STEP
+
+    folder = workspace(condor_farm, "cut")
+    (folder / "cut.py").write_text(CUT_STEP)
+    reana = write_workflow(folder, [("cut", ["python cut.py"])], workers=2, memory="512Mi")
+    for path in (reana, folder / "cut.py"):
+        os.chown(path, POOL_UID, POOL_GID)
+    proc = daskstep(condor_farm, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"],
+                    folder)  # fmt: skip
+    try:
+        wait_for(lambda: _step_running(folder), 120, "the step to start")
+        time.sleep(3)
+        jobs = status(folder)["cluster"]["worker_jobs"]
+        hosts = {name: condor_farm.run([condor_farm.condor_q, job, "-af", "RemoteHost"]).stdout
+                 for name, job in jobs.items()}  # fmt: skip
+        lost = next(name for name, host in hosts.items() if host.strip().endswith("@n2"))
+        condor_farm.hosts.cut("n2")
+        cut = time.monotonic()
+        try:
+            time.sleep(30)
+        finally:
+            condor_farm.hosts.restore("n2")
+        out, err = proc.communicate(timeout=240)
+        print(f"run ended {time.monotonic() - cut:.1f} s after the cut")
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "result 1770" in out
+    # the host came back half a minute before the step's end: its worker did not, nor another
+    assert f"workers [('{next(n for n in jobs if n != lost)}', " in out, out
+    [event] = status(folder)["events"]  # one, naming the job and its host
+    assert event["what"] == f"its htcondor job {jobs[lost]} ended", event
+    assert event["why"].endswith("; it ran on n2"), event
+    assert queued(condor_farm, status(folder)["cluster"]["run"]) == []
+
+
 def _step_running(folder: Path) -> bool:
     try:
         return status(folder)["steps"][0]["status"] == "running"
