@@ -113,9 +113,14 @@ class BatchBackend(ClusterBackend, SchedulerPool):
 
     # -- adaptive scaling (scaling.py): a worker is a job ----------------------------------
     def add_worker(self, name: str) -> None:
-        job = self._job(name)
-        [self.jobs[name]] = asyncio.run(_submit_all([job]))
-        self._job_objects[name] = job
+        self.add_workers([name])
+
+    def add_workers(self, names: list[str]) -> None:
+        """At once, as at the start: a scale-up to 4 is four sbatch in flight, not in a row."""
+        jobs = {name: self._job(name) for name in names}
+        ids = asyncio.run(_submit_all(list(jobs.values())))
+        self.jobs.update(zip(jobs, ids, strict=True))
+        self._job_objects.update(jobs)
 
     def let_go(self, name: str, retiring: bool) -> None:
         """A retired worker's job ends as it should: no news."""
