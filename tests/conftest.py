@@ -22,6 +22,7 @@ REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
 from condor_farm import condor_farm  # noqa: E402, F401
 from dockerd import docker_engine  # noqa: E402, F401
 from gridca import grid_ca  # noqa: E402, F401
+from htcondor import daskstep_bin  # noqa: E402, F401
 from kdc import kdc  # noqa: E402, F401
 from slurm import slurm  # noqa: E402, F401
 from slurm_farm import slurm_farm  # noqa: E402, F401

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 from ports import free_port
 
 CACHE = Path(os.environ.get("DASKSTEP_HTCONDOR_CACHE", "/var/tmp/daskstep-htcondor"))
@@ -451,3 +452,15 @@ def _prune(pools: Path) -> None:
                 continue
         _kill_all(folder)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daskstep_bin() -> Path:
+    """`daskstep` of the job venv: what the pool's user runs, as on a submit node."""
+    from conftest import require
+
+    try:
+        return ensure_job_python(Path(__file__).resolve().parent.parent).parent / "daskstep"
+    except Exception as exc:
+        require(False, f"the job venv could not be built: {exc}")
+        raise

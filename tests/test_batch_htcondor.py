@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import require, wait_for, write_workflow
-from htcondor import POOL_GID, POOL_UID, HTCondorPool, ensure_installed, ensure_job_python
+from htcondor import POOL_GID, POOL_UID, HTCondorPool, ensure_installed
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENT = (
@@ -36,15 +35,6 @@ def pool() -> Iterator[HTCondorPool]:
         require(False, f"HTCondor could not be installed: {exc}")
     with HTCondorPool() as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def daskstep_bin() -> Path:
-    try:
-        return ensure_job_python(REPO).parent / "daskstep"
-    except Exception as exc:
-        require(False, f"the job venv could not be built: {exc}")
-        raise
 
 
 def workspace(pool: HTCondorPool, name: str) -> Path:
@@ -86,27 +76,6 @@ def test_two_workers_as_htcondor_jobs(pool: HTCondorPool, daskstep_bin: Path) ->
     assert queued(pool, cluster["run"]) == [], "jobs of the run left in the queue"
     worker_log = folder / ".daskstep" / "runs" / "1" / "raw" / "workers" / "worker-1.log"
     assert "Start worker at" in worker_log.read_text()
-
-
-def test_a_removed_worker_job_is_reported(pool: HTCondorPool, daskstep_bin: Path) -> None:
-    folder = workspace(pool, "removed")
-    reana = write_workflow(folder, [("wait", ["sleep 12"])], workers=2, memory="512Mi")
-    proc = as_user(pool, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"], folder)
-    try:
-        wait_for(lambda: _step_running(folder), 120, "the step to start")
-        job_id = status(folder)["cluster"]["worker_jobs"]["worker-0"]
-        assert pool.run([pool.condor_rm, job_id]).returncode == 0
-        removed = time.monotonic()
-        wait_for(lambda: status(folder).get("events"), 10, "the removed worker to be reported")
-        print(f"reported {time.monotonic() - removed:.1f} s after condor_rm")
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    event = status(folder)["events"][0]
-    assert event["component"] == "worker-0" and job_id in event["what"], event
-    assert "Removed" in event["why"], event
-    assert proc.returncode == 0, err
-    assert queued(pool, status(folder)["cluster"]["run"]) == []
 
 
 def _step_running(folder: Path) -> bool:

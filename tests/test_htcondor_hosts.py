@@ -6,7 +6,6 @@ must listen where the execute nodes reach it (found through COLLECTOR_HOST), wit
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,10 +15,16 @@ from pathlib import Path
 
 import pytest
 from condor_farm import HTCondorFarm
-from conftest import require, wait_for, write_workflow
-from htcondor import POOL_GID, POOL_UID, ensure_job_python
+from conftest import wait_for, write_workflow
+from htcondor import POOL_GID, POOL_UID
+from test_batch_htcondor import (  # the one-host pool's helpers: the farm is a pool too
+    _step_running,
+    as_user,
+    queued,
+    status,
+    workspace,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # where the workers are (their addresses), and where this step runs (its job ad, if any)
@@ -35,39 +40,12 @@ WHERE = (
 )
 
 
-@pytest.fixture(scope="module")
-def daskstep_bin() -> Path:
-    try:
-        return ensure_job_python(REPO).parent / "daskstep"
-    except Exception as exc:
-        require(False, f"the job venv could not be built: {exc}")
-        raise
-
-
-def workspace(farm: HTCondorFarm, name: str) -> Path:
-    folder = farm.home / name
-    folder.mkdir()
-    os.chown(folder, POOL_UID, POOL_GID)
-    return folder
-
-
-def daskstep(farm: HTCondorFarm, argv: list[str], cwd: Path) -> subprocess.Popen:
-    """daskstep as the pool's user on the submit node `ctl`."""
-    return subprocess.Popen(
-        farm.user_argv(argv), cwd=cwd, env=farm.env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def queued(farm: HTCondorFarm, run_id: str) -> list[str]:
-    done = farm.run([farm.condor_q, "-allusers", "-af", "GlobalJobId", "-constraint",
-                     f'DaskstepRun == "{run_id}"'])  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
-
-
-def status(folder: Path) -> dict:
-    return json.loads((folder / ".daskstep" / "status.json").read_text())
+def run(farm: HTCondorFarm, daskstep_bin: Path, folder: Path) -> subprocess.Popen:
+    """`daskstep run` of the folder's reana.yaml, as the pool's user on the submit node."""
+    for path in folder.iterdir():
+        os.chown(path, POOL_UID, POOL_GID)
+    argv = [str(daskstep_bin), "run", str(folder / "reana.yaml"), "--backend", "htcondor"]
+    return as_user(farm, argv, folder)  # farm.user_argv: on `ctl`
 
 
 def test_workers_on_two_execute_hosts_reach_the_scheduler_without_a_scheduler_host(
@@ -78,9 +56,7 @@ def test_workers_on_two_execute_hosts_reach_the_scheduler_without_a_scheduler_ho
                            memory="512Mi")  # fmt: skip
     there = "  - name: there\n        compute_backend: htcondorcern\n"
     reana.write_text(reana.read_text().replace("  - name: there\n", there))
-    os.chown(reana, POOL_UID, POOL_GID)
-    proc = daskstep(condor_farm, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"],
-                    folder)  # fmt: skip
+    proc = run(condor_farm, daskstep_bin, folder)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, f"{err}{condor_farm.logs()}"
     ctl = condor_farm.hosts.addresses["ctl"]
@@ -108,10 +84,8 @@ def test_sigkill_of_the_controller_empties_the_queue_on_every_host(
     condor_farm: HTCondorFarm, daskstep_bin: Path
 ) -> None:
     folder = workspace(condor_farm, "killed")
-    reana = write_workflow(folder, [("wait", ["sleep 120"])], workers=2, memory="512Mi")
-    os.chown(reana, POOL_UID, POOL_GID)
-    proc = daskstep(condor_farm, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"],
-                    folder)  # fmt: skip
+    write_workflow(folder, [("wait", ["sleep 120"])], workers=2, memory="512Mi")
+    proc = run(condor_farm, daskstep_bin, folder)
     try:
         wait_for(lambda: _step_running(folder), 120, "the step to start")
         run_id = status(folder)["cluster"]["run"]
@@ -129,10 +103,8 @@ def test_a_removed_worker_job_is_reported_with_its_execute_host(
     condor_farm: HTCondorFarm, daskstep_bin: Path
 ) -> None:
     folder = workspace(condor_farm, "removed")
-    reana = write_workflow(folder, [("wait", ["sleep 15"])], workers=2, memory="512Mi")
-    os.chown(reana, POOL_UID, POOL_GID)
-    proc = daskstep(condor_farm, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"],
-                    folder)  # fmt: skip
+    write_workflow(folder, [("wait", ["sleep 15"])], workers=2, memory="512Mi")
+    proc = run(condor_farm, daskstep_bin, folder)
     try:
         wait_for(lambda: _step_running(folder), 120, "the step to start")
         job_id = status(folder)["cluster"]["worker_jobs"]["worker-0"]
@@ -157,11 +129,8 @@ def test_an_execute_host_cut_off_mid_step_is_survived(
 
     folder = workspace(condor_farm, "cut")
     (folder / "cut.py").write_text(CUT_STEP)
-    reana = write_workflow(folder, [("cut", ["python cut.py"])], workers=2, memory="512Mi")
-    for path in (reana, folder / "cut.py"):
-        os.chown(path, POOL_UID, POOL_GID)
-    proc = daskstep(condor_farm, [str(daskstep_bin), "run", str(reana), "--backend", "htcondor"],
-                    folder)  # fmt: skip
+    write_workflow(folder, [("cut", ["python cut.py"])], workers=2, memory="512Mi")
+    proc = run(condor_farm, daskstep_bin, folder)
     try:
         wait_for(lambda: _step_running(folder), 120, "the step to start")
         time.sleep(3)
@@ -180,17 +149,10 @@ def test_an_execute_host_cut_off_mid_step_is_survived(
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "result 1770" in out
+    assert "result 990" in out
     # the host came back half a minute before the step's end: its worker did not, nor another
     assert f"workers [('{next(n for n in jobs if n != lost)}', " in out, out
     [event] = status(folder)["events"]  # one, naming the job and its host
     assert event["what"] == f"its htcondor job {jobs[lost]} ended", event
     assert event["why"].endswith("; it ran on n2"), event
     assert queued(condor_farm, status(folder)["cluster"]["run"]) == []
-
-
-def _step_running(folder: Path) -> bool:
-    try:
-        return status(folder)["steps"][0]["status"] == "running"
-    except (OSError, ValueError, KeyError, IndexError):
-        return False

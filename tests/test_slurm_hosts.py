@@ -126,7 +126,7 @@ def slow(i):
     time.sleep(1)
     return i
 
-futures = client.map(slow, range(60), pure=False)
+futures = client.map(slow, range(45), pure=False)  # 1 worker left: past the return
 print("result", sum(client.gather(futures)), flush=True)
 workers = client.scheduler_info()["workers"].values()
 print("workers", sorted((w["name"], w["host"]) for w in workers), flush=True)
@@ -163,7 +163,7 @@ def test_a_compute_host_cut_off_mid_step_is_reported_and_the_step_finishes(
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "result 1770" in out
+    assert "result 990" in out
     # the host came back half a minute before the step's end: its worker did not, nor another
     kept = next(name for name in jobs if name != lost)
     n1 = slurm_farm.hosts.addresses["n1"]
