@@ -20,6 +20,8 @@ from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cm
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.record import RunFolder, Workspace
 from daskstep.terminal import quiet
+from daskstep.ui.cli import add_parser as add_ui_parser
+from daskstep.ui.cli import cmd_ui
 
 
 def _seconds(text: str) -> float:
@@ -165,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     add_run_readers(sub)
+    add_ui_parser(sub)
 
     p = sub.add_parser("sidecar", help="run a sidecar: logs, kerberos or voms")
     kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
@@ -381,6 +384,7 @@ COMMANDS = {
     "status": cmd_status,
     "prune": cmd_prune,
     "sidecar": _cmd_sidecar,
+    "ui": cmd_ui,
 }
 
 

@@ -1,0 +1,176 @@
+"""What `daskstep ui` shows, read from what the runs leave: status.json (record.py), the log
+store (sidecar/store.py) and the workspace's files. The same records `daskstep list`, `status`
+and `logs` read, so a page starts nothing and changes nothing, during a run as after it.
+
+A log is read by sequence number from its index, newest first and a page at a time: a run
+with a million lines costs a page's bytes, not the file's.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any
+
+from daskstep.record import STATE, RunFolder, Workspace, read_status
+from daskstep.runs_view import summary
+from sidecar.store import OFFSET_MASK, PARTIAL, RECORD
+
+PAGE_LINES = 200  # a log page
+MAX_PAGE_LINES = 2000
+MAX_FILES = 500  # the files tab lists no more
+IMAGES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+
+
+def run_row(index: int, run: RunFolder) -> dict[str, Any]:
+    """One run's line in the list: `daskstep list`'s, and the workflow, step k/n and where."""
+    doc = read_status(run)
+    steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
+    done = sum(1 for s in steps if isinstance(s, dict) and s.get("status") == "finished")
+    workflow = str(doc.get("workflow") or run.workspace / "reana.yaml")
+    return {
+        **summary(run),
+        "workspace": index,
+        "where": str(run.workspace),
+        "name": Path(workflow).parent.name or str(run.workspace),
+        "steps": f"{done}/{len(steps)}",
+    }
+
+
+def runs(workspaces: list[Workspace]) -> list[dict[str, Any]]:
+    """Every run of every workspace, newest first (by start, then number)."""
+    rows = [run_row(i, run) for i, ws in enumerate(workspaces) for run in ws.recorded()]
+    return sorted(rows, key=lambda r: (str(r.get("started_at") or ""), r["run"]), reverse=True)
+
+
+def run_detail(workspace: Workspace, index: int, number: int) -> dict[str, Any] | None:
+    """A run's page: its status.json (steps, events, cluster), its logs, whether it has a
+    report; the dashboard only while the run lives."""
+    if number not in workspace.numbers():
+        return None
+    run = workspace.run_folder(number)
+    doc = read_status(run)
+    cluster = doc.get("cluster") if isinstance(doc.get("cluster"), dict) else {}
+    live = doc.get("status") in ("pending", "running")
+    return {
+        **run_row(index, run),
+        "message": doc.get("message"),
+        "steps": doc.get("steps") if isinstance(doc.get("steps"), list) else [],
+        "events": doc.get("events") if isinstance(doc.get("events"), list) else [],
+        "cluster": {k: v for k, v in cluster.items() if k != "dashboard"},
+        "dashboard": cluster.get("dashboard") if live else None,
+        "report": run.report_html.is_file(),
+        "streams": streams(run),
+    }
+
+
+def streams(run: RunFolder) -> list[str]:
+    """The run's log streams by name: job, engine, scheduler, then each worker."""
+    names = [c for c in ("job", "engine", "scheduler") if (run.logs / f"{c}.log").exists()]
+    return names + sorted(f"worker:{p.stem}" for p in (run.logs / "workers").glob("*.log"))
+
+
+def stream_path(run: RunFolder, name: str) -> Path | None:
+    """`job`, `engine`, `scheduler` or `worker:NAME` of this run; None for anything else."""
+    if name not in streams(run):
+        return None
+    component, _, worker = name.partition(":")
+    return run.logs / "workers" / f"{worker}.log" if worker else run.logs / f"{component}.log"
+
+
+def _records(idx: Any, first: int, last: int) -> list[tuple[int, int, int]]:
+    """(end offset, flags, timestamp) of records first..last (1-based, inclusive)."""
+    idx.seek((first - 1) * RECORD.size)
+    data = idx.read((last - first + 1) * RECORD.size)
+    out = []
+    for i in range(0, len(data) - len(data) % RECORD.size, RECORD.size):
+        packed, ts = RECORD.unpack_from(data, i)
+        out.append((packed & OFFSET_MASK, packed >> 56, ts))
+    return out
+
+
+def log_page(
+    path: Path, before: int | None = None, after: int | None = None, limit: int = PAGE_LINES
+) -> dict[str, Any]:
+    """Lines of one stream by sequence number: the newest `limit` before `before` (newest
+    first), or the oldest `limit` after `after` (oldest first, for following). `total` is how
+    many lines the stream has now; `before` the number to ask for the next older page."""
+    limit = max(1, min(limit, MAX_PAGE_LINES))
+    idx_path = path.with_name(path.name + ".idx")
+    try:
+        total = idx_path.stat().st_size // RECORD.size
+    except OSError:
+        return {"lines": [], "total": 0, "before": None}
+    if after is not None:
+        first, last = after + 1, min(total, after + limit)
+    else:
+        last = min(total, before - 1) if before is not None else total
+        first = max(1, last - limit + 1)
+    if first > last:
+        return {"lines": [], "total": total, "before": None}
+    with open(idx_path, "rb") as idx, open(path, "rb") as log:
+        start = _records(idx, first - 1, first - 1)[0][0] if first > 1 else 0
+        records = _records(idx, first, last)
+        log.seek(start)
+        data = log.read(records[-1][0] - start if records else 0)
+    lines, begin = [], start
+    for seq, (end, flags, ts) in enumerate(records, start=first):
+        text = data[begin - start : end - start].decode("utf-8", "replace")
+        lines.append({"seq": seq, "ts": ts, "text": text, "partial": bool(flags & PARTIAL)})
+        begin = end
+    if after is None:
+        lines.reverse()
+    return {"lines": lines, "total": total, "before": first if first > 1 else None}
+
+
+# -- the workspace's files -------------------------------------------------------------------
+
+
+def safe_file(root: Path, relative: str) -> Path | None:
+    """The workspace file at `relative`, or None: absolute paths, `..`, anything that
+    resolves (through symlinks) outside the workspace, and the run records (`.daskstep`,
+    where the run's TLS and credentials live) are refused alike."""
+    if not relative or "\0" in relative or relative.startswith(("/", "\\")):
+        return None
+    parts = Path(relative).parts
+    if not parts or any(p in ("..", "") for p in parts) or parts[0] == STATE:
+        return None
+    real_root = root.resolve()
+    try:
+        target = (real_root / relative).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    inside = target.relative_to(real_root).parts if target.is_relative_to(real_root) else None
+    if not inside or inside[0] == STATE or not target.is_file():
+        return None
+    return target
+
+
+def files(root: Path, outputs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The workspace's files (not its run records), outputs first, then images, then by name."""
+    real_root = root.resolve()
+    found = []
+    for folder, dirs, names in os.walk(real_root):
+        dirs[:] = sorted(d for d in dirs if not (Path(folder) == real_root and d == STATE))
+        for name in sorted(names):
+            relative = str((Path(folder) / name).relative_to(real_root))
+            if safe_file(real_root, relative) is None:
+                continue
+            found.append(relative)
+            if len(found) >= MAX_FILES:
+                break
+    wanted = set(outputs)
+
+    def rank(relative: str) -> tuple[int, str]:
+        output = relative in wanted or any(relative.startswith(f"{o}/") for o in wanted)
+        return (0 if output else 1 if relative.lower().endswith(IMAGES) else 2, relative)
+
+    rows = []
+    for relative in sorted(found, key=rank):
+        kind = mimetypes.guess_type(relative)[0] or "application/octet-stream"
+        size = (real_root / relative).stat().st_size
+        rows.append({"path": relative, "size": size, "type": kind,
+                     "output": rank(relative)[0] == 0,
+                     "image": relative.lower().endswith(IMAGES)})  # fmt: skip
+    return rows
