@@ -100,6 +100,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root.parent / "secret.txt").write_text("outside the workspace")
     (root / "out-link").symlink_to(root.parent / "secret.txt")
     (root / "out-dir").symlink_to(root.parent)
+    secrets = root / "secrets"  # a user's --secrets folder, inside the workspace
+    secrets.mkdir()
+    for name in ("CERN_USER", "CERN_KEYTAB", "alice.keytab", "VOMSPROXY_PASS", "other"):
+        (secrets / name).write_text("outside the workspace")  # never to be served either
+    (root / "x509up_u1000").write_text("outside the workspace")
+    (root / "userkey.pem").write_text("outside the workspace")
     return root
 
 
@@ -191,6 +197,11 @@ ESCAPES = [
     ".daskstep%2fruns%2f1%2freport.html",
     "results/histogram.png%00.txt",
     "results",
+    "secrets/CERN_KEYTAB",
+    "secrets/alice.keytab",
+    "secrets/other",
+    "x509up_u1000",
+    "userkey.pem",
 ]
 
 
@@ -205,7 +216,7 @@ def test_files_come_outputs_first_and_never_as_pages_of_ours(served: Served) -> 
     listed = served.json("/api/files/0")
     paths = [f["path"] for f in listed]
     assert paths[0] == "results/histogram.png" and listed[0]["output"] and listed[0]["image"]
-    assert not any(p.startswith((".daskstep", "out-")) for p in paths), paths
+    assert not any(p.startswith((".daskstep", "out-", "secrets", "x509", "userkey")) for p in paths)
     code, headers, body = served.get("/files/0/results/histogram.png")
     assert code == 200 and headers["Content-Type"] == "image/png" and body.startswith(b"\x89PNG")
     code, headers, _ = served.get("/files/0/page.html")  # a workspace's page cannot script ours
@@ -228,6 +239,7 @@ def test_any_file_path_is_a_workspace_file_or_404(
     if code == 200:  # then it is one of the workspace's own files, out of its records
         assert body in {p.read_bytes() for p in workspace.rglob("*") if p.is_file()
                         and ".daskstep" not in p.parts and not p.is_symlink()}  # fmt: skip
+        assert body != b"outside the workspace"
 
 
 def test_a_token_is_demanded_when_one_is_set(workspace: Path) -> None:

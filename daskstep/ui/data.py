@@ -21,6 +21,9 @@ PAGE_LINES = 200  # a log page
 MAX_PAGE_LINES = 2000
 MAX_FILES = 500  # the files tab lists no more
 IMAGES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+SECRET_NAMES = {"CERN_USER", "CERN_KEYTAB", "VOMSPROXY_FILE", "VOMSPROXY_PASS", "VONAME"}
+SECRET_PREFIXES = ("x509up_", "krb5cc", "userkey", "hostkey")
+SECRET_SUFFIXES = (".keytab", ".key", ".pem", ".p12", ".pfx")
 
 
 def run_row(index: int, run: RunFolder) -> dict[str, Any]:
@@ -142,9 +145,19 @@ def safe_file(root: Path, relative: str) -> Path | None:
     except (OSError, RuntimeError):
         return None
     inside = target.relative_to(real_root).parts if target.is_relative_to(real_root) else None
-    if not inside or inside[0] == STATE or not target.is_file():
+    if not inside or inside[0] == STATE or not target.is_file() or secret(target):
         return None
     return target
+
+
+def secret(path: Path) -> bool:
+    """A credential, wherever a user put it: REANA's secret names, keys, keytabs, proxies and
+    ticket caches, and anything in a folder holding REANA's secrets (a `--secrets` folder
+    inside the workspace)."""
+    name = path.name
+    if name in SECRET_NAMES or name.startswith(SECRET_PREFIXES) or name.endswith(SECRET_SUFFIXES):
+        return True
+    return any((path.parent / marker).exists() for marker in ("CERN_KEYTAB", "VOMSPROXY_PASS"))
 
 
 def files(root: Path, outputs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
