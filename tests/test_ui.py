@@ -51,6 +51,10 @@ def make_workspace(root: Path) -> Workspace:
         store = LogStore(run.logs)
         store.stream("job").append([f"job line {i}\n".encode() for i in range(1, LINES + 1)])
         store.stream("worker", "worker-0").append([b"Start worker at: tls://127.0.0.1:1\n"])
+        for name, first in (("worker-1", 1), ("worker-2", 2)):  # interleaved in time
+            stamps = [2 * 10**18 + 10 * i + first for i in range(50)]  # after worker-0
+            lines = [f"{name} line {i}\n".encode() for i in range(1, 51)]
+            store.stream("worker", name).append(lines, stamps)
         store.close()
     ws.run_folder(1).report_html.write_text("<html>the report</html>")
     return ws
@@ -134,7 +138,8 @@ def test_a_run_page_has_steps_events_streams_and_the_dashboard_while_it_lives(
     live = served.json("/api/runs/0/2")
     assert [s["name"] for s in live["steps"]] == ["fit", "plot"]
     assert live["events"][0]["what"] == "lost"
-    assert live["streams"] == ["job", "worker:worker-0"]
+    assert live["streams"] == ["job", "workers", "worker:worker-0", "worker:worker-1",
+                               "worker:worker-2"]  # fmt: skip
     assert live["dashboard"] == "http://127.0.0.1:8787/status" and live["report"] is False
     done = served.json("/api/runs/0/1")
     assert done["dashboard"] is None and done["report"] is True
@@ -159,6 +164,28 @@ def test_a_log_is_paged_newest_first_and_followed(served: Served) -> None:
     worker = served.json("/api/runs/0/2/log?stream=worker:worker-0")
     assert worker["lines"][0]["text"].startswith("Start worker at")
     assert served.json("/api/runs/0/2/log?stream=job&after=1000")["lines"] == []
+
+
+def test_all_the_workers_in_one_tab_by_time_with_a_cursor_each(served: Served) -> None:
+    url = "/api/runs/0/2/log?stream=workers&limit=6"
+    newest = served.json(url)
+    assert [(line["stream"], line["seq"]) for line in newest["lines"]] == [
+        ("worker-2", 50), ("worker-1", 50), ("worker-2", 49), ("worker-1", 49),
+        ("worker-2", 48), ("worker-1", 48),
+    ]  # fmt: skip
+    assert newest["before"] == {"worker-0": 2, "worker-1": 48, "worker-2": 48}
+    older = served.json(url + "&before=worker-0:2,worker-1:48,worker-2:48")
+    assert [line["text"] for line in older["lines"][:2]] == ["worker-2 line 47\n",
+                                                            "worker-1 line 47\n"]  # fmt: skip
+    assert newest["after"] == {"worker-0": 1, "worker-1": 50, "worker-2": 50}
+    followed = served.json("/api/runs/0/2/log?stream=workers&after=worker-1:49,worker-2:50")
+    assert [(line["stream"], line["seq"]) for line in followed["lines"]] == [
+        ("worker-0", 1),
+        ("worker-1", 50),
+    ]  # a worker not in the cursor yet is read from its start
+    assert followed["after"] == {"worker-0": 1, "worker-1": 50, "worker-2": 50}
+    code, _, body = served.get("/api/runs/0/2/log?stream=workers&before=worker-9:3")
+    assert code == 400 and b"no worker" in body
 
 
 @pytest.mark.parametrize(

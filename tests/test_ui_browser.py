@@ -102,6 +102,8 @@ def test_the_pages_follow_a_real_run_live_in_chromium(tmp_path: Path) -> None:
         wait_for(lambda: cells("#tabs button[data-s^='worker:']"), 30, "a worker's tab")
         driver.find_element(By.CSS_SELECTOR, "#tabs button[data-s^='worker:']").click()
         wait_for(lambda: "hello from a task 7" in log(), 30, "the task's line in its worker's log")
+        driver.find_element(By.CSS_SELECTOR, "#tabs button[data-s='workers']").click()
+        wait_for(lambda: "] hello from a task 7" in log(), 30, "the line among all the workers'")
         wait_for(lambda: driver.find_element(By.ID, "status").text == "finished", 90, "finished")
         image = "img[alt='results/histogram.png']"
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, image), 15, "the histogram")

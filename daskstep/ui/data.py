@@ -69,15 +69,51 @@ def run_detail(workspace: Workspace, index: int, number: int) -> dict[str, Any] 
 
 
 def streams(run: RunFolder) -> list[str]:
-    """The run's log streams by name: job, engine, scheduler, then each worker."""
+    """The run's log streams by name: job, engine, scheduler, all the workers, each worker."""
     names = [c for c in ("job", "engine", "scheduler") if (run.logs / f"{c}.log").exists()]
-    return names + sorted(f"worker:{p.stem}" for p in (run.logs / "workers").glob("*.log"))
+    workers = sorted(f"worker:{p.stem}" for p in (run.logs / "workers").glob("*.log"))
+    return names + (["workers"] if workers else []) + workers
+
+
+def worker_paths(run: RunFolder) -> dict[str, Path]:
+    return {p.stem: p for p in sorted((run.logs / "workers").glob("*.log"))}
+
+
+def merged_page(
+    paths: dict[str, Path],
+    before: dict[str, int] | None = None,
+    after: dict[str, int] | None = None,
+    limit: int = PAGE_LINES,
+) -> dict[str, Any]:
+    """Several streams as one (all the workers), by time: each line says its stream. The
+    cursors are per stream: `before` for the next older page, `after` for following."""
+    limit = max(1, min(limit, MAX_PAGE_LINES))
+    pages = {
+        name: log_page(path, None if after is not None else (before or {}).get(name),
+                       (after.get(name, 0) if after is not None else None), limit)
+        for name, path in paths.items()
+    }  # fmt: skip
+    lines = [{**line, "stream": name} for name, page in pages.items() for line in page["lines"]]
+    lines.sort(key=lambda line: (line["ts"], line["stream"], line["seq"]), reverse=after is None)
+    lines = lines[:limit]
+    totals = {name: page["total"] for name, page in pages.items()}
+    if after is not None:
+        cursor = {name: after.get(name, 0) for name in paths}
+        for line in lines:
+            cursor[line["stream"]] = max(cursor[line["stream"]], line["seq"])
+        return {"lines": lines, "after": cursor, "total": sum(totals.values())}
+    cursor = {name: (before or {}).get(name, totals[name] + 1) for name in paths}
+    for line in lines:
+        cursor[line["stream"]] = min(cursor[line["stream"]], line["seq"])
+    older = {name: seq for name, seq in cursor.items() if seq > 1}
+    return {"lines": lines, "before": older or None, "total": sum(totals.values()),
+            "after": {name: totals[name] for name in paths}}  # fmt: skip
 
 
 def stream_path(run: RunFolder, name: str) -> Path | None:
     """`job`, `engine`, `scheduler` or `worker:NAME` of this run; None for anything else."""
-    if name not in streams(run):
-        return None
+    if name not in ("job", "engine", "scheduler") and (name not in streams(run) or ":" not in name):
+        return None  # the job's, the engine's and the scheduler's may not be there yet
     component, _, worker = name.partition(":")
     return run.logs / "workers" / f"{worker}.log" if worker else run.logs / f"{component}.log"
 

@@ -1,23 +1,29 @@
 // a run's page: its status, steps, events and cluster every second while it lives; the open
 // log tab newest first, older pages on demand, new lines followed
-const W=Number(document.body.dataset.workspace),N=Number(document.body.dataset.run);let stream='job',last=0,oldest=null,live=true;
+const W=Number(document.body.dataset.workspace),N=Number(document.body.dataset.run);
+let stream='job',last=null,oldest=null,live=true,tab=0;  // tab: which openTab a reply is for
 function row(cells){const tr=document.createElement('tr');for(const c of cells){
   const td=document.createElement('td');td.textContent=c==null?'-':c;tr.append(td)}return tr}
-function lines(page,where){const text=page.lines.map(l=>l.text.endsWith('\n')?l.text:l.text+'\n');
+// a cursor: a line number, or one per worker for the merged tab (worker-0:12,worker-1:40)
+function enc(c){return typeof c==='object'?Object.entries(c).map(([k,v])=>k+':'+v).join(','):c}
+async function page(query){const base=`/api/runs/${W}/${N}/log?stream=${encodeURIComponent(stream)}`;
+  return (await fetch(base+query)).json()}
+function lines(got,where){const text=got.lines.map(l=>(l.stream?`[${l.stream}] `:'')+
+  (l.text.endsWith('\n')?l.text:l.text+'\n'));
   const log=document.getElementById('log');
   if(where==='end'){log.append(text.join(''));log.scrollTop=log.scrollHeight}
   else{log.prepend(text.join(''))}}
-async function openTab(name){stream=name;last=0;oldest=null;
+async function openTab(name){stream=name;last=null;oldest=null;const mine=++tab;
   document.getElementById('log').textContent='';
   for(const b of document.querySelectorAll('#tabs button'))b.classList.toggle('on',b.dataset.s===name);
-  const page=await (await fetch(`/api/runs/${W}/${N}/log?stream=${encodeURIComponent(name)}`)).json();
-  page.lines.reverse();lines(page,'end');last=page.total;oldest=page.before}
-async function older(){if(!oldest)return;
-  const page=await (await fetch(`/api/runs/${W}/${N}/log?stream=${encodeURIComponent(stream)}&before=${oldest}`)).json();
-  page.lines.reverse();lines(page,'start');oldest=page.before}
-async function follow(){
-  const page=await (await fetch(`/api/runs/${W}/${N}/log?stream=${encodeURIComponent(stream)}&after=${last}&limit=2000`)).json();
-  if(page.lines.length){lines(page,'end');last=page.lines[page.lines.length-1].seq}}
+  let got;try{got=await page('')}catch(e){got={lines:[],total:0}}if(mine!==tab)return;
+  got.lines.reverse();lines(got,'end');last=got.after??got.total;oldest=got.before}
+async function older(){if(!oldest)return;const mine=tab;
+  const got=await page('&before='+encodeURIComponent(enc(oldest)));if(mine!==tab)return;
+  got.lines.reverse();lines(got,'start');oldest=got.before}
+async function follow(){const mine=tab;if(last===null)return;  // the tab's first page comes first
+  const got=await page('&limit=2000&after='+encodeURIComponent(enc(last)));if(mine!==tab)return;
+  if(got.lines.length){lines(got,'end');last=got.after??got.lines[got.lines.length-1].seq}}
 async function refresh(){const run=await (await fetch(`/api/runs/${W}/${N}`)).json();
   const s=document.getElementById('status');s.textContent=run.status;s.className=run.status;
   document.getElementById('steps').textContent=run.steps.filter(x=>x.status==='finished').length+'/'+run.steps.length;

@@ -88,6 +88,12 @@ class NotFound(Base):
         raise tornado.web.HTTPError(404, reason="not found")
 
 
+class NoIcon(Base):
+    def get(self) -> None:
+        self.set_status(204)  # no icon: said, so that a browser does not log a 404
+        self.finish()
+
+
 class RunsPage(Base):
     def get(self) -> None:
         self.page("runs.html", workspaces=[str(w.root) for w in self.workspaces])
@@ -116,26 +122,46 @@ class RunAPI(Base):
 
 class LogAPI(Base):
     """?stream=job|engine|scheduler|worker:NAME and before=SEQ (older page) or after=SEQ
-    (following); limit= lines."""
+    (following); limit= lines. stream=workers merges them all, its cursors one per worker:
+    before=worker-0:12,worker-1:40."""
 
     def get(self, index: str, number: str) -> None:
         workspace = self.workspace(index)
         if int(number) not in workspace.numbers():
             raise tornado.web.HTTPError(404, reason="no such run")
         run = workspace.run_folder(int(number))
-        path = data.stream_path(run, self.get_query_argument("stream", "job"))
+        stream = self.get_query_argument("stream", "job")
+        limit = self._number("limit") or data.PAGE_LINES
+        if stream == "workers":
+            paths = data.worker_paths(run)
+            before, after = self._cursor("before", paths), self._cursor("after", paths)
+            self.send_json(data.merged_page(paths, before, after, limit))
+            return
+        path = data.stream_path(run, stream)
         if path is None:
             raise tornado.web.HTTPError(404, reason="no such log")
-        before, after, limit = (self._number(k) for k in ("before", "after", "limit"))
-        self.send_json(data.log_page(path, before, after, limit or data.PAGE_LINES))
+        before, after = self._number("before"), self._number("after")
+        self.send_json(data.log_page(path, before, after, limit))
 
-    def _number(self, name: str) -> int | None:
-        value = self.get_query_argument(name, None)
+    def _number(self, name: str, value: str | None = None) -> int | None:
+        value = self.get_query_argument(name, None) if value is None else value
         if value is None or value == "":
             return None
         if not value.isdigit() or len(value) > 12:
             raise tornado.web.HTTPError(400, reason=f"{name} must be a line number")
         return int(value)
+
+    def _cursor(self, name: str, paths: dict[str, Path]) -> dict[str, int] | None:
+        value = self.get_query_argument(name, None)
+        if value is None:
+            return None
+        cursor: dict[str, int] = {}
+        for part in filter(None, value.split(",")):
+            worker, _, seq = part.rpartition(":")
+            if worker not in paths:
+                raise tornado.web.HTTPError(400, reason=f"{name}: no worker {worker[:40]!r}")
+            cursor[worker] = self._number(name, seq) or 0
+        return cursor
 
 
 class ReportFile(Base):
@@ -179,6 +205,7 @@ def application(workspaces: list[Path], token: str | None) -> tornado.web.Applic
     options = {"workspaces": [Workspace(w) for w in workspaces], "token": token}
     routes = [
         (r"/", RunsPage),
+        (r"/favicon.ico", NoIcon),
         (r"/api/runs", RunsAPI),
         (r"/runs/(\d{1,6})/(\d{1,9})", RunPage),
         (r"/api/runs/(\d{1,6})/(\d{1,9})", RunAPI),
