@@ -49,7 +49,9 @@ def make_workspace(root: Path) -> Workspace:
         }  # fmt: skip
         run.status_file.write_text(json.dumps(doc))
         store = LogStore(run.logs)
-        store.stream("job").append([f"job line {i}\n".encode() for i in range(1, LINES + 1)])
+        job = [f"job line {i}\n".encode() for i in range(1, LINES + 1)]
+        job[599] = b"daskstep: step plot (2/2) started\n"  # where the second step's lines begin
+        store.stream("job").append(job)
         store.stream("worker", "worker-0").append([b"Start worker at: tls://127.0.0.1:1\n"])
         for name, first in (("worker-1", 1), ("worker-2", 2)):  # interleaved in time
             stamps = [2 * 10**18 + 10 * i + first for i in range(50)]  # after worker-0
@@ -164,6 +166,17 @@ def test_a_log_is_paged_newest_first_and_followed(served: Served) -> None:
     worker = served.json("/api/runs/0/2/log?stream=worker:worker-0")
     assert worker["lines"][0]["text"].startswith("Start worker at")
     assert served.json("/api/runs/0/2/log?stream=job&after=1000")["lines"] == []
+
+
+def test_a_step_opens_at_its_first_line_in_the_jobs_log(served: Served) -> None:
+    page = served.json("/api/runs/0/2/log?stream=job&step=2&limit=3")
+    assert [(line["seq"], line["text"]) for line in page["lines"]] == [
+        (600, "daskstep: step plot (2/2) started\n"), (601, "job line 601\n"),
+        (602, "job line 602\n"),
+    ]  # fmt: skip
+    for step, why in ((1, b"has not started"), (3, b"no such step")):
+        code, _, body = served.get(f"/api/runs/0/2/log?stream=job&step={step}")
+        assert code == 404 and why in body
 
 
 def test_all_the_workers_in_one_tab_by_time_with_a_cursor_each(served: Served) -> None:

@@ -105,6 +105,8 @@ def test_the_pages_follow_a_real_run_live_in_chromium(tmp_path: Path) -> None:
         driver.find_element(By.CSS_SELECTOR, "#tabs button[data-s='workers']").click()
         wait_for(lambda: "] hello from a task 7" in log(), 30, "the line among all the workers'")
         wait_for(lambda: driver.find_element(By.ID, "status").text == "finished", 90, "finished")
+        driver.find_element(By.CSS_SELECTOR, "#step-table button.step").click()  # its lines
+        wait_for(lambda: log().startswith("daskstep: step plot (1/1) started"), 15, "the step")
         image = "img[alt='results/histogram.png']"
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, image), 15, "the histogram")
         loaded = driver.execute_script(

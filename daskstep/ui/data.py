@@ -9,6 +9,7 @@ with a million lines costs a page's bytes, not the file's.
 from __future__ import annotations
 
 import mimetypes
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,24 @@ def log_page(
     if after is None:
         lines.reverse()
     return {"lines": lines, "total": total, "before": first if first > 1 else None}
+
+
+def step_start(path: Path, name: str, number: int, of: int) -> int | None:
+    """The line number of `daskstep: step NAME (k/n) started` in the job's log: where the
+    step's lines begin. One pass over the bytes (a search, then a count of the newlines
+    before it, a slice at a time): asked for when a user opens a step, not on every poll."""
+    needle = f"daskstep: step {name} ({number}/{of}) started\n".encode()
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            at = mm.find(needle)
+            if at < 0 or (at > 0 and mm[at - 1 : at] != b"\n"):
+                return None
+            newlines = sum(
+                mm[i : min(at, i + (8 << 20))].count(b"\n") for i in range(0, at, 8 << 20)
+            )
+    except (OSError, ValueError):  # no log yet, or an empty one (mmap refuses those)
+        return None
+    return newlines + 1
 
 
 # -- the workspace's files -------------------------------------------------------------------

@@ -18,6 +18,12 @@ async function openTab(name){stream=name;last=null;oldest=null;const mine=++tab;
   for(const b of document.querySelectorAll('#tabs button'))b.classList.toggle('on',b.dataset.s===name);
   let got;try{got=await page('')}catch(e){got={lines:[],total:0}}if(mine!==tab)return;
   got.lines.reverse();lines(got,'end');last=got.after??got.total;oldest=got.before}
+async function openStep(k){stream='job';last=null;oldest=null;const mine=++tab;
+  document.getElementById('log').textContent='';
+  for(const b of document.querySelectorAll('#tabs button'))b.classList.toggle('on',b.dataset.s==='job');
+  let got;try{got=await page('&limit=1000&step='+k)}catch(e){return}if(mine!==tab||!got.lines)return;
+  lines(got,'end');document.getElementById('log').scrollTop=0;
+  oldest=got.lines.length?got.lines[0].seq:null}  // older lines on demand; no following here
 async function older(){if(!oldest)return;const mine=tab;
   const got=await page('&before='+encodeURIComponent(enc(oldest)));if(mine!==tab)return;
   got.lines.reverse();lines(got,'start');oldest=got.before}
@@ -28,7 +34,10 @@ async function refresh(){const run=await (await fetch(`/api/runs/${W}/${N}`)).js
   const s=document.getElementById('status');s.textContent=run.status;s.className=run.status;
   document.getElementById('steps').textContent=run.steps.filter(x=>x.status==='finished').length+'/'+run.steps.length;
   const steps=document.querySelector('#step-table tbody');steps.replaceChildren(
-    ...run.steps.map(x=>row([x.name,x.status,x.started_at,x.duration_seconds,x.exit_code])));
+    ...run.steps.map((x,i)=>{const r=row(['',x.status,x.started_at,x.duration_seconds,x.exit_code]);
+      const b=document.createElement('button');b.className='step';b.textContent=x.name;
+      b.title="the step's lines in the job's log";b.onclick=()=>openStep(i+1);
+      r.firstChild.append(b);return r}));
   const ev=document.querySelector('#events tbody');ev.replaceChildren(
     ...run.events.map(e=>row([e.time,e.component,e.what,e.why])));
   const cl=document.querySelector('#cluster tbody');cl.replaceChildren(

@@ -19,7 +19,7 @@ from typing import Any
 
 import tornado.web
 
-from daskstep.record import Workspace
+from daskstep.record import RunFolder, Workspace, read_status
 from daskstep.ui import data, pages
 
 TOKEN_COOKIE = "daskstep-ui-token"
@@ -141,7 +141,18 @@ class LogAPI(Base):
         if path is None:
             raise tornado.web.HTTPError(404, reason="no such log")
         before, after = self._number("before"), self._number("after")
+        if (step := self._number("step")) is not None and stream == "job":
+            after = self._step_start(run, path, step) - 1  # the step's lines, from its start
         self.send_json(data.log_page(path, before, after, limit))
+
+    def _step_start(self, run: RunFolder, path: Path, step: int) -> int:
+        steps = read_status(run).get("steps") or []
+        if not 1 <= step <= len(steps) or not isinstance(steps[step - 1], dict):
+            raise tornado.web.HTTPError(404, reason="no such step")
+        seq = data.step_start(path, str(steps[step - 1].get("name")), step, len(steps))
+        if seq is None:
+            raise tornado.web.HTTPError(404, reason="the step has not started")
+        return seq
 
     def _number(self, name: str, value: str | None = None) -> int | None:
         value = self.get_query_argument(name, None) if value is None else value
