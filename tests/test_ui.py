@@ -298,6 +298,17 @@ def test_a_token_is_demanded_when_one_is_set(workspace: Path) -> None:
         server.stop()
 
 
+def test_nothing_but_reading(served: Served) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{served.port}/api/runs/0/2", data=b"{}", method=method
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 405 and b"Traceback" not in refused.value.read()
+    assert served.json("/api/runs/0/2")["status"] == "running"
+
+
 def test_only_loopback_goes_without_a_token() -> None:
     assert new_token("127.0.0.1") is None and new_token("::1") is None
     assert new_token("localhost") is None

@@ -26,7 +26,9 @@ from PIL import Image
 client = Client(os.environ["DASK_SCHEDULER_URI"])
 
 def task(i):
-    time.sleep(4)
+    for n in range(24):  # a line every half second: a log that grows while it is watched
+        print("task tick", n, flush=True)
+        time.sleep(0.5)
     print("hello from a task", i, flush=True)
     return i * i
 
@@ -101,7 +103,11 @@ def test_the_pages_follow_a_real_run_live_in_chromium(tmp_path: Path) -> None:
         wait_for(lambda: log().count("step says") > seen, 10, "more of the job's lines")
         wait_for(lambda: cells("#tabs button[data-s^='worker:']"), 30, "a worker's tab")
         driver.find_element(By.CSS_SELECTOR, "#tabs button[data-s^='worker:']").click()
-        wait_for(lambda: "hello from a task 7" in log(), 30, "the task's line in its worker's log")
+        wait_for(lambda: "task tick" in log(), 30, "the task's lines in its worker's log")
+        ticks = log().count("task tick")
+        assert "hello from a task" not in log()  # the task is still going
+        wait_for(lambda: log().count("task tick") > ticks, 10, "the worker's lines, live")
+        wait_for(lambda: "hello from a task 7" in log(), 30, "the task's last line")
         driver.find_element(By.CSS_SELECTOR, "#tabs button[data-s='workers']").click()
         wait_for(lambda: "] hello from a task 7" in log(), 30, "the line among all the workers'")
         wait_for(lambda: driver.find_element(By.ID, "status").text == "finished", 90, "finished")
