@@ -128,6 +128,7 @@ def test_the_runs_are_listed_newest_first_with_their_step(served: Served) -> Non
         (2, "running", "1/2"), (1, "finished", "2/2")
     ]  # fmt: skip
     assert runs[0]["name"] == "ws" and runs[0]["backend"] == "local"
+    assert [r["report"] for r in runs] == [False, True]
     code, headers, page = served.get("/")
     assert code == 200 and b'<table id="runs">' in page
     assert "default-src 'self'" in headers["Content-Security-Policy"]

@@ -39,6 +39,7 @@ def run_row(index: int, run: RunFolder) -> dict[str, Any]:
         "where": str(run.workspace),
         "name": Path(workflow).parent.name or str(run.workspace),
         "steps": f"{done}/{len(steps)}",
+        "report": run.report_html.is_file(),
     }
 
 

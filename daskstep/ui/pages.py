@@ -33,7 +33,8 @@ BASE = """<!doctype html><html><head><meta charset="utf-8"><title>{{ title }}</t
 
 RUNS = """{% extends "base.html" %}{% block main %}
 <table id="runs"><thead><tr><th>workflow</th><th>run</th><th>status</th><th>step</th>
-<th>started</th><th>duration</th><th>exit</th><th>backend</th></tr></thead><tbody></tbody></table>
+<th>started</th><th>duration</th><th>exit</th><th>backend</th><th></th></tr></thead>
+<tbody></tbody></table>
 <script>{{ script("runs.js") }}</script>{% endblock %}"""
 
 RUN = """{% extends "base.html" %}

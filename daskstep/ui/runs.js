@@ -11,6 +11,9 @@ async function refresh(){
     tr.append(cell('#'+r.run),st,cell(r.steps),cell(r.started_at||'-'),
       cell(r.duration_seconds==null?'-':r.duration_seconds.toFixed(1)+' s'),
       cell(r.exit_code==null?'-':r.exit_code),cell(r.backend));
+    const report=document.createElement('td');tr.append(report);
+    if(r.report){const link=document.createElement('a');link.href=`/runs/${r.workspace}/${r.run}/report`;
+      link.textContent='report';report.append(link)}
     body.append(tr)}
 }
 refresh();setInterval(refresh,2000);
