@@ -16,9 +16,9 @@ from daskstep.errors import InputError, Problem
 from daskstep.record import RunFolder, Workspace, read_status
 
 
-def summary(run: RunFolder) -> dict[str, Any]:
-    """One run's line of `list`, as data."""
-    doc = read_status(run)
+def summary(run: RunFolder, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run's line of `list`, as data (from `doc`, its status, when the caller has it)."""
+    doc = read_status(run) if doc is None else doc
     cluster = doc.get("cluster") if isinstance(doc.get("cluster"), dict) else {}
     return {
         "run": run.number,

@@ -40,8 +40,8 @@ class HTCondorFarm(HTCondorPool):
         self.hosts = made
         self.masters: dict[str, subprocess.Popen] = {}
 
-    def user_argv(self, argv: list[str | Path]) -> list[str]:
-        return self.hosts.argv("ctl", *super().user_argv(argv))
+    def user_argv(self, argv: list[str | Path], config: Path | None = None) -> list[str]:
+        return self.hosts.argv("ctl", *super().user_argv(argv, config))
 
     def _host_config(self, host: str) -> Path:
         return self.dir / "etc" / f"condor_config.{host}"  # type: ignore[operator]
@@ -101,9 +101,8 @@ CLAIM_PARTITIONABLE_LEFTOVERS = False
         try:
             for host in self.hosts.names:
                 env = {**self.env, "CONDOR_CONFIG": str(self._host_config(host))}
-                argv = HTCondorPool.user_argv(self, [self.root / "usr/sbin/condor_master", "-f"])
-                argv = [a if not a.startswith("CONDOR_CONFIG=") else
-                        f"CONDOR_CONFIG={env['CONDOR_CONFIG']}" for a in argv]  # fmt: skip
+                master = [self.root / "usr/sbin/condor_master", "-f"]
+                argv = HTCondorPool.user_argv(self, master, self._host_config(host))
                 with open(self.dir / f"master-{host}.out", "wb") as out:
                     self.masters[host] = subprocess.Popen(
                         self.hosts.argv(host, *argv), env=env, cwd=self.home,

@@ -283,13 +283,14 @@ class HTCondorPool:
         path = f"{self.root}/usr/bin:{self.root}/usr/sbin:/usr/local/bin:/usr/bin:/bin"
         return {**os.environ, "CONDOR_CONFIG": str(self.config), "PATH": path}
 
-    def user_argv(self, argv: list[str | Path]) -> list[str]:
-        """argv as the pool user (uid/gid 65534, no other groups) with the pool's CONDOR_CONFIG,
-        PATH and HOME: condor_submit refuses root, the schedd any user but its own."""
+    def user_argv(self, argv: list[str | Path], config: Path | None = None) -> list[str]:
+        """argv as the pool user (uid/gid 65534, no other groups) with the pool's CONDOR_CONFIG
+        (or `config`), PATH and HOME: condor_submit refuses root, the schedd any user but its
+        own."""
         env = self.env
         ids = [f"--reuid={POOL_UID}", f"--regid={POOL_GID}", "--clear-groups"]
         names = [f"HOME={self.home}", f"USER={POOL_USER}", f"LOGNAME={POOL_USER}"]
-        tools = [f"CONDOR_CONFIG={env['CONDOR_CONFIG']}", f"PATH={env['PATH']}"]
+        tools = [f"CONDOR_CONFIG={config or env['CONDOR_CONFIG']}", f"PATH={env['PATH']}"]
         return ["setpriv", *ids, "env", *names, *tools, *map(str, argv)]
 
     def run(

@@ -57,12 +57,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: Any, host: str, port: int, token: str | None) -> int:
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
     try:
-        server = app.listen(port, address=host)
+        sockets = bind_sockets(port, address=host)
     except OSError as e:
         why = f"cannot listen on {host}:{port}: {e.strerror}"
         raise InputError([Problem("--port", why)]) from None
-    bound = next(iter(server._sockets.values())).getsockname()[1]
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound}/" + (f"?token={token}" if token else "")
     if token:

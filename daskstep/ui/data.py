@@ -27,14 +27,14 @@ SECRET_PREFIXES = ("x509up_", "krb5cc", "userkey", "hostkey")
 SECRET_SUFFIXES = (".keytab", ".key", ".pem", ".p12", ".pfx")
 
 
-def run_row(index: int, run: RunFolder) -> dict[str, Any]:
+def run_row(index: int, run: RunFolder, doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run's line in the list: `daskstep list`'s, and the workflow, step k/n and where."""
-    doc = read_status(run)
+    doc = read_status(run) if doc is None else doc
     steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
     done = sum(1 for s in steps if isinstance(s, dict) and s.get("status") == "finished")
     workflow = str(doc.get("workflow") or run.workspace / "reana.yaml")
     return {
-        **summary(run),
+        **summary(run, doc),
         "workspace": index,
         "where": str(run.workspace),
         "name": Path(workflow).parent.name or str(run.workspace),
@@ -59,7 +59,7 @@ def run_detail(workspace: Workspace, index: int, number: int) -> dict[str, Any] 
     cluster = doc.get("cluster") if isinstance(doc.get("cluster"), dict) else {}
     live = doc.get("status") in ("pending", "running")
     return {
-        **run_row(index, run),
+        **run_row(index, run, doc),
         "message": doc.get("message"),
         "steps": doc.get("steps") if isinstance(doc.get("steps"), list) else [],
         "events": doc.get("events") if isinstance(doc.get("events"), list) else [],
@@ -90,11 +90,12 @@ def merged_page(
     """Several streams as one (all the workers), by time: each line says its stream. The
     cursors are per stream: `before` for the next older page, `after` for following."""
     limit = max(1, min(limit, MAX_PAGE_LINES))
-    pages = {
-        name: log_page(path, None if after is not None else (before or {}).get(name),
-                       (after.get(name, 0) if after is not None else None), limit)
-        for name, path in paths.items()
-    }  # fmt: skip
+    if after is not None:  # a worker not in the cursor yet is read from its start
+        pages = {n: log_page(p, after=after.get(n, 0), limit=limit) for n, p in paths.items()}
+    else:
+        pages = {
+            n: log_page(p, before=(before or {}).get(n), limit=limit) for n, p in paths.items()
+        }
     lines = [{**line, "stream": name} for name, page in pages.items() for line in page["lines"]]
     lines.sort(key=lambda line: (line["ts"], line["stream"], line["seq"]), reverse=after is None)
     lines = lines[:limit]
