@@ -19,6 +19,8 @@ from daskstep.cli_passthrough import passthrough
 from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
 from daskstep.record import RunFolder, Workspace
+from daskstep.serve.cli import add_parser as add_serve_parser
+from daskstep.serve.cli import cmd_serve
 from daskstep.terminal import quiet
 from daskstep.ui.cli import add_parser as add_ui_parser
 from daskstep.ui.cli import cmd_ui
@@ -168,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_run_readers(sub)
     add_ui_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("sidecar", help="run a sidecar: logs, kerberos or voms")
     kinds = p.add_subparsers(dest="sidecar", required=True, metavar="KIND")
@@ -385,6 +388,7 @@ COMMANDS = {
     "prune": cmd_prune,
     "sidecar": _cmd_sidecar,
     "ui": cmd_ui,
+    "serve": cmd_serve,
 }
 
 

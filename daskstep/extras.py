@@ -15,6 +15,7 @@ EXTRAS = {
     "kubernetes": ("kubernetes", "dask_kubernetes"),  # run and render on Kubernetes
     "batch": ("dask_jobqueue",),  # the Slurm and HTCondor backends and steps
     "report": ("matplotlib",),  # the report's summary figure, report.png
+    "serve": ("authlib",),  # daskstep serve's OIDC issuer (device flow, JWT access tokens)
 }
 
 
