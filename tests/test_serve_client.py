@@ -1,0 +1,242 @@
+"""The real reana-client 0.95 (from the package index, in a virtual environment of its own,
+cached under /var/tmp/daskstep-reana-client by version) against `daskstep serve` on loopback:
+login through the device flow approved by the test, then run, follow, fetch, list and delete
+Dask workflows as a REANA user would.
+
+The client checks every response of its generated API against reana_server.json (bravado's
+`validate_responses`, on by default); `check_responses.py`-like code below asks the same
+operations again with that validation spelled out, so a change of bravado's default cannot
+hide a wrong body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+REANA_CLIENT = "0.95.0a6"  # 0.9.x rejects resources.dask in its own schema check
+CACHE = Path("/var/tmp/daskstep-reana-client")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dask-bag"
+ENDED = ("finished", "failed", "stopped", "deleted")
+
+CHECK_RESPONSES = r"""
+import json, sys
+from bravado.client import SwaggerClient
+from bravado.requests_client import RequestsClient
+from reana_commons.api_client import BaseAPIClient
+from reana_client.auth.oidc import get_access_token
+
+url, ca, workflow = sys.argv[1:4]
+spec = BaseAPIClient._get_spec(None, "reana_server.json")
+http = RequestsClient(ssl_verify=ca)
+client = SwaggerClient.from_spec(spec, http_client=http, config={
+    "validate_responses": True, "validate_requests": True, "also_return_response": True})
+client.swagger_spec.api_url = url
+auth = {"headers": {"Authorization": "Bearer " + get_access_token()}}
+api = client.api
+calls = [
+    (api.ping, {}), (api.get_you, {}), (api.info, {}), (api.get_secrets, {}),
+    (api.get_workflows, {"type": "batch", "include_workspace_size": True}),
+    (api.get_workflow_status, {"workflow_id_or_name": workflow}),
+    (api.get_workflow_logs, {"workflow_id_or_name": workflow}),
+    (api.get_files, {"workflow_id_or_name": workflow}),
+    (api.get_workflow_specification, {"workflow_id_or_name": workflow}),
+    (api.get_workflow_parameters, {"workflow_id_or_name": workflow}),
+    (api.get_workflow_disk_usage, {"workflow_id_or_name": workflow}),
+]
+for operation, arguments in calls:
+    operation(_request_options=auth, **arguments).result(timeout=60)
+print(json.dumps({"validated": len(calls)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def reana_client() -> Path:
+    """reana-client's own virtual environment, made once per version (a minute, from the index)."""
+    home = CACHE / REANA_CLIENT
+    binary = home / "bin" / "reana-client"
+    if (home / ".complete").exists():
+        return binary
+    shutil.rmtree(home, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    venv.create(home, with_pip=True)
+    install = subprocess.run(
+        [str(home / "bin" / "python"), "-m", "pip", "install", "-q", "--pre",
+         f"reana-client=={REANA_CLIENT}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    tail = (install.stderr or install.stdout).strip().splitlines()[-1:] or [""]
+    require(install.returncode == 0, f"reana-client {REANA_CLIENT} did not install: {tail[0]}")
+    (home / ".complete").touch()
+    return binary
+
+
+class Server:
+    """One `daskstep serve` on 127.0.0.1, a free port, and its workspaces."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.process: subprocess.Popen[str] | None = None
+        self.url = self.ca = ""
+
+    def start(self) -> None:
+        port = self.url.rpartition(":")[2] if self.url else "0"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daskstep", "serve", "--workspaces", str(self.root),
+             "--port", port, "--max-runs", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        lines = []
+        while not self.ca:
+            line = self.process.stdout.readline()
+            assert line, f"daskstep serve stopped: {''.join(lines)}"
+            lines.append(line)
+            if m := re.search(r"daskstep serve: (https://\S+)", line):
+                self.url = m[1]
+            if m := re.search(r"REANA_SERVER_CA_CERTS=(\S+)", line):
+                self.ca = m[1]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def approve(self, code: str, email: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "daskstep", "serve", "approve", code, "--user", email,
+             "--workspaces", str(self.root)],
+            check=True, timeout=60, capture_output=True,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    found = Server(tmp_path_factory.mktemp("serve") / "workspaces")
+    found.start()
+    yield found
+    found.stop()
+
+
+class User:
+    """One reana-client user: a HOME of their own for its credential store."""
+
+    def __init__(self, binary: Path, server: Server, home: Path, email: str) -> None:
+        self.binary, self.server, self.home, self.email = binary, server, home, email
+        home.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_")}
+        return {**env, "HOME": str(self.home), "REANA_SERVER_CA_CERTS": self.server.ca}
+
+    def __call__(self, *args: str, cwd: Path | None = None, ok: bool = True) -> str:
+        done = subprocess.run(
+            [str(self.binary), *args], env=self.env(), cwd=cwd, capture_output=True,
+            text=True, timeout=180,
+        )  # fmt: skip
+        out = done.stdout + done.stderr
+        if ok:
+            assert done.returncode == 0, f"reana-client {' '.join(args)}: {out}"
+        return out
+
+    def login(self) -> None:
+        process = subprocess.Popen(
+            [str(self.binary), "login", "--server", self.server.url, "--headless"],
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        code = None
+        seen = []
+        while code is None:
+            line = process.stdout.readline()
+            assert line, f"reana-client login ended: {''.join(seen)}"
+            seen.append(line)
+            if m := re.search(r"user_code=([A-Z-]+)", line):
+                code = m[1]
+        self.server.approve(code, self.email)
+        rest, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, "".join(seen) + rest
+        assert f"Logged in to {self.server.url}" in rest
+
+    def wait(self, workflow: str, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self("status", "-w", workflow, "--json")
+            status = json.loads(out)[0]["status"]
+            if status in ENDED:
+                return status
+            time.sleep(1)
+        raise AssertionError(f"{workflow} did not end within {timeout} s")
+
+
+def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
+    reana_client: Path, server: Server, tmp_path: Path
+) -> None:
+    alice = User(reana_client, server, tmp_path / "alice", "alice@example.org")
+    alice.login()
+    out = alice("ping")
+    assert "Authenticated as: alice <alice@example.org>" in out and "Status: Connected" in out
+    assert "List of supported compute backends: local" in alice("info")
+
+    analysis = tmp_path / "dask-bag"
+    shutil.copytree(EXAMPLE, analysis)
+    out = alice("run", "-w", "dask-demo", cwd=analysis)
+    assert "dask-demo.1" in out
+    assert alice.wait("dask-demo") == "finished"
+
+    logs = alice("logs", "-w", "dask-demo")
+    assert "==> Step: generate" in logs and "wrote 8 files" in logs  # the step's own lines
+    assert "==> Service: dask-scheduler" in logs and "distributed.scheduler" in logs
+    assert "==> Service: dask-worker" in logs and "==> Component: worker-0" in logs
+    assert "histogram.png" in alice("ls", "-w", "dask-demo")
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    alice("download", "histogram.png", "-w", "dask-demo", cwd=downloads)
+    (kept,) = server.root.glob("*/*/histogram.png")
+    assert (downloads / "histogram.png").read_bytes() == kept.read_bytes()
+    listed = alice("list")
+    assert re.search(r"dask-demo\s+1\s.*finished", listed), listed
+
+    out = alice("run", "-w", "dask-demo", cwd=analysis)
+    assert "dask-demo.2" in out
+    assert alice.wait("dask-demo.2") == "finished"
+    assert "==> Step: analyse" in alice("logs", "-w", "dask-demo.2")
+
+    checked = subprocess.run(
+        [str(reana_client.parent / "python"), "-c", CHECK_RESPONSES,
+         server.url, server.ca, "dask-demo.2"],
+        env=alice.env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["validated"] == 11
+
+    alice("delete", "-w", "dask-demo.1")
+    listed = alice("list")
+    assert not re.search(r"dask-demo\s+1\s", listed) and re.search(r"dask-demo\s+2\s", listed)
+
+    bob = User(reana_client, server, tmp_path / "bob", "bob@example.org")
+    bob.login()
+    assert "dask-demo" not in bob("list")
+    assert "does not exist" in bob("status", "-w", "dask-demo.2", ok=False)
+    assert "histogram.png" not in bob("ls", "-w", "dask-demo.2", ok=False)
