@@ -1,0 +1,149 @@
+"""daskstep serve's API in process (tornado's test server): a forged, expired or foreign token
+is a 401, another user's workflow is a 404, and no upload or download leaves a workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from tornado.testing import AsyncHTTPTestCase
+
+from daskstep.serve.api import Context
+from daskstep.serve.cli import application
+from daskstep.serve.issuer import ALG, AccessTokens, Client, Issuer
+from daskstep.serve.store import Store, User
+
+UPLOAD_ESCAPES = [
+    "../x", "//x", "a/../../x", "./../x", "..", "a/..", "x\\..\\y", "..\\x", "a//b",
+    ".daskstep/status.json", ".daskstep-serve/serve.db", "link/x", "link", "data", "",
+]  # fmt: skip
+DOWNLOAD_ESCAPES = [
+    "../other/secret.txt", "..%2Fother%2Fsecret.txt", "%2Fetc%2Fpasswd", "a/../../x",
+    ".daskstep/runs/1/status.json", "link/secret.txt", "data/CERN_KEYTAB", "..", "%2e%2e/x",
+    "reana.yaml%00", "data/..%2F..%2Fx",
+]  # fmt: skip
+
+
+class FakeRuns:
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+
+    def queue(self, workflow: Any, parameters: Any) -> None:
+        self.queued.append(workflow.id)
+
+    def stop(self, workflow: Any) -> None:
+        pass
+
+
+class ServeAPI(AsyncHTTPTestCase):
+    def get_app(self) -> Any:
+        self.tmp = Path(self.enterContext(_tmp()))  # type: ignore[attr-defined]
+        self.store = Store(self.tmp / "workspaces")
+        self.issuer = Issuer(self.store, "https://127.0.0.1:1")
+        ctx = Context(self.store, self.issuer, FakeRuns(), "local", "0.95.0 (test)")
+        return application(ctx)
+
+    def token(self, user: User, key: ECKey | None = None, **claims: Any) -> str:
+        tokens = AccessTokens(self.issuer.issuer, key or self.issuer.key)
+        if not claims:
+            return tokens.access_token_generator(Client(), "refresh_token", user, "openid")
+        now = int(time.time())
+        base = {"iss": self.issuer.issuer, "sub": user.id, "iat": now, "exp": now + 60}
+        return jwt.encode({"alg": ALG}, {**base, **claims}, key or self.issuer.key)
+
+    def call(self, method: str, path: str, token: str | None, body: bytes | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.fetch(path, method=method, headers=headers, body=body,
+                          allow_nonstandard_methods=True)  # fmt: skip
+
+    def workspace(self, user: User) -> Any:
+        workflow = self.store.create_workflow(user, "demo")
+        (workflow.workspace / "reana.yaml").write_text("version: 0.9.3\n")
+        (workflow.workspace / "data").mkdir()
+        (workflow.workspace / "data" / "CERN_KEYTAB").write_bytes(b"secret")
+        outside = self.tmp / "other"
+        outside.mkdir(exist_ok=True)
+        (outside / "secret.txt").write_text("not yours")
+        os.symlink(outside, workflow.workspace / "link")
+        return workflow
+
+    def test_tokens_that_are_not_the_servers_are_refused(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None
+        assert self.call("GET", "/api/you", self.token(alice)).code == 200
+        stranger = ECKey.generate_key("P-256", private=True)
+        refused = {
+            "none": None,
+            "garbage": "not-a-jwt",
+            "expired": self.token(alice, exp=int(time.time()) - 120),
+            "forged": self.token(alice, key=stranger),
+            "other issuer": self.token(alice, iss="https://elsewhere.example"),
+            "no subject user": self.token(User("nobody", "n@example.org", "n")),
+        }
+        for what, token in refused.items():
+            answer = self.call("GET", "/api/you", token)
+            assert answer.code == 401, what
+            assert "reana-client login" in json.loads(answer.body)["message"], what
+
+    def test_another_users_workflow_is_not_found(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        bob = self.store.user_by_email("bob@example.org", create=True)
+        assert alice is not None and bob is not None
+        workflow = self.workspace(alice)
+        for path in ("status", "workspace", "workspace/reana.yaml", "logs", "specification"):
+            for name in (workflow.id, "demo", "demo.1"):
+                assert (
+                    self.call("GET", f"/api/workflows/{name}/{path}", self.token(bob)).code == 404
+                )
+        listed = json.loads(self.call("GET", "/api/workflows?type=batch", self.token(bob)).body)
+        assert listed == {"items": [], "total": 0}
+
+    def test_no_upload_leaves_the_workspace(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None
+        workflow = self.workspace(alice)
+        before = sorted(p for p in self.tmp.rglob("*") if ".daskstep-serve" not in p.parts)
+        for name in UPLOAD_ESCAPES:
+            path = f"/api/workflows/{workflow.id}/workspace?file_name={quote(name, safe='')}"
+            answer = self.call("POST", path, self.token(alice), b"evil")
+            assert answer.code == 400, name
+        after = sorted(p for p in self.tmp.rglob("*") if ".daskstep-serve" not in p.parts)
+        assert after == before
+        ok = f"/api/workflows/{workflow.id}/workspace?file_name=%2Fdata%2Fin.txt"
+        assert self.call("POST", ok, self.token(alice), b"fine").code == 200
+        assert (workflow.workspace / "data" / "in.txt").read_bytes() == b"fine"
+
+    def test_no_download_leaves_the_workspace(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None
+        workflow = self.workspace(alice)
+        run = workflow.workspace / ".daskstep" / "runs" / "1"
+        run.mkdir(parents=True)
+        (run / "status.json").write_text("{}")
+        for name in DOWNLOAD_ESCAPES:
+            answer = self.call("GET", f"/api/workflows/{workflow.id}/workspace/{name}",
+                               self.token(alice))  # fmt: skip
+            assert answer.code in (400, 404), name
+            assert b"not yours" not in answer.body and answer.body != b"secret", name
+        answer = self.call("GET", f"/api/workflows/{workflow.id}/workspace/reana.yaml",
+                           self.token(alice))  # fmt: skip
+        assert answer.code == 200 and answer.body == b"version: 0.9.3\n"
+
+    def test_an_unsupported_request_answers_in_one_line(self) -> None:
+        answer = self.call("POST", "/api/workflows/x/share", None, b"{}")
+        assert answer.code == 501
+        assert json.loads(answer.body) == {
+            "message": "POST /api/workflows/x/share is not supported by daskstep serve"
+        }
+
+
+def _tmp() -> Any:
+    import tempfile
+
+    return tempfile.TemporaryDirectory()
