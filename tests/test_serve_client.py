@@ -240,3 +240,100 @@ def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
     assert "dask-demo" not in bob("list")
     assert "does not exist" in bob("status", "-w", "dask-demo.2", ok=False)
     assert "histogram.png" not in bob("ls", "-w", "dask-demo.2", ok=False)
+
+
+SLEEPER = """\
+workflow:
+  type: serial
+  resources:
+    dask:
+      image: docker.io/daskstep/test:1.0
+      number_of_workers: 2
+      single_worker_memory: 1Gi
+      single_worker_threads: 1
+  specification:
+    steps:
+      - name: wait
+        commands:
+          - python -c "import time; time.sleep(300)"
+"""
+
+
+def run_processes(server: Server, name: str, number: int) -> list[int]:
+    """The pids of a run: its `daskstep run`, the cluster's launcher and its workers."""
+    import sqlite3
+
+    with sqlite3.connect(server.root / ".daskstep-serve" / "serve.db") as db:
+        workspace, pid = db.execute(
+            "SELECT workspace, pid FROM workflows WHERE name = ? AND run_number = ?",
+            (name, number),
+        ).fetchone()
+    try:
+        status = json.loads((Path(workspace) / ".daskstep" / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}
+    cluster = status.get("cluster") or {}
+    pids = [pid, cluster.get("launcher_pid"), *(cluster.get("worker_pids") or {}).values()]
+    return [p for p in pids if isinstance(p, int)]
+
+
+def alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    found = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                found.append(pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def wait_running(user: User, server: Server, name: str, number: int) -> list[int]:
+    """Until the run's step computes on its cluster: its processes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pids = run_processes(server, name, number)
+        if len(alive(pids)) >= 4:  # the controller, the launcher and two workers
+            return pids
+        time.sleep(0.5)
+    raise AssertionError(f"{name}.{number} did not start its cluster: {user('logs', '-w', name)}")
+
+
+def gone_within(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive(pids)
+
+
+def test_stop_tears_the_cluster_down_and_a_restart_fails_the_run_it_lost(
+    reana_client: Path, tmp_path: Path
+) -> None:
+    server = Server(tmp_path / "workspaces")
+    server.start()
+    try:
+        alice = User(reana_client, server, tmp_path / "alice", "alice@example.org")
+        alice.login()
+        analysis = tmp_path / "sleeper"
+        analysis.mkdir()
+        (analysis / "reana.yaml").write_text(SLEEPER)
+
+        alice("run", "-w", "sleeper", cwd=analysis)
+        pids = wait_running(alice, server, "sleeper", 1)
+        started = time.monotonic()
+        assert "stopped" in alice("stop", "-w", "sleeper.1", "--force")
+        assert gone_within(pids, 10) == [], "the cluster outlived stop by 10 s"
+        assert time.monotonic() - started < 10
+        assert alice.wait("sleeper.1", 30) == "stopped"
+
+        alice("run", "-w", "sleeper", cwd=analysis)
+        pids = wait_running(alice, server, "sleeper", 2)
+        server.stop(signal.SIGKILL)  # the server dies mid-run, as a machine's OOM killer would
+        assert gone_within(pids, 15) == [], "the run outlived its server"
+        server.start()
+        assert alice.wait("sleeper.2", 30) == "failed"
+        assert alive(pids) == []
+    finally:
+        server.stop()
