@@ -3,12 +3,14 @@ is a 401, another user's workflow is a 404, and no upload or download leaves a w
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -41,7 +43,9 @@ class FakeRuns:
         pass
 
 
-class ServeAPI(AsyncHTTPTestCase):
+class Harness(AsyncHTTPTestCase):
+    """The server's application on a fresh store, and tokens of its issuer or not."""
+
     def get_app(self) -> Any:
         self.tmp = Path(self.enterContext(_tmp()))  # type: ignore[attr-defined]
         self.store = Store(self.tmp / "workspaces")
@@ -73,6 +77,8 @@ class ServeAPI(AsyncHTTPTestCase):
         os.symlink(outside, workflow.workspace / "link")
         return workflow
 
+
+class ServeAPI(Harness):
     def test_tokens_that_are_not_the_servers_are_refused(self) -> None:
         alice = self.store.user_by_email("alice@example.org", create=True)
         assert alice is not None
@@ -147,3 +153,51 @@ def _tmp() -> Any:
     import tempfile
 
     return tempfile.TemporaryDirectory()
+
+
+class DeviceLogin(Harness):
+    """The device flow as reana-client 0.95 runs it (PKCE-bound), then refreshes, rotated."""
+
+    def setUp(self) -> None:
+        os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"  # tornado's test server is plain HTTP
+        super().setUp()
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        os.environ.pop("AUTHLIB_INSECURE_TRANSPORT", None)
+
+    def post(self, path: str, **form: str) -> tuple[int, dict[str, Any]]:
+        answer = self.fetch(path, method="POST", body=urlencode(form))
+        return answer.code, json.loads(answer.body)
+
+    def login(self, verifier: str) -> tuple[int, dict[str, Any]]:
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(b"right").digest()).decode()
+        code, device = self.post(
+            "/oauth/device", client_id="reana-cli", scope="openid offline_access",
+            code_challenge=challenge.rstrip("="), code_challenge_method="S256",
+        )  # fmt: skip
+        assert code == 200 and device["verification_uri_complete"].endswith(device["user_code"])
+        grant = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                 "device_code": device["device_code"], "client_id": "reana-cli"}  # fmt: skip
+        code, pending = self.post("/oauth/token", **grant, code_verifier="right")
+        assert (code, pending["error"]) == (400, "authorization_pending")
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None and self.store.approve(device["user_code"], alice)
+        return self.post("/oauth/token", **grant, code_verifier=verifier)
+
+    def test_a_verifier_that_is_not_the_logins_gets_no_token(self) -> None:
+        code, answer = self.login("wrong")
+        assert code == 400 and "access_token" not in answer
+
+    def test_an_approved_login_gets_a_jwt_and_refreshes_once(self) -> None:
+        code, tokens = self.login("right")
+        assert code == 200, tokens
+        assert tokens["access_token"].count(".") == 2 and tokens["expires_in"] > 0
+        assert self.call("GET", "/api/you", tokens["access_token"]).code == 200
+        refresh = {"grant_type": "refresh_token", "client_id": "reana-cli",
+                   "refresh_token": tokens["refresh_token"]}  # fmt: skip
+        code, renewed = self.post("/oauth/token", **refresh)
+        assert code == 200 and renewed["refresh_token"] != tokens["refresh_token"]
+        assert self.call("GET", "/api/you", renewed["access_token"]).code == 200
+        code, again = self.post("/oauth/token", **refresh)  # the old one is spent
+        assert (code, again["error"]) == (400, "invalid_grant")

@@ -13,6 +13,9 @@ JWT access tokens); this module only binds it to tornado's requests and to the s
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -25,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
-from authlib.oauth2.rfc6749.errors import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc8628 import (
     DEVICE_CODE_GRANT_TYPE,
     DeviceAuthorizationEndpoint,
@@ -138,8 +141,17 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
     def get_verification_uri(self) -> str:
         return f"{self.server.issuer}/device"
 
+    def create_endpoint_response(self, request: OAuth2Request) -> Any:
+        """reana-client binds its device login to a PKCE pair: the challenge is kept with
+        the device code, and its verifier is demanded when the tokens are fetched."""
+        challenge = request.payload.data.get("code_challenge")
+        if challenge and request.payload.data.get("code_challenge_method", "S256") != "S256":
+            raise InvalidRequestError("code_challenge_method: only S256")
+        self._challenge = challenge
+        return super().create_endpoint_response(request)
+
     def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
-        self.server.store.save_device(data, client_id, scope)
+        self.server.store.save_device(data, client_id, scope, self._challenge)
 
 
 class DeviceGrant(DeviceCodeGrant):
@@ -149,6 +161,12 @@ class DeviceGrant(DeviceCodeGrant):
         row = self.server.store.device(device_code)
         if row is None:
             return None
+        if row["code_challenge"]:
+            verifier = self.request.payload.data.get("code_verifier") or ""
+            digest = hashlib.sha256(verifier.encode()).digest()
+            given = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+            if not hmac.compare_digest(given, row["code_challenge"]):
+                raise InvalidGrantError("code_verifier does not match the login's challenge")
         return DeviceCredentialDict(
             client_id=row["client_id"], scope=row["scope"], user_code=row["user_code"],
             expires_at=int(row["expires_at"]), device_code=device_code,

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, email TEXT UNIQUE NOT NULL, full_name TEXT NOT NULL, created REAL);
 CREATE TABLE IF NOT EXISTS devices (
     device_code TEXT PRIMARY KEY, user_code TEXT UNIQUE NOT NULL, client_id TEXT NOT NULL,
-    scope TEXT, expires_at REAL NOT NULL, user_id TEXT, approved INTEGER, last_poll REAL);
+    scope TEXT, expires_at REAL NOT NULL, user_id TEXT, approved INTEGER, last_poll REAL,
+    code_challenge TEXT);
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT,
     expires_at REAL NOT NULL, revoked INTEGER DEFAULT 0);
@@ -117,13 +118,15 @@ class Store:
 
     # -- device logins ---------------------------------------------------------------------
 
-    def save_device(self, data: dict[str, Any], client_id: str, scope: str | None) -> None:
+    def save_device(
+        self, data: dict[str, Any], client_id: str, scope: str | None, challenge: str | None
+    ) -> None:
         with self.connect() as db:
             db.execute(
-                "INSERT INTO devices (device_code, user_code, client_id, scope, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO devices (device_code, user_code, client_id, scope, expires_at, "
+                "code_challenge) VALUES (?, ?, ?, ?, ?, ?)",
                 (data["device_code"], data["user_code"], client_id, scope,
-                 time.time() + data["expires_in"]),
+                 time.time() + data["expires_in"], challenge),
             )  # fmt: skip
 
     def device(self, device_code: str) -> sqlite3.Row | None:
