@@ -337,3 +337,48 @@ def test_stop_tears_the_cluster_down_and_a_restart_fails_the_run_it_lost(
         assert alive(pids) == []
     finally:
         server.stop()
+
+
+def test_browser_login_goes_through_the_loopback_callback_with_pkce(
+    reana_client: Path, server: Server, tmp_path: Path
+) -> None:
+    """`reana-client login` without --headless: the test is the browser (BROWSER=true opens
+    nothing), and approves the code the authorization page shows."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    carol = User(reana_client, server, tmp_path / "carol", "carol@example.org")
+    process = subprocess.Popen(
+        [str(carol.binary), "login", "--server", server.url],
+        env={**carol.env(), "BROWSER": "true"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen: list[str] = []
+    while not (seen and seen[-1].startswith(f"{server.url}/oauth/authorize?")):
+        line = process.stdout.readline()
+        assert line, f"reana-client login ended: {''.join(seen)}"
+        seen.append(line)
+    context = ssl.create_default_context(cafile=server.ca)
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None  # the test reads the redirect, as a browser would follow it
+
+    browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), Stay)
+    page = browser.open(seen[-1].strip(), timeout=30).read().decode()
+    code = re.search(r"daskstep serve approve ([A-Z-]+)", page)
+    assert code, page
+    server.approve(code[1], carol.email)
+    follow = re.search(r'url=([^"]+)"', page)
+    assert follow, page
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        browser.open(server.url + follow[1].replace("&amp;", "&"), timeout=30)
+    assert redirect.value.code == 302
+    callback = redirect.value.headers["Location"]
+    assert callback.startswith("http://127.0.0.1:") and "code=" in callback
+    urllib.request.urlopen(callback, timeout=30).read()
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(seen) + rest
+    assert "Authenticated as: carol <carol@example.org>" in carol("ping")

@@ -86,7 +86,7 @@ def server_tls(state: Path, host: str) -> Any:
 def application(ctx: Any) -> Any:
     import tornado.web
 
-    from daskstep.serve import api, workflows
+    from daskstep.serve import api, browser_login, workflows
 
     wf = r"/api/workflows/([^/]+)"
     routes = [
@@ -94,7 +94,7 @@ def application(ctx: Any) -> Any:
         (r"/api/secrets/?", api.Secrets),
         (r"/api/\.well-known/openid-configuration", api.Discovery),
         (r"/oauth/jwks", api.Keys), (r"/oauth/(token|device)", api.OAuth),
-        (r"/device", api.DevicePage),
+        (r"/device", api.DevicePage), (r"/oauth/authorize", browser_login.Authorize),
         (r"/api/workflows", workflows.Workflows),
         (wf + r"/specification", workflows.Specification),
         (wf + r"/parameters", workflows.Parameters),

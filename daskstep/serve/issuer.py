@@ -24,11 +24,12 @@ from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlparse
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc8628 import (
     DEVICE_CODE_GRANT_TYPE,
     DeviceAuthorizationEndpoint,
@@ -51,9 +52,10 @@ ALG = "ES256"
 
 
 class Client(ClientMixin):
-    """reana-client: a public client (no secret), the device flow and refreshes."""
+    """reana-client: a public client (no secret): the device flow, the browser login to its
+    loopback callback, and refreshes."""
 
-    GRANTS = (DEVICE_CODE_GRANT_TYPE, "refresh_token")
+    GRANTS = (DEVICE_CODE_GRANT_TYPE, "refresh_token", "authorization_code")
 
     def get_client_id(self) -> str:
         return CLIENT_ID
@@ -65,7 +67,7 @@ class Client(ClientMixin):
         return scope or ""
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return False
+        return loopback_callback(redirect_uri)
 
     def check_client_secret(self, client_secret: str) -> bool:
         return False
@@ -74,7 +76,7 @@ class Client(ClientMixin):
         return method == "none"
 
     def check_response_type(self, response_type: str) -> bool:
-        return False
+        return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.GRANTS
@@ -205,6 +207,64 @@ class RefreshGrant(grants.RefreshTokenGrant):
         self.server.store.revoke_refresh(refresh_token.token)
 
 
+# -- the browser login (loopback, PKCE): its page is browser_login.py ----------------------
+
+CODE_SECONDS = 120
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def loopback_callback(uri: str) -> bool:
+    """reana-client's own callback on this machine, whatever port it bound."""
+    parsed = urlparse(uri)
+    host = parsed.netloc.rpartition(":")[0] or parsed.netloc
+    return parsed.scheme == "http" and host in LOOPBACK and parsed.path == "/callback"
+
+
+class AuthorizationCode:
+    """A stored code, as Authlib's grant and PKCE extension ask of one."""
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+        self.code_challenge = row["code_challenge"]
+        self.code_challenge_method = row["code_challenge_method"]
+
+    def get_redirect_uri(self) -> str:
+        return self.row["redirect_uri"]
+
+    def get_scope(self) -> str:
+        return self.row["scope"] or ""
+
+    def get_nonce(self) -> None:
+        return None
+
+    def get_auth_time(self) -> None:
+        return None
+
+
+class CodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 (Authlib's own attribute)
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        self.server.store.save_code(
+            code, request.payload.client_id, request.payload.redirect_uri,
+            request.payload.scope, request.user.id, data.get("code_challenge"),
+            data.get("code_challenge_method"), CODE_SECONDS,
+        )  # fmt: skip
+
+    def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
+        row = self.server.store.code(code)
+        if row is None or row["client_id"] != client.get_client_id():
+            return None
+        return AuthorizationCode(row) if row["expires_at"] > time.time() else None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        self.server.store.forget_code(authorization_code.row["code_hash"])
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        return self.server.store.user(authorization_code.row["user_id"])
+
+
 class AccessTokens(JWTBearerTokenGenerator):
     def __init__(self, issuer: str, key: ECKey) -> None:
         super().__init__(
@@ -235,6 +295,7 @@ class Issuer(AuthorizationServer):
         self.register_token_generator("default", AccessTokens(issuer, self.key))
         self.register_grant(DeviceGrant)
         self.register_grant(RefreshGrant)
+        self.register_grant(CodeGrant, [CodeChallenge(required=True)])
         self.register_endpoint(DeviceEndpoint(self))
 
     def query_client(self, client_id: str) -> Client | None:

@@ -26,7 +26,11 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS devices (
     device_code TEXT PRIMARY KEY, user_code TEXT UNIQUE NOT NULL, client_id TEXT NOT NULL,
     scope TEXT, expires_at REAL NOT NULL, user_id TEXT, approved INTEGER, last_poll REAL,
-    code_challenge TEXT);
+    code_challenge TEXT, request TEXT);
+CREATE TABLE IF NOT EXISTS codes (
+    code_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT, scope TEXT,
+    user_id TEXT NOT NULL, code_challenge TEXT, code_challenge_method TEXT,
+    expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT,
     expires_at REAL NOT NULL, revoked INTEGER DEFAULT 0);
@@ -128,6 +132,36 @@ class Store:
                 (data["device_code"], data["user_code"], client_id, scope,
                  time.time() + data["expires_in"], challenge),
             )  # fmt: skip
+
+    def save_browser_login(self, login: str, user_code: str, request: str, ttl: float) -> None:
+        """A browser login waiting for its approval: the authorization request it answers."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO devices (device_code, user_code, client_id, expires_at, request) "
+                "VALUES (?, ?, 'browser', ?, ?)",
+                (login, user_code, time.time() + ttl, request),
+            )
+
+    def save_code(
+        self, code: str, client_id: str, redirect_uri: str, scope: str | None, user_id: str,
+        challenge: str | None, method: str | None, ttl: float,
+    ) -> None:  # fmt: skip
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (token_hash(code), client_id, redirect_uri, scope, user_id, challenge, method,
+                 time.time() + ttl),
+            )  # fmt: skip
+
+    def code(self, code: str) -> sqlite3.Row | None:
+        with self.connect() as db:
+            return db.execute(
+                "SELECT * FROM codes WHERE code_hash = ?", (token_hash(code),)
+            ).fetchone()
+
+    def forget_code(self, code_hash: str) -> None:
+        with self.connect() as db:
+            db.execute("DELETE FROM codes WHERE code_hash = ?", (code_hash,))
 
     def device(self, device_code: str) -> sqlite3.Row | None:
         with self.connect() as db:
