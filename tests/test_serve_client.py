@@ -25,6 +25,10 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from kdc import Kdc
+from test_run_credentials import krb5_xrootd  # noqa: F401 (the fixture)
+from test_run_credentials import workflow as reader_workflow
+from xrootd import EXPECTED_SUM, XRootD
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -88,8 +92,8 @@ def reana_client() -> Path:
 class Server:
     """One `daskstep serve` on 127.0.0.1, a free port, and its workspaces."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root, self.env = root, env
         self.process: subprocess.Popen[str] | None = None
         self.url = self.ca = ""
 
@@ -98,7 +102,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daskstep", "serve", "--workspaces", str(self.root),
              "--port", port, "--max-runs", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
         )  # fmt: skip
         assert self.process.stdout is not None
         lines = []
@@ -382,3 +386,51 @@ def test_browser_login_goes_through_the_loopback_callback_with_pkce(
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, "".join(seen) + rest
     assert "Authenticated as: carol <carol@example.org>" in carol("ping")
+
+
+def test_a_keytab_secret_lets_the_workers_read_from_a_kerberos_xrootd(
+    reana_client: Path,
+    kdc: Kdc,
+    krb5_xrootd: XRootD,  # noqa: F811 (test_run_credentials's fixture)
+    tmp_path: Path,
+) -> None:
+    """secrets-add of a keytab (REANA's CERN_USER, CERN_KEYTAB and the file it names) becomes
+    the run's --secrets: the Kerberos sidecar gets tickets, the Dask tasks read over root://."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRB5", "X509", "VOMS"))}
+    env.update(KRB5_CONFIG=kdc.krb5_config, KRB5CCNAME=f"FILE:{tmp_path}/no-such-cache")
+    server = Server(tmp_path / "workspaces", env)
+    server.start()
+    try:
+        dave = User(reana_client, server, tmp_path / "dave", "dave@example.org")
+        dave.login()
+        principal, keytab = kdc.principal("servereader", tmp_path)
+        upload = tmp_path / "upload"
+        upload.mkdir()
+        shutil.copy(keytab, upload / ".keytab")
+        dave("secrets-add", "--env", f"CERN_USER={principal}", "--env", "CERN_KEYTAB=.keytab",
+             "--file", str(upload / ".keytab"))  # fmt: skip
+        listed = dave("secrets-list")
+        assert "CERN_USER" in listed and ".keytab" in listed and principal not in listed
+
+        analysis = tmp_path / "reader"
+        reana = reader_workflow(analysis, krb5_xrootd.url(), ("kerberos",))
+        reana.write_text(reana.read_text() + "inputs:\n  files: [reader.py]\n")
+        dave("run", "-w", "krb", cwd=analysis)
+        status = dave.wait("krb")
+        logs = dave("logs", "-w", "krb")
+        assert status == "finished", logs
+        assert "reads on 2 workers" in logs
+        assert all(r["sum"] == EXPECTED_SUM for r in json.loads(
+            next(server.root.glob("*/*/reads.json")).read_text()))  # fmt: skip
+        secret = keytab.read_bytes()
+        assert (
+            secret.hex() not in logs
+            and principal
+            in server.root.joinpath(".daskstep-serve", "secrets")
+            .rglob("CERN_USER")
+            .__next__()
+            .read_text()
+        )
+        assert ".keytab" not in dave("ls", "-w", "krb")
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ from daskstep.serve.issuer import Issuer
 from daskstep.serve.store import Store, User
 
 API_CAPABILITIES = ["workflow-specification-bundles-v1"]  # what 0.95's `create` demands
-SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+SECRET_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.][A-Za-z0-9_.-]{0,127}$")  # .keytab too
 MAX_SECRET_BYTES = 1 << 20
 
 
@@ -190,9 +190,13 @@ class Secrets(Base):
         assert self.user is not None
         return self.ctx.secrets_folder(self.user.id)
 
+    def types_file(self) -> Path:
+        """Beside the folder, so that the folder holds the secrets alone."""
+        return self.folder().with_name(f"{self.folder().name}.types.json")
+
     def types(self) -> dict[str, str]:
         try:
-            return json.loads((self.folder() / ".types.json").read_text())
+            return json.loads(self.types_file().read_text())
         except (OSError, ValueError):
             return {}
 
@@ -225,7 +229,7 @@ class Secrets(Base):
         for name, value in decoded.items():
             _write_private(folder / name, value)
             types[name] = given[name]["type"]
-        _write_private(folder / ".types.json", json.dumps(types).encode())
+        _write_private(self.types_file(), json.dumps(types).encode())
         self.send({"message": "Secrets successfully added."}, 201)
 
     def delete(self) -> None:
@@ -240,7 +244,7 @@ class Secrets(Base):
         for name in names:
             (self.folder() / name).unlink(missing_ok=True)
             types.pop(name)
-        _write_private(self.folder() / ".types.json", json.dumps(types).encode())
+        _write_private(self.types_file(), json.dumps(types).encode())
         self.send(names)
 
 
