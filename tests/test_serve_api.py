@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from tornado.testing import AsyncHTTPTestCase
@@ -201,3 +202,38 @@ class DeviceLogin(Harness):
         assert self.call("GET", "/api/you", renewed["access_token"]).code == 200
         code, again = self.post("/oauth/token", **refresh)  # the old one is spent
         assert (code, again["error"]) == (400, "invalid_grant")
+
+
+def test_serve_without_its_extra_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daskstep import cli, extras
+
+    real = extras.find_spec
+    monkeypatch.setattr(extras, "find_spec", lambda m: None if m == "authlib" else real(m))
+    assert cli.main(["serve", "--workspaces", str(tmp_path / "ws")]) == 2
+    assert capsys.readouterr().err == (
+        "error: serve: daskstep serve needs authlib, which is not installed; "
+        "pip install 'daskstep[serve]'\n"
+    )
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["approve"], "error: approve: give the code and --user EMAIL"),
+        (["approve", "ABCD-EFGH", "--user", "nobody"], "error: approve: give the code and"),
+        (["approve", "ABCD-EFGH", "--user", "a@example.org"], "error: CODE: ABCD-EFGH is no "),
+        (["--port", "70000"], "error: --port: 70000 is not a port"),
+        (["--max-runs", "0"], "error: --max-runs: 0: give 1 or more"),
+    ],
+)
+def test_bad_serve_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], line: str
+) -> None:
+    from daskstep import cli
+
+    assert cli.main(["serve", *args, "--workspaces", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
