@@ -235,6 +235,8 @@ def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["validated"] == 11
 
+    assert "Valid REANA specification file" in alice("validate", cwd=analysis)
+    assert "histogram.png" not in alice("du", "-w", "dask-demo.2")  # one line: its size
     alice("delete", "-w", "dask-demo.1")
     listed = alice("list")
     assert not re.search(r"dask-demo\s+1\s", listed) and re.search(r"dask-demo\s+2\s", listed)

@@ -96,6 +96,7 @@ def application(ctx: Any) -> Any:
         (r"/oauth/jwks", api.Keys), (r"/oauth/(token|device)", api.OAuth),
         (r"/device", api.DevicePage), (r"/oauth/authorize", browser_login.Authorize),
         (r"/api/workflows", workflows.Workflows),
+        (r"/api/workflows/validate", workflows.Validate),
         (wf + r"/specification", workflows.Specification),
         (wf + r"/parameters", workflows.Parameters),
         (wf + r"/workspace", workflows.WorkspaceFiles),

@@ -2,71 +2,36 @@
 (from the specification bundle reana-client 0.95 uploads), specification, parameters, the
 workspace (upload, list, download, delete), start, status (and stop, delete), logs, disk usage.
 
-A user reaches only their own workflows (the store looks them up by user). A path in a
-workspace is refused unless it stays inside it: no absolute path, no `..`, no symlink on the
-way, nothing in the run records (`.daskstep`).
+A user reaches only their own workflows (the store looks them up by user); workspace.py
+keeps every path inside the workspace.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import mimetypes
-import os
 import re
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from daskstep.errors import InputError
-from daskstep.record import STATE, Workspace, read_status
+from daskstep.record import Workspace, read_status
 from daskstep.serve import reana_logs
 from daskstep.serve.api import Base, refuse
 from daskstep.serve.store import Workflow
+from daskstep.serve.workspace import MAX_UPLOAD_BYTES, human, size_of, unpack, writable_path
 from daskstep.ui.data import files as workspace_files
 from daskstep.ui.data import safe_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TIME = "%Y-%m-%dT%H:%M:%S"
-MAX_BUNDLE_BYTES = 64 << 20
-MAX_UPLOAD_BYTES = 1 << 30
 
 
 def when(seconds: float | None) -> str | None:
     return time.strftime(TIME, time.gmtime(seconds)) if seconds else None
-
-
-def human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return str(size)
-
-
-def writable_path(root: Path, relative: str) -> Path | None:
-    """Where an upload of `relative` goes, or None when it would leave the workspace."""
-    if not relative or "\0" in relative or "\\" in relative or relative.startswith("/"):
-        return None
-    parts = relative.split("/")
-    if any(p in ("", ".", "..") for p in parts) or parts[0] in (STATE, ".daskstep-serve"):
-        return None
-    target = root / relative
-    folder = root
-    for part in parts[:-1]:
-        folder = folder / part
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            return None
-    if target.is_symlink() or target.is_dir():
-        return None
-    real = target.parent.resolve() if target.parent.exists() else None
-    if real is not None and not real.is_relative_to(root.resolve()):
-        return None
-    return target
 
 
 class WorkflowHandler(Base):
@@ -128,7 +93,7 @@ class WorkflowHandler(Base):
             "progress": self.progress(w),
         }
         if with_size:
-            size = _size(w.workspace)
+            size = size_of(w.workspace)
             item["size"] = {"raw": size, "human_readable": human(size)}
         return item
 
@@ -164,7 +129,7 @@ class Workflows(WorkflowHandler):
             raise refuse(400, "bundle: upload the specification bundle (a zip with reana.yaml)")
         workflow = self.ctx.store.create_workflow(self.user, name)
         try:
-            _unpack(bundle["body"], workflow.workspace)
+            unpack(bundle["body"], workflow.workspace)
             _check(workflow.workspace / "reana.yaml")
         except Exception:
             self.ctx.store.update(workflow.id, deleted=1, status="deleted")
@@ -178,6 +143,32 @@ class Workflows(WorkflowHandler):
             },
             201,
         )
+
+
+class Validate(WorkflowHandler):
+    """`reana-client validate`: the bundle checked as `create` checks it, nothing kept."""
+
+    def post(self) -> None:
+        import tempfile
+
+        from daskstep.workflow.limits import load_limits
+        from daskstep.workflow.spec import load_workflow
+
+        bundle = (self.request.files.get("bundle") or [None])[0]
+        if bundle is None:
+            raise refuse(400, "bundle: upload the specification bundle (a zip with reana.yaml)")
+        with tempfile.TemporaryDirectory(dir=self.ctx.store.state) as folder:
+            unpack(bundle["body"], Path(folder))
+            try:
+                _, warnings = load_workflow(str(Path(folder) / "reana.yaml"), load_limits(None))
+            except InputError as e:
+                errors = [{"code": "invalid", "path": p.path, "message": p.message}
+                          for p in e.problems]  # fmt: skip
+                self.send({"valid": False, "errors": errors,
+                           "warnings": [{"message": str(w)} for w in e.warnings]})  # fmt: skip
+                return
+        self.send({"valid": True, "errors": [],
+                   "warnings": [{"message": str(w)} for w in warnings]})  # fmt: skip
 
 
 class Specification(WorkflowHandler):
@@ -302,10 +293,17 @@ class Status(WorkflowHandler):
             self.ctx.runs.stop(w)
             self.send(self.submission(w, "Workflow successfully stopped.", "stopped"))
         elif wanted == "deleted":
-            if w.status in ("queued", "running", "pending"):
-                raise refuse(409, f"workflow {w.full_name} is {w.status}: stop it first")
-            self.ctx.store.update(w.id, deleted=1, status="deleted")
-            shutil.rmtree(w.workspace, ignore_errors=True)
+            options = self.body_json({}) or {}
+            assert self.user is not None
+            runs = [w]
+            if isinstance(options, dict) and options.get("all_runs"):
+                runs = [x for x in self.ctx.store.workflows(self.user) if x.name == w.name]
+            going = [x.full_name for x in runs if x.status in ("queued", "running", "pending")]
+            if going:
+                raise refuse(409, f"workflow {going[0]} is running: stop it first")
+            for run in runs:
+                self.ctx.store.update(run.id, deleted=1, status="deleted")
+                shutil.rmtree(run.workspace, ignore_errors=True)
             self.send(self.submission(w, "Workflow successfully deleted.", "deleted"))
         else:
             raise refuse(400, f"status {wanted!r}: daskstep serve takes stop or deleted")
@@ -333,7 +331,7 @@ class DiskUsage(WorkflowHandler):
     def get(self, id_or_name: str) -> None:
         w = self.workflow(id_or_name)
         assert self.user is not None
-        size = _size(w.workspace)
+        size = size_of(w.workspace)
         self.send(
             {
                 "workflow_id": w.id,
@@ -344,30 +342,6 @@ class DiskUsage(WorkflowHandler):
                 ],
             }
         )
-
-
-def _unpack(data: bytes, workspace: Path) -> None:
-    """The bundle's files into the workspace: regular files only, every path inside it."""
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise refuse(413, "bundle: larger than 64 MiB")
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        members = archive.infolist()
-    except zipfile.BadZipFile:
-        raise refuse(400, "bundle: not a zip archive") from None
-    if sum(m.file_size for m in members) > MAX_BUNDLE_BYTES:
-        raise refuse(413, "bundle: its files add up to more than 64 MiB")
-    names = {m.filename for m in members}
-    if "reana.yaml" not in names:
-        raise refuse(400, "bundle: it has no reana.yaml at its top")
-    for member in members:
-        mode = member.external_attr >> 16
-        target = writable_path(workspace, member.filename)
-        if member.is_dir() or target is None or (mode and (mode & 0o170000) not in (0, 0o100000)):
-            raise refuse(400, f"bundle: {member.filename!r} is not a file inside the workspace")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with archive.open(member) as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out)
 
 
 def _check(reana_yaml: Path) -> None:
@@ -391,12 +365,3 @@ def _spec(workspace: Path) -> dict[str, Any]:
     if "version" in spec:
         spec["version"] = str(spec["version"])
     return spec
-
-
-def _size(root: Path) -> int:
-    total = 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
