@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from daskstep.record import RunFolder, Workspace, read_status
+from daskstep.record import STATE, RunFolder, Workspace, read_status
 
+CONTROLLER_LOG = "serve-controller.log"  # what runs.py has `daskstep run` write to
 MAX_BYTES = 4 << 20  # of each log sent back: the tail, as a REANA log page is bounded
 STARTED = re.compile(r"^daskstep: step (?P<name>.+) \((?P<k>\d+)/(?P<n>\d+)\) started$")
 JOB_STATUS = {"finished": "finished", "failed": "failed", "running": "running"}
@@ -29,9 +30,7 @@ def document(workspace: Path, workflow_id: str, backend: str, steps: list[str] |
     if run is None:
         return json.dumps(doc)
     status = read_status(run)
-    doc["workflow_logs"] = _tail(run.folder / "serve-controller.log") or _tail(
-        run.workspace / ".daskstep" / "serve-controller.log"
-    )
+    doc["workflow_logs"] = _tail(workspace / STATE / CONTROLLER_LOG)  # daskstep run's own output
     step_lines = _split_steps(_tail(run.logs / "job.log"))
     for index, step in enumerate(status.get("steps") or []):
         name = str(step.get("name", f"step-{index + 1}"))

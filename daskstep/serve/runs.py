@@ -20,10 +20,10 @@ from pathlib import Path
 
 from daskstep.procutil import controller_alive, die_with_parent, kill_group
 from daskstep.record import Workspace, read_status
+from daskstep.serve.reana_logs import CONTROLLER_LOG
 from daskstep.serve.store import Store, Workflow
 
 STOP_GRACE = 8.0  # seconds between SIGTERM and SIGKILL on stop: within REANA's "gone in 10 s"
-CONTROLLER_LOG = "serve-controller.log"  # daskstep run's own terminal output, in .daskstep/
 
 
 class Runs:
@@ -39,7 +39,7 @@ class Runs:
         """After a restart: the runs the last server left are killed and marked failed."""
         lost = []
         for workflow in self.store.with_status("running", "pending"):
-            if workflow.pid:
+            if workflow.pid and _alive(workflow.pid):  # its own group (start_new_session)
                 kill_group(workflow.pid, signal.SIGKILL)
             self._kill_cluster(workflow)
             self.store.update(workflow.id, status="failed", finished=time.time(), pid=None)
@@ -135,7 +135,8 @@ class Runs:
         cluster = doc.get("cluster") or {}
         if controller_alive(doc.get("controller")):
             pid = int(str(doc["controller"]).rpartition(":")[2])
-            kill_group(os.getpgid(pid) if _alive(pid) else pid, signal.SIGKILL)
+            if _alive(pid):
+                kill_group(os.getpgid(pid), signal.SIGKILL)
         for pid in [cluster.get("launcher_pid"), *(cluster.get("worker_pids") or {}).values()]:
             if isinstance(pid, int) and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
