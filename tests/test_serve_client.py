@@ -92,20 +92,21 @@ def reana_client() -> Path:
 class Server:
     """One `daskstep serve` on 127.0.0.1, a free port, and its workspaces."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
-        self.root, self.env = root, env
+    def __init__(self, root: Path, env: dict[str, str] | None = None, max_runs: int = 2) -> None:
+        self.root, self.env, self.max_runs = root, env, max_runs
         self.process: subprocess.Popen[str] | None = None
-        self.url = self.ca = ""
+        self.url = self.ca = self.said = ""
 
     def start(self) -> None:
         port = self.url.rpartition(":")[2] if self.url else "0"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daskstep", "serve", "--workspaces", str(self.root),
-             "--port", port, "--max-runs", "2"],
+             "--port", port, "--max-runs", str(self.max_runs)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
         )  # fmt: skip
         assert self.process.stdout is not None
-        lines = []
+        lines: list[str] = []
+        self.ca = ""
         while not self.ca:
             line = self.process.stdout.readline()
             assert line, f"daskstep serve stopped: {''.join(lines)}"
@@ -114,6 +115,7 @@ class Server:
                 self.url = m[1]
             if m := re.search(r"REANA_SERVER_CA_CERTS=(\S+)", line):
                 self.ca = m[1]
+        self.said = "".join(lines)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -314,10 +316,10 @@ def gone_within(pids: list[int], seconds: float) -> list[int]:
     return alive(pids)
 
 
-def test_stop_tears_the_cluster_down_and_a_restart_fails_the_run_it_lost(
+def test_runs_queue_stop_tears_the_cluster_down_and_a_restart_fails_the_run_it_lost(
     reana_client: Path, tmp_path: Path
 ) -> None:
-    server = Server(tmp_path / "workspaces")
+    server = Server(tmp_path / "workspaces", max_runs=1)
     server.start()
     try:
         alice = User(reana_client, server, tmp_path / "alice", "alice@example.org")
@@ -328,19 +330,21 @@ def test_stop_tears_the_cluster_down_and_a_restart_fails_the_run_it_lost(
 
         alice("run", "-w", "sleeper", cwd=analysis)
         pids = wait_running(alice, server, "sleeper", 1)
+        alice("run", "-w", "sleeper", cwd=analysis)  # one run at a time: this one waits
+        assert re.search(r"sleeper\s+2\s.*queued", alice("list"))
         started = time.monotonic()
         assert "stopped" in alice("stop", "-w", "sleeper.1", "--force")
         assert gone_within(pids, 10) == [], "the cluster outlived stop by 10 s"
         assert time.monotonic() - started < 10
         assert alice.wait("sleeper.1", 30) == "stopped"
 
-        alice("run", "-w", "sleeper", cwd=analysis)
-        pids = wait_running(alice, server, "sleeper", 2)
+        pids = wait_running(alice, server, "sleeper", 2)  # the queue moved on
         server.stop(signal.SIGKILL)  # the server dies mid-run, as a machine's OOM killer would
         assert gone_within(pids, 15) == [], "the run outlived its server"
         server.start()
         assert alice.wait("sleeper.2", 30) == "failed"
         assert alive(pids) == []
+        assert "sleeper.2 was running when the server stopped" in server.said
     finally:
         server.stop()
 
