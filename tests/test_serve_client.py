@@ -237,6 +237,8 @@ def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["validated"] == 11
 
+    assert "data/part-00.jsonl" in alice("rm", "-w", "dask-demo.2", "data/part-00.jsonl")
+    assert "data/part-00.jsonl" not in alice("ls", "-w", "dask-demo.2")
     assert "Valid REANA specification file" in alice("validate", cwd=analysis)
     assert "histogram.png" not in alice("du", "-w", "dask-demo.2")  # one line: its size
     alice("delete", "-w", "dask-demo.1")
@@ -438,5 +440,7 @@ def test_a_keytab_secret_lets_the_workers_read_from_a_kerberos_xrootd(
             .read_text()
         )
         assert ".keytab" not in dave("ls", "-w", "krb")
+        dave("secrets-delete", "CERN_USER")
+        assert "CERN_USER" not in dave("secrets-list")
     finally:
         server.stop()
