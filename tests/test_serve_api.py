@@ -237,3 +237,25 @@ def test_bad_serve_input_is_one_line(
     assert cli.main(["serve", *args, "--workspaces", str(tmp_path / "ws")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1, err
+
+
+class Start(Harness):
+    def test_start_refuses_what_daskstep_run_would_refuse_in_one_line(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None
+        workflow = self.store.create_workflow(alice, "demo")
+        example = Path(__file__).resolve().parent.parent / "examples" / "dask-bag"
+        for name in ("reana.yaml", "make_data.py", "analysis.py"):
+            (workflow.workspace / name).write_bytes((example / name).read_bytes())
+        start = f"/api/workflows/{workflow.id}/start"
+        cases = {
+            "nevents: not among inputs.parameters": {"input_parameters": {"nevents": "5"}},
+            "operational_options: daskstep serve": {"operational_options": {"TARGET": "a"}},
+        }
+        for said, body in cases.items():
+            answer = self.call("POST", start, self.token(alice), json.dumps(body).encode())
+            message = json.loads(answer.body)["message"]
+            assert answer.code == 400 and said in message and "\n" not in message, message
+        body = json.dumps({"operational_options": {"CACHE": "off"}}).encode()
+        answer = self.call("POST", start, self.token(alice), body)
+        assert answer.code == 200 and json.loads(answer.body)["run_number"] == "1"

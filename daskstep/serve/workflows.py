@@ -28,6 +28,7 @@ from daskstep.ui.data import safe_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TIME = "%Y-%m-%dT%H:%M:%S"
+IGNORED_OPTIONS = {"CACHE"}  # REANA's serial cache: daskstep has none, so CACHE=off holds
 
 
 def when(seconds: float | None) -> str | None:
@@ -263,6 +264,15 @@ class Start(WorkflowHandler):
         parameters = self.body_json({}) or {}
         if not isinstance(parameters, dict):
             raise refuse(400, "parameters: give input_parameters and operational_options")
+        options = parameters.get("operational_options") or {}
+        unknown = sorted(set(options) - IGNORED_OPTIONS) if isinstance(options, dict) else ["?"]
+        if unknown:
+            raise refuse(400, f"operational_options: daskstep serve runs every step, it does "
+                         f"not take {', '.join(unknown)}; start without -o")  # fmt: skip
+        given = parameters.get("input_parameters") or {}
+        if not isinstance(given, dict):
+            raise refuse(400, "input_parameters: give NAME=VALUE pairs (-p NAME=VALUE)")
+        _check(w.workspace / "reana.yaml", {str(k): str(v) for k, v in given.items()})
         self.ctx.runs.queue(w, parameters)
         w = self.workflow(w.id)
         self.send(self.submission(w, "Workflow submitted.", w.status))
@@ -344,15 +354,16 @@ class DiskUsage(WorkflowHandler):
         )
 
 
-def _check(reana_yaml: Path) -> None:
-    """daskstep's own checks of the specification: bad input is a 400 naming the field."""
+def _check(reana_yaml: Path, parameters: dict[str, str] | None = None) -> None:
+    """daskstep's own checks of the specification (and of `-p` parameters over it, as
+    `daskstep run -p` checks them): bad input is a 400 naming the field."""
     from daskstep.workflow.limits import load_limits
     from daskstep.workflow.spec import load_workflow
 
     try:
-        load_workflow(str(reana_yaml), load_limits(None), None)
+        load_workflow(str(reana_yaml), load_limits(None), parameters or None)
     except InputError as e:
-        raise refuse(400, "; ".join(e.lines())) from None
+        raise refuse(400, "; ".join(line.removeprefix("error: ") for line in e.lines())) from None
 
 
 def _spec(workspace: Path) -> dict[str, Any]:
