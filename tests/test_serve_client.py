@@ -212,8 +212,9 @@ def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
 
     logs = alice("logs", "-w", "dask-demo")
     assert "==> Step: generate" in logs and "wrote 8 files" in logs  # the step's own lines
-    assert "==> Service: dask-scheduler" in logs and "distributed.scheduler" in logs
-    assert "==> Service: dask-worker" in logs and "==> Component: worker-0" in logs
+    assert "==> Service: reana-run-dask-" in logs
+    assert "==> Component: scheduler" in logs and "distributed.scheduler" in logs
+    assert "==> Component: worker-0" in logs and "distributed.worker" in logs
     assert "histogram.png" in alice("ls", "-w", "dask-demo")
 
     downloads = tmp_path / "downloads"

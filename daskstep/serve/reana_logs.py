@@ -1,7 +1,8 @@
 """A run's logs as REANA 0.95 returns them: `logs` is a JSON string with `workflow_logs`,
 `job_logs` (one entry a step, keyed by a job id, with the step's lines of the job log) and
-`service_logs` (the Dask scheduler's and each worker's log, one entry a process), which
-`reana-client logs` prints under "Job logs" and "Service logs".
+`service_logs` (the workflow's Dask cluster as one service, with the scheduler's and each
+worker's log as an entry each), which `reana-client logs` prints under "Job logs" and
+"Service logs".
 
 The lines are the log store's (`.daskstep/runs/N/logs/`), as the program wrote them; a step's
 lines are those between its `daskstep: step NAME (k/n) started` line and the next step's.
@@ -49,20 +50,19 @@ def document(workspace: Path, workflow_id: str, backend: str, steps: list[str] |
             "started_at": step.get("started_at"),
             "finished_at": step.get("finished_at"),
         }
-    doc["service_logs"] = service_logs(run)
+    doc["service_logs"] = service_logs(run, workflow_id)
     return json.dumps(doc)
 
 
-def service_logs(run: RunFolder) -> dict[str, list[dict[str, str]]]:
-    """The Dask cluster's logs, by service, one entry a process."""
-    scheduler = _tail(run.logs / "scheduler.log")
-    workers = sorted((run.logs / "workers").glob("*.log"))
-    found: dict[str, list[dict[str, str]]] = {}
-    if scheduler:
-        found["dask-scheduler"] = [{"component": "scheduler", "content": scheduler}]
-    if workers:
-        found["dask-worker"] = [{"component": p.stem, "content": _tail(p)} for p in workers]
-    return found
+def service_logs(run: RunFolder, workflow_id: str) -> dict[str, list[dict[str, str]]]:
+    """The Dask cluster's logs, as REANA keys them: one service, the workflow's cluster, with an
+    entry a process (the scheduler, then each worker)."""
+    entries = []
+    if scheduler := _tail(run.logs / "scheduler.log"):
+        entries.append({"component": "scheduler", "content": scheduler})
+    for path in sorted((run.logs / "workers").glob("*.log")):
+        entries.append({"component": path.stem, "content": _tail(path)})
+    return {f"reana-run-dask-{workflow_id}": entries} if entries else {}
 
 
 def _split_steps(text: str) -> dict[str, str]:
