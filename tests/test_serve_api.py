@@ -259,3 +259,53 @@ class Start(Harness):
         body = json.dumps({"operational_options": {"CACHE": "off"}}).encode()
         answer = self.call("POST", start, self.token(alice), body)
         assert answer.code == 200 and json.loads(answer.body)["run_number"] == "1"
+
+
+def bundle(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A multipart body with one `bundle` zip, as reana-client 0.95 posts on create."""
+    import io
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="bundle"; '
+            'filename="validation-bundle.zip"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class Create(Harness):
+    def create(self, user: User, files: dict[str, bytes]) -> Any:
+        body, kind = bundle(files)
+        headers = {"Authorization": f"Bearer {self.token(user)}", "Content-Type": kind}
+        return self.fetch("/api/workflows?workflow_name=demo", method="POST", body=body,
+                          headers=headers)  # fmt: skip
+
+    def test_a_refused_specification_is_one_line_and_takes_no_run_number(self) -> None:
+        alice = self.store.user_by_email("alice@example.org", create=True)
+        assert alice is not None
+        example = Path(__file__).resolve().parent.parent / "examples" / "dask-bag"
+        good = (example / "reana.yaml").read_bytes()
+        bad = good.replace(b"number_of_workers: 2", b"number_of_workers: 99")
+        refused = {
+            "number_of_workers": {"reana.yaml": bad},
+            "no reana.yaml": {"other.yaml": good},
+            "not a file inside": {"reana.yaml": good, "../escape.py": b"x"},
+        }
+        for said, files in refused.items():
+            answer = self.create(alice, files)
+            message = json.loads(answer.body)["message"]
+            assert answer.code == 400 and said in message and "\n" not in message, message
+        assert not (self.tmp / "escape.py").exists()
+        answer = self.create(alice, {"reana.yaml": good})
+        assert answer.code == 201 and json.loads(answer.body)["workflow_name"] == "demo.1"
+        listed = self.call("GET", "/api/workflows?type=batch&size=x", self.token(alice))
+        assert listed.code == 400 and "size" in json.loads(listed.body)["message"]

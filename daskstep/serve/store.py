@@ -273,6 +273,10 @@ class Store:
                 ).fetchone()
         return _workflow(row) if row else None
 
+    def discard(self, workflow_id: str) -> None:
+        with self.connect() as db:
+            db.execute("DELETE FROM workflows WHERE id = ?", (workflow_id,))
+
     def update(self, workflow_id: str, **fields: Any) -> None:
         columns = ", ".join(f"{name} = ?" for name in fields)
         with self.connect() as db:

@@ -38,6 +38,12 @@ def when(seconds: float | None) -> str | None:
 class WorkflowHandler(Base):
     """A handler that names one of the user's workflows."""
 
+    def number(self, name: str, default: int) -> int:
+        text = self.get_query_argument(name, "") or str(default)
+        if not text.isdigit():
+            raise refuse(400, f"{name} {text!r}: give a whole number")
+        return int(text)
+
     def workflow(self, id_or_name: str) -> Workflow:
         assert self.user is not None
         found = self.ctx.store.workflow(self.user, id_or_name)
@@ -113,8 +119,7 @@ class Workflows(WorkflowHandler):
             found = [w for w in found if w.status in status.split(",")]
         if self.get_query_argument("type", "batch") == "interactive":
             found = []
-        size = int(self.get_query_argument("size", "0") or 0)
-        page = max(1, int(self.get_query_argument("page", "1") or 1))
+        size, page = self.number("size", 0), max(1, self.number("page", 1))
         shown = found[(page - 1) * size : page * size] if size else found
         with_size = self.get_query_argument("include_workspace_size", "false") == "true"
         self.send({"items": [self.row(w, with_size) for w in shown], "total": len(found)})
@@ -132,8 +137,8 @@ class Workflows(WorkflowHandler):
         try:
             unpack(bundle["body"], workflow.workspace)
             _check(workflow.workspace / "reana.yaml")
-        except Exception:
-            self.ctx.store.update(workflow.id, deleted=1, status="deleted")
+        except Exception:  # refused: as if never created, its run number free again
+            self.ctx.store.discard(workflow.id)
             shutil.rmtree(workflow.workspace, ignore_errors=True)
             raise
         self.send(
