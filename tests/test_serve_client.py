@@ -155,9 +155,12 @@ class User:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REANA_")}
         return {**env, "HOME": str(self.home), "REANA_SERVER_CA_CERTS": self.server.ca}
 
-    def __call__(self, *args: str, cwd: Path | None = None, ok: bool = True) -> str:
+    def __call__(
+        self, *args: str, cwd: Path | None = None, ok: bool = True, token: str = ""
+    ) -> str:
+        env = {**self.env(), "REANA_ACCESS_TOKEN": token} if token else self.env()
         done = subprocess.run(
-            [str(self.binary), *args], env=self.env(), cwd=cwd, capture_output=True,
+            [str(self.binary), *args], env=env, cwd=cwd, capture_output=True,
             text=True, timeout=180,
         )  # fmt: skip
         out = done.stdout + done.stderr
@@ -251,6 +254,33 @@ def test_reana_client_runs_follows_and_fetches_a_dask_workflow(
     assert "dask-demo" not in bob("list")
     assert "does not exist" in bob("status", "-w", "dask-demo.2", ok=False)
     assert "histogram.png" not in bob("ls", "-w", "dask-demo.2", ok=False)
+
+    # tokens that are not the server's: unsigned, expired, signed by another key
+    import base64
+    import sqlite3
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    with sqlite3.connect(server.root / ".daskstep-serve" / "serve.db") as db:
+        (alice_id,) = db.execute("SELECT id FROM users WHERE email = ?", (alice.email,)).fetchone()
+    key = ECKey.import_key(
+        json.loads((server.root / ".daskstep-serve/issuer-key.json").read_text())
+    )
+    now = int(time.time())
+    claims = {"iss": server.url, "sub": alice_id, "iat": now - 3600, "exp": now - 1800}
+    tokens = {
+        "unsigned": ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+            for part in ({"alg": "none"}, {**claims, "exp": now + 600})
+        ) + ".c2lnbmF0dXJl",  # a signature the client sees, of alg none
+        "expired": jwt.encode({"alg": "ES256"}, claims, key),
+        "forged": jwt.encode({"alg": "ES256"}, {**claims, "exp": now + 600},
+                             ECKey.generate_key("P-256", private=True)),
+    }  # fmt: skip
+    for what, token in tokens.items():
+        out = bob("list", ok=False, token=token)
+        assert "access token is missing, expired or not this server's" in out, (what, out)
 
 
 SLEEPER = """\
