@@ -132,10 +132,15 @@ def main() -> int:
         for i in range(args.rounds):
             # each starts with nothing dirty: the last one's writeback would slow the next
             settle()
-            copies.append(block_copy(raw / "app.log", folder / f"copy-{i}", durable=False))
+            # the first write after the last round's 200 MB were removed pays for that removal
+            # (seen: 0.45 s against 0.08 s): a copy that is not counted takes it
+            block_copy(raw / "app.log", folder / f"copy-{i}", durable=False)
             (folder / f"copy-{i}").unlink()
             settle()
             synced.append(block_copy(raw / "app.log", folder / f"copy-{i}", durable=True))
+            (folder / f"copy-{i}").unlink()
+            settle()
+            copies.append(block_copy(raw / "app.log", folder / f"copy-{i}", durable=False))
             (folder / f"copy-{i}").unlink()
             settle()
             wall, cpu = sidecar(raw, folder / f"ws-{i}", size)
@@ -162,7 +167,8 @@ def main() -> int:
             ratio = copy / seconds
             print(
                 f"  ratio sidecar ({what}) / copy {ratio:6.2f}x   (goal >= {GOAL}x: "
-                f"{'met' if ratio >= GOAL else 'NOT met'})"
+                f"{'met' if ratio >= GOAL else 'NOT met'}; / the copy with its fsync "
+                f"{durable / seconds:.2f}x)"
             )
         print(
             f"  sidecar CPU                 {cpu / mb * 1000:8.1f} ms per MB "
