@@ -116,20 +116,89 @@ def client_environment(folder: Path | str) -> dict[str, str]:
     }
 
 
-def _ca(run_id: str) -> tuple[Any, Any]:
+SERVER_CA_DAYS = 3650  # a server's CA is handed to its users once: it must outlast the server
+SERVER_DAYS = 365
+SERVER_RENEW_DAYS = 30  # a server's certificate is made anew this close to its end
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """A long-running server's own CA and certificate (`daskstep serve`): unlike a run's, the CA
+    is kept, with its key, so that a new certificate (near its end, or for another address)
+    comes from the CA the users already trust."""
+
+    folder: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def cert(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "server-key.pem"
+
+    def ensure(self, host: str) -> bool:
+        """Make what is missing, expiring or not naming `host`; True when the CA is new."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ca_key_path = self.folder / "ca-key.pem"
+        new_ca = not (ca_key_path.exists() and self.ca.exists())
+        if new_ca:
+            ca_key, ca_cert = _ca("serve", SERVER_CA_DAYS)
+            _write(ca_key_path, _key_pem(ca_key), 0o600)
+            _write(self.ca, _cert_pem(ca_cert), 0o644)
+        else:
+            ca_key = load_pem_private_key(ca_key_path.read_bytes(), password=None)
+            ca_cert = x509.load_pem_x509_certificate(self.ca.read_bytes())
+        if new_ca or not self._good_for(host, ca_cert):
+            names = ("127.0.0.1", "::1", "localhost", socket.gethostname(), host)
+            key, cert = _leaf(ca_key, ca_cert, "daskstep serve", names, SERVER_DAYS)
+            _write(self.key, _key_pem(key), 0o600)
+            _write(self.cert, _cert_pem(cert), 0o644)
+        return new_ca
+
+    def _good_for(self, host: str, ca_cert: Any) -> bool:
+        import ipaddress
+
+        from cryptography import x509
+
+        if not (self.cert.exists() and self.key.exists()):
+            return False
+        cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if cert.issuer != ca_cert.subject or cert.not_valid_after_utc - now < datetime.timedelta(
+            days=SERVER_RENEW_DAYS
+        ):
+            return False
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        try:
+            return ipaddress.ip_address(host) in alt.get_values_for_type(x509.IPAddress)
+        except ValueError:
+            return host in alt.get_values_for_type(x509.DNSName)
+
+
+def _ca(run_id: str, days: int = DAYS) -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(f"daskstep {run_id} CA")
-    builder = _builder(name, name, key.public_key())
+    builder = _builder(name, name, key.public_key(), days)
     builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
     builder = builder.add_extension(_usage(cert_sign=True), critical=True)
     return key, builder.sign(key, hashes.SHA256())
 
 
-def _leaf(ca_key: Any, ca_cert: Any, common_name: str, names: tuple[str, ...]) -> tuple[Any, Any]:
+def _leaf(
+    ca_key: Any, ca_cert: Any, common_name: str, names: tuple[str, ...], days: int = DAYS
+) -> tuple[Any, Any]:
     import ipaddress
 
     from cryptography import x509
@@ -144,7 +213,7 @@ def _leaf(ca_key: Any, ca_cert: Any, common_name: str, names: tuple[str, ...]) -
             alt.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alt.append(x509.DNSName(name))
-    builder = _builder(_name(common_name), ca_cert.subject, key.public_key())
+    builder = _builder(_name(common_name), ca_cert.subject, key.public_key(), days)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
     builder = builder.add_extension(_usage(cert_sign=False), critical=True)
     builder = builder.add_extension(
@@ -162,7 +231,7 @@ def _name(common_name: str) -> Any:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
 
 
-def _builder(subject: Any, issuer: Any, public_key: Any) -> Any:
+def _builder(subject: Any, issuer: Any, public_key: Any, days: int = DAYS) -> Any:
     from cryptography import x509
 
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -173,7 +242,7 @@ def _builder(subject: Any, issuer: Any, public_key: Any) -> Any:
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))  # clocks of batch nodes differ
-        .not_valid_after(now + datetime.timedelta(days=DAYS))
+        .not_valid_after(now + datetime.timedelta(days=days))
     )
 
 

@@ -159,3 +159,46 @@ def test_tls_off_is_plain_tcp(tmp_path: Path) -> None:
     seen = probe(out)
     assert seen["uri"].startswith("tcp://") and seen["sum"] == 6 and seen["tls"] == {}
     assert seen["plain"] is False  # anyone who reaches the port is let in: why TLS is default
+
+
+def test_a_servers_ca_is_kept_when_its_certificate_is_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`daskstep serve`'s users trust its CA once (REANA_SERVER_CA_CERTS): a certificate made
+    anew for another address, or near its end, must come from that same CA."""
+    from cryptography import x509
+
+    from daskstep import tls as tls_module
+    from daskstep.tls import ServerTLS
+
+    def cert_of(path: Path) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+
+    server = ServerTLS(tmp_path / "tls")
+    assert server.ensure("127.0.0.1") is True
+    ca, first = server.ca.read_bytes(), server.cert.read_bytes()
+    cert_of(server.cert).verify_directly_issued_by(cert_of(server.ca))
+    assert (
+        cert_of(server.ca).not_valid_after_utc.year
+        >= cert_of(server.cert).not_valid_after_utc.year + 5
+    )
+    for key in (server.key, server.folder / "ca-key.pem"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+    assert server.ensure("127.0.0.1") is False  # a restart: nothing made anew
+    assert (server.ca.read_bytes(), server.cert.read_bytes()) == (ca, first)
+
+    assert server.ensure("10.9.8.7") is False  # another --host: a new certificate, the same CA
+    assert server.ca.read_bytes() == ca and server.cert.read_bytes() != first
+    alt = cert_of(server.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "10.9.8.7" in [str(ip) for ip in alt.value.get_values_for_type(x509.IPAddress)]
+    cert_of(server.cert).verify_directly_issued_by(cert_of(server.ca))
+
+    monkeypatch.setattr(tls_module, "SERVER_DAYS", 10)  # a certificate near its end...
+    server.cert.unlink()
+    server.ensure("10.9.8.7")
+    near_end = server.cert.read_bytes()
+    monkeypatch.setattr(tls_module, "SERVER_DAYS", 365)
+    server.ensure("10.9.8.7")  # ...is made anew at the next start, by the same CA
+    assert server.cert.read_bytes() != near_end and server.ca.read_bytes() == ca
+    cert_of(server.cert).verify_directly_issued_by(cert_of(server.ca))

@@ -70,27 +70,17 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def server_tls(state: Path, host: str) -> Any:
-    """The server's certificate, from its own CA (made once: the clients keep trusting it)."""
+    """The server's certificate from its own CA, which is made once and kept: the clients keep
+    trusting it when the certificate is made anew (near its end, or for another --host)."""
     import ssl
 
-    from daskstep.tls import RunTLS
+    from daskstep.tls import ServerTLS
 
-    tls = RunTLS(state / "tls")
-    if not tls.cluster_cert.exists() or _expiring(tls.cluster_cert):
-        tls = RunTLS.create(state / "tls", "serve", hosts=(host,))  # printed anew at the start
+    tls = ServerTLS(state / "tls")
+    tls.ensure(host)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.cluster_cert, tls.cluster_key)
+    context.load_cert_chain(tls.cert, tls.key)
     return context, tls.ca
-
-
-def _expiring(cert: Path) -> bool:
-    """Within a day of its end (the CA's certificates last 30 days): made anew at a start."""
-    import datetime
-
-    from cryptography import x509
-
-    end = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
-    return end - datetime.datetime.now(datetime.timezone.utc) < datetime.timedelta(days=1)
 
 
 def application(ctx: Any) -> Any:
