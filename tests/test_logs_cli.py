@@ -83,3 +83,15 @@ def test_a_workspace_without_logs_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: --workspace: no run in")
     assert "Traceback" not in done.stderr
+
+
+def test_the_command_line_imports_no_event_loop_or_dask_before_a_command_needs_it() -> None:
+    """`daskstep logs`, `status` and `list` are typed many times a day: importing the command
+    line must not pull in asyncio (30 ms), distributed or the servers' modules (ui, serve)."""
+    code = (
+        "import sys, daskstep.cli; "
+        "print(' '.join(m for m in ('asyncio', 'distributed', 'dask', 'tornado', 'authlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

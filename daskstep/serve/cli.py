@@ -8,7 +8,6 @@ for `REANA_SERVER_CA_CERTS`; on 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 from pathlib import Path
@@ -50,6 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError([Problem("--port", f"{args.port} is not a port: use 0 to 65535")])
     if args.max_runs < 1:
         raise InputError([Problem("--max-runs", f"{args.max_runs}: give 1 or more")])
+    import asyncio  # not at import: every daskstep command imports this module
+
     return asyncio.run(_serve(args))
 
 
@@ -153,6 +154,8 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"daskstep serve: export REANA_SERVER_CA_CERTS={ca}", flush=True)
     print(f"daskstep serve: reana-client login --server {url} --headless, then "
           "daskstep serve approve CODE --user EMAIL", flush=True)  # fmt: skip
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 from pathlib import Path
@@ -53,6 +52,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise InputError([Problem("--port", f"{args.port} is not a port: use 0 to 65535")])
     workspaces = workspaces_in(args.workspaces)
     token = new_token(args.host)
+    import asyncio  # not at import: every daskstep command imports this module
+
     return asyncio.run(_serve(application(workspaces, token), args.host, args.port, token))
 
 
@@ -73,6 +74,8 @@ async def _serve(app: Any, host: str, port: int, token: str | None) -> int:
     if token:
         print(f"daskstep ui: {host} is not loopback: every request needs the token", flush=True)
     print(f"daskstep ui: {url}", flush=True)
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
