@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -162,6 +163,7 @@ def test_errors_met_while_running_start_with_error(
     run = daskstep("run", str(spec), "--backend", "docker", "--start-timeout", "0.001")
     _out, err = run.communicate(timeout=300)
     assert run.returncode == 75, err
-    assert error_lines(err) == ["error: only 0 of 3 workers registered within 0.001 s"], (
-        err
-    )  # and no `daskstep: error:`
+    # how many registered by the first look depends on the machine's speed (1 was seen): the
+    # line's form is the point, with a count below the 3 asked for
+    [line] = error_lines(err)  # and no `daskstep: error:`
+    assert re.fullmatch(r"error: only [0-2] of 3 workers registered within 0\.001 s", line), err

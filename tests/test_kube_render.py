@@ -487,7 +487,7 @@ def test_a_half_made_or_expired_tls_dir_is_one_line(
     [line] = out.stderr.splitlines()
     assert line.startswith(f"error: --tls-dir: {folder} lacks client-key.pem, client.pem")
 
-    def expired(subject: Any, issuer: Any, public_key: Any) -> Any:
+    def expired(subject: Any, issuer: Any, public_key: Any, days: int = 30) -> Any:
         from cryptography import x509
 
         now = datetime.datetime.now(datetime.timezone.utc)
