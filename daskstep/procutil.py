@@ -19,6 +19,7 @@ __all__ = [
     "die_with_parent",
     "kill_group",
     "kill_tree",
+    "until_stopped",
 ]
 
 
@@ -40,3 +41,15 @@ def kill_tree(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+async def until_stopped() -> None:
+    """A server's life (`daskstep ui`, `daskstep serve`): until Ctrl-C or a SIGTERM, after which
+    it closes in order instead of dying mid-request."""
+    import asyncio  # not at import: the command line imports this module
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -8,7 +8,6 @@ for `REANA_SERVER_CA_CERTS`; on 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,13 +153,9 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"daskstep serve: export REANA_SERVER_CA_CERTS={ca}", flush=True)
     print(f"daskstep serve: reana-client login --server {url} --headless, then "
           "daskstep serve approve CODE --user EMAIL", flush=True)  # fmt: skip
-    import asyncio
+    from daskstep.procutil import until_stopped
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await until_stopped()
     ticker.stop()
     server.stop()
     runs.close()

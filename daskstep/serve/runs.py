@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from daskstep.procutil import controller_alive, die_with_parent, kill_group
 from daskstep.record import Workspace, read_status
@@ -114,11 +113,8 @@ class Runs:
     def _ended(self, workflow_id: str, code: int) -> None:
         self.processes.pop(workflow_id)
         stopped = self.stopping.pop(workflow_id, None) is not None
-        with self.store.connect() as db:
-            row = db.execute(
-                "SELECT workspace FROM workflows WHERE id = ?", (workflow_id,)
-            ).fetchone()
-        latest = Workspace(Path(row["workspace"])).latest() if row else None
+        workflow = self.store.by_id(workflow_id)
+        latest = Workspace(workflow.workspace).latest() if workflow else None
         doc = read_status(latest) if latest else {}
         status = "stopped" if stopped else "finished" if code == 0 else "failed"
         if doc.get("status") == "finished" and code == 0:

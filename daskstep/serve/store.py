@@ -273,6 +273,12 @@ class Store:
                 ).fetchone()
         return _workflow(row) if row else None
 
+    def by_id(self, workflow_id: str) -> Workflow | None:
+        """Whoever's it is: for the supervisor of the runs, never for a request."""
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
+        return _workflow(row) if row else None
+
     def discard(self, workflow_id: str) -> None:
         with self.connect() as db:
             db.execute("DELETE FROM workflows WHERE id = ?", (workflow_id,))

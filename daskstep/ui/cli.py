@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,13 +73,9 @@ async def _serve(app: Any, host: str, port: int, token: str | None) -> int:
     if token:
         print(f"daskstep ui: {host} is not loopback: every request needs the token", flush=True)
     print(f"daskstep ui: {url}", flush=True)
-    import asyncio
+    from daskstep.procutil import until_stopped
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await until_stopped()
     server.stop()
     print("daskstep ui: stopped", file=sys.stderr, flush=True)
     return 0
