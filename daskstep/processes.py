@@ -140,6 +140,7 @@ class StatusGuard:
         )
 
     def let_go(self) -> None:
+        """Only once the run's end is in status.json: there is nothing left to mark."""
         if self.reaper is not None:
-            self.reaper.let_go()
+            self.reaper.dismiss()
             self.reaper = None

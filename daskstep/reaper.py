@@ -35,3 +35,14 @@ class Reaper:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def dismiss(self) -> None:
+        """When nothing is left for it to do (the run is recorded): ended at once, so the
+        prompt waits neither for its start-up nor for its look around."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]

@@ -113,11 +113,23 @@ def _mark_lost(status: Path, store: Path | None) -> int:
     stop = StopSignal().install()
     follow_run()
     _until_the_controller_goes(stop, str(status))
+    if _running(status) is None:  # recorded its end: nothing to drain for, nothing to mark
+        return 0
     if store is not None:
         _wait_for_the_store(store, DRAIN_SECONDS)
     if mark_controller_lost(status):
         print(f"reaper: marked {status} failed: ControllerLost", flush=True)
     return 0
+
+
+def _running(status: Path) -> dict | None:
+    """The run's status.json while it says the run has not ended, else None."""
+    try:
+        doc = json.loads(status.read_text())
+    except (OSError, ValueError):
+        return None
+    running = isinstance(doc, dict) and doc.get("status") in ("pending", "running")
+    return doc if running else None
 
 
 def _wait_for_the_store(store: Path, seconds: float) -> None:
@@ -133,11 +145,8 @@ def mark_controller_lost(path: Path, now: float | None = None) -> bool:
     """Record in a run's status.json that its controller died before the run ended: the run
     and its running steps failed (a step's own exit code, when its entrypoint wrote one),
     the steps not begun skipped. Whether it changed anything: an ended run is left alone."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(doc, dict) or doc.get("status") not in ("pending", "running"):
+    doc = _running(path)
+    if doc is None:
         return False
     now = time.time() if now is None else now
     controller = doc.get("controller") or "daskstep run"

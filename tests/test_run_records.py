@@ -317,6 +317,35 @@ def test_the_sidecar_stops_on_a_closed_stdin_even_before_it_runs(tmp_path: Path)
     assert (tmp_path / ".daskstep" / "logs" / "job.log").read_text() == "one\ntwo\n"
 
 
+def test_the_reaper_of_an_ended_run_neither_drains_nor_marks(tmp_path: Path) -> None:
+    """A run whose end is recorded has nothing left for its reaper: it must not wait out a
+    log store still held (up to its 30 s drain) nor touch the status."""
+    import fcntl
+
+    store = tmp_path / "logs"
+    store.mkdir()
+    held = os.open(store / ".writer.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a log sidecar that has not exited yet
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"status": "finished", "steps": []}))
+    before = status.read_text()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskstep", "sidecar", "reaper"]
+        + ["--status", str(status), "--store", str(store)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        assert proc.wait(timeout=15) == 0, "the reaper waited on the store of an ended run"
+    finally:
+        proc.kill()
+        os.close(held)
+    assert status.read_text() == before
+
+
 def test_the_run_s_own_lines_have_one_error_prefix(tmp_path: Path) -> None:
     reana = saying(tmp_path, command="exit 3")
     done = cli("run", str(reana))
