@@ -29,6 +29,13 @@ PROBE = script(
     seen = {"uri": uri, "tls": {k: v for k, v in os.environ.items() if "__TLS__" in k}}
     with Client(uri, timeout=20) as client:
         seen["sum"] = client.submit(sum, [1, 2, 3]).result()
+        # straight from the worker that holds it, over the worker's own address
+        seen["direct"] = client.gather(client.submit(sum, [4, 5]), direct=True)
+        seen["workers"] = sorted(client.scheduler_info()["workers"])
+        seen["folders"] = sorted(
+            {oct(os.stat(os.path.dirname(a.split("://", 1)[1])).st_mode & 0o777)
+             for a in seen["workers"] if a.startswith("unix://")}
+        )
 
     def no_cert_refused(address):
         # A TLS client that trusts the run's CA but has no certificate of it (not through
@@ -145,6 +152,11 @@ def test_the_scheduler_takes_only_the_runs_own_clients(tmp_path: Path) -> None:
     assert seen["plain"] and seen["no_cert"] and seen["stranger"], seen  # all refused
     assert set(seen["tls"]) >= {TLS_PREFIX + k for k in TLS_FILES}
     assert "scheduler tls://" in err
+    # The workers' own traffic: private sockets in a folder only this user can enter
+    # (tests/test_unix_comm.py holds who may connect).
+    assert seen["direct"] == 9 and len(seen["workers"]) == 2, seen
+    assert all(a.startswith("unix:///") for a in seen["workers"]), seen["workers"]
+    assert seen["folders"] == ["0o700"], seen
     folder = Path(seen["tls"][TLS_PREFIX + "CA_FILE"]).parent
     assert not folder.exists(), "the run's TLS files outlived it"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daskstep import procutil
+from daskstep.backends import unix_comm
 from daskstep.backends.cluster_side import TASK_COUNTS_OP, security_of, task_counts
 
 STOP_GRACE_SECONDS = 3.0
@@ -92,12 +93,14 @@ async def scheduler_main(report_fd: int, cfg: Config) -> int:
 
     host = cfg.host
     security = security_of(cfg.tls)
+    protocol = "tls" if security else "tcp"  # for the analysis's Client, and remote workers
+    private = unix_comm.SCHEME if os.environ.get(unix_comm.SOCKETS_VARIABLE) else None
     scheduler = Scheduler(
         scheduler_file=cfg.scheduler_file,
         security=security,
-        protocol="tls" if security else None,
-        host=host,
-        port=0,
+        protocol=[protocol, private] if private else protocol,
+        host=[host, None] if private else host,
+        port=[0, None] if private else 0,
         dashboard_address=f"{host}:0" if ":" not in host else f"[{host}]:0",
         dashboard=False,  # attached below, off the critical path
     )
@@ -105,7 +108,9 @@ async def scheduler_main(report_fd: int, cfg: Config) -> int:
     await scheduler
     _close_on_sigterm(scheduler)
     port = scheduler.http_server.port if scheduler.http_server else None
-    os.write(report_fd, json.dumps({"address": scheduler.address, "http_port": port}).encode())
+    internal = scheduler.listeners[-1].contact_address if private else scheduler.address
+    info = {"address": scheduler.address, "internal": internal, "http_port": port}
+    os.write(report_fd, json.dumps(info).encode())
     os.close(report_fd)
     warming = asyncio.ensure_future(_warm_up_scheduler(scheduler))
     await scheduler.finished()
@@ -168,6 +173,8 @@ def _hold_graphs_until(scheduler: Any, done: asyncio.Future) -> None:
 
 
 async def worker_main(address: str, name: str, cfg: Config, local_directory: str) -> int:
+    """`address`: the scheduler's private socket when it has one (then the worker listens on
+    one of its own too), else its TCP/TLS address."""
     os.environ.update(cfg.environment)
     from distributed import Worker
 
@@ -178,7 +185,7 @@ async def worker_main(address: str, name: str, cfg: Config, local_directory: str
         memory_limit=cfg.memory_limit,
         death_timeout=cfg.death_timeout,
         security=security_of(cfg.tls),
-        host="127.0.0.1",
+        host=None if address.startswith(unix_comm.PREFIX) else "127.0.0.1",
         dashboard_address="127.0.0.1:0",
         local_directory=local_directory,
     )

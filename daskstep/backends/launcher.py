@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from daskstep import procutil
+from daskstep.backends import unix_comm
 from daskstep.backends.forked import (
     STOP_GRACE_SECONDS,
     WARM_MODULES,
@@ -67,10 +68,13 @@ class Launcher:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.address = ""
+        self.internal = ""
         self.scheduler_pid = 0
         self.workers = {f"worker-{i}": WorkerState(f"worker-{i}") for i in range(cfg.workers)}
         self.stop_reason = ""
-        self.local_directory = tempfile.mkdtemp(prefix="daskstep-")
+        self.local_directory = tempfile.mkdtemp(prefix="daskstep-")  # 0700: ours alone
+        if unix_comm.usable_folder(self.local_directory):  # else TCP/TLS, as remote workers
+            os.environ[unix_comm.SOCKETS_VARIABLE] = self.local_directory
         import dask
 
         self.terminate_fraction = dask.config.get("distributed.worker.memory.terminate")
@@ -86,13 +90,15 @@ class Launcher:
             raise RuntimeError(f"the scheduler did not start; see {log}")
         info = json.loads(data)
         self.address = info["address"]
+        self.internal = info["internal"]  # the workers' way in: see unix_comm
         emit("scheduler", address=self.address, pid=self.scheduler_pid, http_port=info["http_port"])
 
     def start_worker(self, state: WorkerState) -> None:
         if state.started_at:  # a restart: fork it warm (the first ones warm up once registered)
             import_all(WARM_MODULES)
         log = os.path.join(self.cfg.log_dir, "workers", f"{state.name}.log")
-        state.pid = fork(log, worker_main, self.address, state.name, self.cfg, self.local_directory)
+        address, cfg = self.internal, self.cfg
+        state.pid = fork(log, worker_main, address, state.name, cfg, self.local_directory)
         state.started_at = time.monotonic()
         state.restart_at = None
         emit("worker", name=state.name, pid=state.pid)
@@ -249,6 +255,8 @@ def main() -> int:
     cfg = Config(**json.loads(sys.stdin.readline()))
     procutil.become_subreaper()
     import distributed  # noqa: F401  (the whole point: children fork from a warm image)
+
+    unix_comm.register()
 
     launcher = Launcher(cfg)
     try:
