@@ -67,9 +67,11 @@ def test_workers_follow_a_wide_then_serial_step_and_no_task_runs_twice(tmp_path:
     followed(tmp_path, phases, err, fewest=1, most=4)
 
 
-def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> None:
-    """Up to `most` with the wide phase and never above; down to `fewest` during the serial
-    task; nothing ran twice; each change said."""
+def followed(
+    tmp_path: Path, phases: dict, err: str, fewest: int, most: int, rise_within: float = 5.0
+) -> None:
+    """Up to `most` within `rise_within` seconds of the wide phase's start, and never above;
+    down to `fewest` during the serial task; nothing ran twice; each change said."""
     samples = phases["samples"]
     assert phases["total"] == sum(i * i for i in range(200))
     ran = (tmp_path / "ran.txt").read_text().split()
@@ -81,10 +83,14 @@ def followed(tmp_path: Path, phases: dict, err: str, fewest: int, most: int) -> 
     wide_end, serial_end = phases["wide"][1], phases["serial"][1]
     during_wide = [n for t, n in samples if t <= wide_end]
     assert most in during_wide, (during_wide, counts)
-    # the serial task holds one worker: down to that (or the minimum, if more)
+    risen = min(t for t, n in samples if n == most) - phases["wide"][0]
+    assert risen <= rise_within, f"up to {most} workers {risen:.1f} s into the wide phase"
+    # the serial task holds one worker: down to that (or the minimum, if more); the others
+    # idle from the wide phase's end, and gone within 20 s (the serial task lasts 12 s)
     floor = max(fewest, 1)
     settled = [t for t, n in samples if wide_end < t <= serial_end and n == floor]
     assert settled, (counts, "not down during the serial task")
+    print(f"up to {most} in {risen:.1f} s; down to {floor} {settled[0] - wide_end:.1f} s after")
 
     doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
     whats = [(e["component"], e["what"]) for e in doc["events"]]

@@ -139,5 +139,5 @@ def test_adaptive_workers_are_htcondor_jobs_that_follow_the_work(
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"{err}{pool.logs()}"
     phases = json.loads((folder / "phases.json").read_text())
-    followed(folder, phases, err, fewest=0, most=2)
+    followed(folder, phases, err, fewest=0, most=2, rise_within=15.0)  # a job per look
     assert queued(pool, status(folder)["cluster"]["run"]) == [], "jobs of the run left"

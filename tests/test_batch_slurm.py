@@ -229,7 +229,7 @@ def test_adaptive_workers_are_slurm_jobs_that_follow_the_work(slurm: Slurm, tmp_
     from test_adaptive_local import followed, two_phases
 
     phases, err = two_phases(tmp_path, 3, "--backend", "slurm", env={**os.environ, **slurm.env})
-    followed(tmp_path, phases, err, fewest=0, most=3)
+    followed(tmp_path, phases, err, fewest=0, most=3, rise_within=10.0)
     doc = status(tmp_path)
     ups = [e["why"] for e in doc["events"] if e["what"].startswith("scaled up to")]
     assert ups[0].startswith("from 0; "), ups  # it started with no job

@@ -366,7 +366,7 @@ def test_adaptive_workers_are_containers_that_follow_the_work(
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     phases = json.loads((tmp_path / "phases.json").read_text())
-    followed(tmp_path, phases, err, fewest=1, most=3)
+    followed(tmp_path, phases, err, fewest=1, most=3, rise_within=10.0)
     doc = json.loads((tmp_path / ".daskstep" / "status.json").read_text())
     assert not [e for e in doc["events"] if e["what"] in ("lost", "killed for memory (OOM)")]
     assert containers(docker_engine) == []
