@@ -25,6 +25,8 @@ from daskstep.record import RunFolder
 from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
+WORKERS_WAIT = 0.25  # the longest our own scheduler holds a count back: cancels stay prompt
+
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -123,6 +125,8 @@ class ClusterBackend(ABC):
     # False when daskstep run cannot reach the scheduler (a ClusterIP inside Kubernetes)
     scheduler_reachable: ClassVar[bool] = True
     scales_itself: ClassVar[bool] = False  # adaptive scaling is the platform's, not ours
+    # True when the scheduler is daskstep's own (cluster_side.py): it answers our ops
+    own_scheduler: ClassVar[bool] = False
 
     def __init__(self, tls: Any = None) -> None:
         self.handle: ClusterHandle | None = None
@@ -280,10 +284,19 @@ class ClusterBackend(ABC):
         deadline = time.monotonic() + timeout
 
         async def wait() -> int:
+            from daskstep.backends.cluster_side import WORKERS_OP
+
             async with self._rpc(max(timeout, 1.0)) as scheduler:
+                seen = -1
 
                 async def count() -> int:
-                    return len((await scheduler.identity())["workers"])
+                    nonlocal seen
+                    if self.own_scheduler:  # answers when it changes: no poll's delay
+                        op = getattr(scheduler, WORKERS_OP)
+                        seen = await op(at_least=workers, seen=seen, wait=WORKERS_WAIT)
+                    else:
+                        seen = len((await scheduler.identity())["workers"])
+                    return seen
 
                 return await self._count_until(count, workers, deadline, timeout, progress)
 
@@ -313,7 +326,8 @@ class ClusterBackend(ABC):
                 )
             self.check_alive()
             self.check_cancel()
-            await asyncio.sleep(self.poll_interval)
+            if not self.own_scheduler:  # ours waits in the count itself
+                await asyncio.sleep(self.poll_interval)
 
     def _address(self) -> str:
         if self.handle is None:

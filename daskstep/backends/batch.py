@@ -44,6 +44,7 @@ QUEUE_DRAIN_SECONDS = 60.0  # how long teardown waits for cancelled jobs to leav
 
 class BatchBackend(ClusterBackend, SchedulerPool):
     poll_interval = 0.1
+    own_scheduler = True  # the launcher's (cluster_side.py)
 
     def __init__(
         self,

@@ -3,6 +3,8 @@ and the batch backend's scheduler): their side of the run's TLS, and an op of ou
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 
@@ -34,3 +36,19 @@ def task_counts(scheduler: Any) -> dict[str, int]:
         done += prefix.state_counts.get("memory", 0)
     totals["done"] = done
     return totals
+
+
+WORKERS_OP = "daskstep_workers"
+WORKERS_LOOK_SECONDS = 0.005
+
+
+async def workers_when(scheduler: Any, at_least: int, seen: int, wait: float) -> int:
+    """The count of workers, answered as soon as it reaches `at_least` or differs from `seen`
+    (or after `wait` seconds): a cluster is ready the moment its last worker registers, not at
+    the controller's next poll, which came 50-100 ms later."""
+    deadline = time.monotonic() + wait
+    while (n := len(scheduler.workers)) < at_least and n == seen:
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(WORKERS_LOOK_SECONDS)
+    return n

@@ -16,7 +16,13 @@ from typing import Any
 
 from daskstep import procutil
 from daskstep.backends import unix_comm
-from daskstep.backends.cluster_side import TASK_COUNTS_OP, security_of, task_counts
+from daskstep.backends.cluster_side import (
+    TASK_COUNTS_OP,
+    WORKERS_OP,
+    security_of,
+    task_counts,
+    workers_when,
+)
 
 STOP_GRACE_SECONDS = 3.0
 # Dask's own light collections (about 0.1 s to import), imported by the scheduler and each worker
@@ -105,6 +111,11 @@ async def scheduler_main(report_fd: int, cfg: Config) -> int:
         dashboard=False,  # attached below, off the critical path
     )
     scheduler.handlers[TASK_COUNTS_OP] = lambda: task_counts(scheduler)
+
+    async def workers(at_least: int, seen: int, wait: float) -> int:  # a handler has a name
+        return await workers_when(scheduler, at_least, seen, wait)
+
+    scheduler.handlers[WORKERS_OP] = workers
     await scheduler
     _close_on_sigterm(scheduler)
     port = scheduler.http_server.port if scheduler.http_server else None

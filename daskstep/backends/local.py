@@ -22,7 +22,12 @@ from typing import Any
 from dask.utils import format_bytes
 
 from daskstep import procutil
-from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
+from daskstep.backends.base import (
+    ClusterBackend,
+    ClusterHandle,
+    ClusterSpec,
+    nanny_environment,
+)
 from daskstep.backends.registry import Kind
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder
@@ -42,6 +47,7 @@ def exit_words(code: int) -> str:
 class LocalBackend(ClusterBackend, SchedulerPool):
     name = "local"
     shares_step_environment = True
+    own_scheduler = True  # the launcher's (cluster_side.py)
 
     def __init__(
         self,
@@ -104,6 +110,7 @@ class LocalBackend(ClusterBackend, SchedulerPool):
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(config).encode() + b"\n")
         self._proc.stdin.flush()
+        _import_distributed_meanwhile()
         self._reader = threading.Thread(
             target=self._read_events, daemon=True, name="launcher-events"
         )
@@ -265,3 +272,12 @@ class LocalKind(Kind):
     @classmethod
     def bare_cluster(cls) -> ClusterBackend:
         return LocalBackend()
+
+
+def _import_distributed_meanwhile() -> None:
+    """Called once the launcher is importing its own distributed (0.3 s, on one core): the
+    controller's import, on the other core, where it came after the scheduler was up (to see
+    the workers register) and a ready cluster waited 0.1-0.15 s for it. In the main thread: a
+    thread importing beside it could show it a half-made module."""
+    import distributed.core
+    import distributed.security  # noqa: F401
