@@ -112,6 +112,19 @@ def test_a_folder_others_can_enter_or_a_long_path_is_not_used(tmp_path: Path) ->
     assert not unix_comm.usable_folder(str(deep))
 
 
+def test_a_listener_outside_the_launcher_makes_and_removes_a_private_folder() -> None:
+    async def main() -> None:
+        listener = listen("unix://", lambda comm: None)
+        await listener.start()
+        folder = Path(listener.contact_address[len("unix://") :]).parent
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        listener.stop()
+        assert not folder.exists()
+
+    assert unix_comm.SOCKETS_VARIABLE not in os.environ
+    asyncio.run(main())
+
+
 def test_a_refused_connection_is_a_comm_error(tmp_path: Path) -> None:
     async def main() -> None:
         with pytest.raises(OSError):

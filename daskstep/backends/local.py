@@ -22,12 +22,7 @@ from typing import Any
 from dask.utils import format_bytes
 
 from daskstep import procutil
-from daskstep.backends.base import (
-    ClusterBackend,
-    ClusterHandle,
-    ClusterSpec,
-    nanny_environment,
-)
+from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
 from daskstep.backends.registry import Kind
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder

@@ -71,8 +71,8 @@ def _peer(sock: socket.socket) -> tuple[int, int]:
 
 class UnixConnector(Connector):
     async def connect(self, address: str, deserialize: bool = True, **connection_args: Any) -> Comm:
-        stream = IOStream(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-        stream.max_buffer_size = tcp.MAX_BUFFER_SIZE
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream = IOStream(sock, max_buffer_size=tcp.MAX_BUFFER_SIZE)
         try:
             await stream.connect(address)
         except StreamClosedError as e:
@@ -93,7 +93,8 @@ class UnixListener(BaseListener):
         **connection_args: Any,
     ) -> None:
         super().__init__()
-        self.path = loc or _new_path()
+        self.own_folder = None if loc or os.environ.get(SOCKETS_VARIABLE) else _new_folder()
+        self.path = loc or _new_path(self.own_folder)
         self.comm_handler = comm_handler
         self.deserialize = deserialize
         self.allow_offload = allow_offload
@@ -112,6 +113,9 @@ class UnixListener(BaseListener):
             server.stop()
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+            if self.own_folder:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.own_folder)
 
     async def _handle_stream(self, stream: IOStream, address: Any) -> None:
         if self.server is None:  # stopped since it was accepted: see distributed's TCP
@@ -142,8 +146,13 @@ class UnixListener(BaseListener):
         return PREFIX + self.path
 
 
-def _new_path() -> str:
-    folder = os.environ.get(SOCKETS_VARIABLE) or tempfile.mkdtemp(prefix="daskstep-")
+def _new_folder() -> str:
+    """Outside the launcher (a listener of a test or a user's): a private folder of its own."""
+    return tempfile.mkdtemp(prefix="daskstep-")
+
+
+def _new_path(folder: str | None) -> str:
+    folder = folder or os.environ[SOCKETS_VARIABLE]
     return os.path.join(folder, f"{os.getpid()}-{next(_names)}.sock")
 
 
