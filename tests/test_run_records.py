@@ -133,11 +133,13 @@ def test_a_sigkilled_run_is_recorded_dead_and_logs_follow_ends(tmp_path: Path) -
     reana = write_workflow(
         tmp_path, [("long", ["echo started-long; sleep 120"]), ("after", ["echo never"])]
     )
+    private = Path(tempfile.mkdtemp(prefix="t-"))  # the run's temporary folders go here
     proc = subprocess.Popen(
         [sys.executable, "-m", "daskstep", "run", str(reana)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "TMPDIR": str(private)},
     )
     assert proc.stdout is not None
     tree: set[int] = set()
@@ -174,6 +176,9 @@ def test_a_sigkilled_run_is_recorded_dead_and_logs_follow_ends(tmp_path: Path) -
     assert shown.stdout.startswith("run 1: failed (ControllerLost)"), shown.stdout
     assert not wait_gone(tree, 30), "the dead run left processes behind"
     print(f"marked failed {marked:.2f} s after the SIGKILL")
+    # nor files: the cluster's folder (its sockets, spilled data) and the keys' folder
+    wait_for(lambda: not any(private.iterdir()), 15, "the run's temporary folders to go")
+    private.rmdir()
 
 
 def test_a_run_whose_reaper_died_too_reads_as_dead(tmp_path: Path) -> None:

@@ -94,7 +94,9 @@ def _close_on_sigterm(server: Any) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, handler)
 
 
-async def scheduler_main(report_fd: int, cfg: Config) -> int:
+async def scheduler_main(report_fd: int, cfg: Config, local_directory: str) -> int:
+    """`local_directory`: the launcher's private folder (else dask's shared `dask-scratch-space`
+    in the temporary folder, which outlives the run)."""
     from distributed import Scheduler
 
     host = cfg.host
@@ -109,6 +111,7 @@ async def scheduler_main(report_fd: int, cfg: Config) -> int:
         port=[0, None] if private else 0,
         dashboard_address=f"{host}:0" if ":" not in host else f"[{host}]:0",
         dashboard=False,  # attached below, off the critical path
+        local_directory=local_directory,
     )
     scheduler.handlers[TASK_COUNTS_OP] = lambda: task_counts(scheduler)
 

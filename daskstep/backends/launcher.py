@@ -49,8 +49,16 @@ MEMORY_CHECK_SECONDS = 0.2
 
 
 def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
+    """One event for the controller. Once it is gone (its end of the pipe closed: it was
+    killed), events go nowhere: a teardown that stopped at the first one left the cluster's
+    private folder (its sockets, the workers' spilled data) behind."""
+    try:
+        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+    except OSError:  # BrokenPipeError, mostly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the buffered rest is dropped there too
+        os.close(devnull)
 
 
 @dataclass
@@ -82,7 +90,7 @@ class Launcher:
     def start_scheduler(self) -> None:
         r, w = os.pipe()
         log = os.path.join(self.cfg.log_dir, "scheduler.log")
-        self.scheduler_pid = fork(log, scheduler_main, w, self.cfg)
+        self.scheduler_pid = fork(log, scheduler_main, w, self.cfg, self.local_directory)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             data = f.read()
