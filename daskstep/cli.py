@@ -18,6 +18,7 @@ from daskstep.cli_parts import load as _load
 from daskstep.cli_passthrough import passthrough
 from daskstep.cli_runs import add_run_readers, cmd_list, cmd_logs, cmd_prune, cmd_status, run_option
 from daskstep.errors import DaskstepError, InputError, Problem
+from daskstep.leftovers import gc as collect
 from daskstep.record import RunFolder, Workspace
 from daskstep.serve.cli import add_parser as add_serve_parser
 from daskstep.serve.cli import cmd_serve
@@ -380,7 +381,7 @@ COMMANDS = {
     "render": cmd_render,
     "wait-step": _cmd_wait_step,
     "images": _cmd_images,
-    "gc": lambda args: kind_of(args.backend).gc(args.all) or 0,
+    "gc": lambda args: collect(kind_of(args.backend), args.all),
     "pack-entrypoint": _cmd_pack_entrypoint,
     "logs": cmd_logs,
     "list": cmd_list,

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daskstep.errors import Cancelled, DaskstepError, InputError, Problem
+from daskstep.leftovers import private_folder
 from daskstep.progress import say
 from daskstep.reaper import Reaper
 from daskstep.secret_env import child_env
@@ -272,7 +272,7 @@ class Credentials:
         if not (kerberos or voms_proxy or tls):
             return None
         base = shared or os.environ.get("XDG_RUNTIME_DIR")
-        folder = Path(tempfile.mkdtemp(prefix="daskstep-credentials-", dir=base))
+        folder = private_folder(base)
         reaper = Reaper("--folder", str(folder))  # before any key is in it
         try:
             credentials = cls(plan(kerberos, voms_proxy, secrets, folder), folder, logs)

@@ -208,7 +208,7 @@ def read_status(run: RunFolder) -> dict[str, Any]:
         return {}
     if not isinstance(doc, dict):
         return {}
-    if doc.get("status") in ("pending", "running") and _controller_gone(doc.get("controller")):
+    if doc.get("status") in ("pending", "running") and controller_gone(doc.get("controller")):
         from sidecar.logs import store_in_use
 
         if not store_in_use(run.logs):
@@ -253,7 +253,7 @@ def controller_alive(mark: object) -> bool:
     return pid is not None and _pid_alive(pid)
 
 
-def _controller_gone(mark: object) -> bool:
+def controller_gone(mark: object) -> bool:
     """Only a controller of this host can be known dead; another host's may live."""
     pid = _here(mark)
     return pid is not None and not _pid_alive(pid)

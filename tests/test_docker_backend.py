@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import daskstep, script, wait_for
 from dockerd import OLD_DASK, Engine, dask_image
@@ -231,19 +233,29 @@ def test_gc_removes_what_a_dead_run_left(docker_engine: Engine, old_image: str, 
     spec = workflow(tmp_path, old_image, [("long", old_image, ["touch started; sleep 300"])])
     run = daskstep("run", str(spec), "--backend", "docker")
     wait_for(lambda: (tmp_path / "started").exists(), 120, "the step to start")
-    reaper = subprocess.run(
-        ["pgrep", "-f", "daskstep sidecar reaper"], capture_output=True, text=True
-    ).stdout.split()
-    for pid in [run.pid, *map(int, reaper)]:  # the run and its reaper, both gone
+    # the run's reapers only (another test's run may be going on beside this one)
+    reapers = [
+        p.pid
+        for p in psutil.Process(run.pid).children()
+        if "daskstep sidecar reaper" in " ".join(p.cmdline())
+    ]
+    mark = f"{os.uname().nodename}:{run.pid}"
+    [private] = [  # its TLS keys: no reaper will remove them now
+        f for f in Path(tempfile.gettempdir()).glob("daskstep-credentials-*")
+        if (f / "controller").exists() and (f / "controller").read_text() == mark
+    ]  # fmt: skip
+    for pid in [run.pid, *reapers]:  # the run and its reapers, all gone
         os.kill(pid, signal.SIGKILL)
     run.communicate()
     left = containers(docker_engine)
-    assert left
+    assert left and private.exists()
     done = subprocess.run(
         [sys.executable, "-m", "daskstep", "gc"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert "removed" in done.stdout and containers(docker_engine) == []
+    assert f"removed {private}: the private folder of a run whose controller is gone" in done.stdout
+    assert not private.exists()
 
 
 CREDENTIALS = script(
