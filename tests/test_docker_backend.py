@@ -244,7 +244,7 @@ def test_gc_removes_what_a_dead_run_left(docker_engine: Engine, old_image: str, 
         f for f in Path(tempfile.gettempdir()).glob("daskstep-credentials-*")
         if (f / "controller").exists() and (f / "controller").read_text() == mark
     ]  # fmt: skip
-    for pid in [run.pid, *reapers]:  # the run and its reapers, all gone
+    for pid in [*reapers, run.pid]:  # the reapers first: one alive at the run's end cleans
         os.kill(pid, signal.SIGKILL)
     run.communicate()
     left = containers(docker_engine)
