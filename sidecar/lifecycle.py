@@ -10,6 +10,7 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,9 @@ class StopSignal:
             self._stopped = True
         return self._stopped
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until stopped or `timeout` seconds pass; whether it is stopped."""
+    def wait(self, timeout: float, also: Sequence[int] = ()) -> bool:
+        """Sleep until stopped, `timeout` seconds pass, or one of the descriptors `also` can be
+        read; whether it is stopped."""
         deadline = time.monotonic() + max(0.0, timeout)
         while not self.is_set():
             left = deadline - time.monotonic()
@@ -153,8 +155,10 @@ class StopSignal:
                 return False
             if self.stop_file is not None:
                 left = min(left, self.file_poll)
-            if self._wake_r < 0:
+            if self._wake_r < 0 and not also:
                 time.sleep(left)
                 continue
-            select.select([self._wake_r], [], [], left)
+            readable = select.select([fd for fd in (self._wake_r, *also) if fd >= 0], [], [], left)
+            if set(readable[0]) & set(also):
+                return self.is_set()
         return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sys
 import threading
@@ -26,9 +27,11 @@ from sidecar.checkpoint import Checkpoints, Syncer
 from sidecar.files import FileSource
 from sidecar.lifecycle import StopSignal, follow_run
 from sidecar.store import COMPONENTS, LogStore
+from sidecar.wake import FolderWatch, folder_of
 
 POLL_INTERVAL = 0.05
 EXIT_UNAVAILABLE = 69  # a container source's engine or API cannot be reached
+SYNC_EVERY = 1.0  # while a burst keeps every round busy, the longest a checkpoint waits
 DRAIN_ROUNDS = 10_000
 DRAIN_SECONDS = 30.0
 DOCKER_RELIST = 0.5  # a local engine's list is cheap: new containers are followed at once
@@ -112,6 +115,9 @@ class Shipper:
         self.stop = stop or StopSignal()
         self.syncer: Syncer | None = None  # set by run(): fsyncs and checkpoints off the loop
         self._handed = ""  # the last checkpoint handed to the syncer
+        self._handed_at = time.monotonic()
+        self._seen = ""  # the sources' positions after the last round
+        self.stored = 0  # lines the last round stored
 
     def start(self) -> None:
         saved = self.checkpoints.load()
@@ -121,15 +127,20 @@ class Shipper:
     def step(self, final: bool = False) -> int:
         """One round; what it did: lines stored, or 1 for a position change without lines
         (a switch to the next file), so that callers go on until nothing moves."""
-        lines = sum(source.poll(self.store, final) for source in self.sources)
+        lines = self.stored = sum(source.poll(self.store, final) for source in self.sources)
         states = {s.key: s.state() for s in self.sources}
         if self.syncer is not None and not final:
             text = json.dumps(states, sort_keys=True)
-            moved = text != self._handed
-            if lines or moved:  # the syncer makes the store durable, then saves this
+            moved, self._seen = text != self._seen, text
+            switched = any(s.switched for s in self.sources)
+            # The syncer makes the store durable, then saves this: once the sources are caught
+            # up, or every SYNC_EVERY seconds during a burst (an fsync of a file being appended
+            # to holds its writes up: one per round halved the shipping speed)
+            due = not lines or switched or time.monotonic() >= self._handed_at + SYNC_EVERY
+            if text != self._handed and due:
                 self.syncer.hand(self.store.take_dirty(), states)
-                self._handed = text
-            if any(s.switched for s in self.sources):
+                self._handed, self._handed_at = text, time.monotonic()
+            if switched:
                 self.syncer.flush()  # a new file is read only once its switch is saved
             return lines or int(moved)
         if self.syncer is not None:
@@ -155,15 +166,30 @@ class Shipper:
     def run(self, poll_interval: float = POLL_INTERVAL) -> int:
         self.start()
         self.syncer = Syncer(self.checkpoints)
+        files = [s.pattern for s in self.sources if isinstance(s, FileSource)]
+        watch = FolderWatch([f for f in map(folder_of, files) if f is not None])
+        busy_at = -math.inf  # started quiet
         try:
             while not self.stop.is_set():
-                if self.step() == 0:
-                    self.stop.wait(poll_interval)
+                watch.drain()  # this round reads whatever changed before it
+                if self.step():
+                    if self.stored:
+                        busy_at = time.monotonic()
+                    continue
+                # After a quiet spell a change wakes us at once (a new worker's log, a line
+                # after a pause); while lines trickle in, or a writer keeps changing a file
+                # that holds no lines, rounds keep the poll's pace.
+                now = time.monotonic()
+                quiet = now - busy_at >= poll_interval
+                self.stop.wait(poll_interval, also=watch.descriptors() if quiet else ())
+                if quiet and time.monotonic() - now < poll_interval:
+                    busy_at = time.monotonic()  # woken early: the next early wake waits a poll
             self.drain()
         finally:
             with contextlib.suppress(Exception):  # an I/O error was raised already
                 self.syncer.flush()
             self.syncer.close()
+            watch.close()
             for source in self.sources:
                 source.close()
             self.store.close()

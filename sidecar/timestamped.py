@@ -199,7 +199,7 @@ class Cursor:
         ts, count = stream.trailing_timestamp()
         cursor = cls(ts)
         if count:
-            for line in read_lines(stream.log_path, since=stream.records - count):
+            for line in read_lines(stream.log_path, since=stream.lines - count):
                 cursor.advance(Record(ts, line.data))
         return cursor
 

@@ -110,9 +110,9 @@ def test_components_and_new_worker_pods_are_picked_up(kubelet, store):
     assert lines(store, "job") == [(T0 + 2, b"job says hi\n", False)]
     assert sorted(p.name for p in (store.root / "workers").iterdir()) == [
         "c1-default-worker-1.log",
-        "c1-default-worker-1.log.idx",
+        "c1-default-worker-1.log.index",
         "c1-default-worker-2.log",
-        "c1-default-worker-2.log.idx",
+        "c1-default-worker-2.log.index",
     ]
     source.close()
 
@@ -235,7 +235,7 @@ def test_memory_stays_bounded_when_a_container_logs_faster_than_poll(kubelet, st
     source = k8s_source(kubelet, max_queue_bytes=64 << 10, max_poll_bytes=16 << 10)
     source.restore(None, store)
     per_poll = []
-    while store.stream("worker", "w1").records < flood.count:
+    while store.stream("worker", "w1").lines < flood.count:
         per_poll.append(source.poll(store))
         assert source.queue.size <= 64 << 10
         time.sleep(0.001)

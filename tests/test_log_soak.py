@@ -140,4 +140,4 @@ def test_every_line_exactly_once_through_rotations_copytruncate_and_kills(tmp_pa
         assert numbers == list(range(LINES_PER_SOURCE)), f"{name}: out of order"
     print(f"{kills} kills; {len(SOURCES) * LINES_PER_SOURCE} lines, each exactly once, in order")
     assert kills >= 20
-    assert os.path.exists(store / "alpha.log.idx")
+    assert os.path.exists(store / "alpha.log.index")

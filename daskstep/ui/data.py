@@ -16,7 +16,7 @@ from typing import Any
 
 from daskstep.record import STATE, RunFolder, Workspace, read_status
 from daskstep.runs_view import summary
-from sidecar.store import OFFSET_MASK, PARTIAL, RECORD
+from sidecar.store import read_lines, total_lines
 
 PAGE_LINES = 200  # a log page
 MAX_PAGE_LINES = 2000
@@ -121,17 +121,6 @@ def stream_path(run: RunFolder, name: str) -> Path | None:
     return run.logs / "workers" / f"{worker}.log" if worker else run.logs / f"{component}.log"
 
 
-def _records(idx: Any, first: int, last: int) -> list[tuple[int, int, int]]:
-    """(end offset, flags, timestamp) of records first..last (1-based, inclusive)."""
-    idx.seek((first - 1) * RECORD.size)
-    data = idx.read((last - first + 1) * RECORD.size)
-    out = []
-    for i in range(0, len(data) - len(data) % RECORD.size, RECORD.size):
-        packed, ts = RECORD.unpack_from(data, i)
-        out.append((packed & OFFSET_MASK, packed >> 56, ts))
-    return out
-
-
 def log_page(
     path: Path, before: int | None = None, after: int | None = None, limit: int = PAGE_LINES
 ) -> dict[str, Any]:
@@ -139,11 +128,7 @@ def log_page(
     first), or the oldest `limit` after `after` (oldest first, for following). `total` is how
     many lines the stream has now; `before` the number to ask for the next older page."""
     limit = max(1, min(limit, MAX_PAGE_LINES))
-    idx_path = path.with_name(path.name + ".idx")
-    try:
-        total = idx_path.stat().st_size // RECORD.size
-    except OSError:
-        return {"lines": [], "total": 0, "before": None}
+    total = total_lines(path)
     if after is not None:
         first, last = after + 1, min(total, after + limit)
     else:
@@ -151,16 +136,12 @@ def log_page(
         first = max(1, last - limit + 1)
     if first > last:
         return {"lines": [], "total": total, "before": None}
-    with open(idx_path, "rb") as idx, open(path, "rb") as log:
-        start = _records(idx, first - 1, first - 1)[0][0] if first > 1 else 0
-        records = _records(idx, first, last)
-        log.seek(start)
-        data = log.read(records[-1][0] - start if records else 0)
-    lines, begin = [], start
-    for seq, (end, flags, ts) in enumerate(records, start=first):
-        text = data[begin - start : end - start].decode("utf-8", "replace")
-        lines.append({"seq": seq, "ts": ts, "text": text, "partial": bool(flags & PARTIAL)})
-        begin = end
+    lines = []
+    for line in read_lines(path, since=first - 1):
+        if line.seq > last:
+            break
+        lines.append({"seq": line.seq, "ts": line.timestamp_ns, "text": line.text(),
+                      "partial": line.partial})  # fmt: skip
     if after is None:
         lines.reverse()
     return {"lines": lines, "total": total, "before": first if first > 1 else None}
