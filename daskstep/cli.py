@@ -396,9 +396,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     running = argv is None and sys.argv[1:2] == ["run"]
     if running:
-        from daskstep.secret_env import SECRET_VARIABLES, reexec_without
+        from daskstep.secret_env import SECRET_VARIABLES, reexec_for_run, settle
 
-        reexec_without(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
+        reexec_for_run(SECRET_VARIABLES)  # before anything starts: see secret_env's doc
+        settle()
     code = _main(sys.argv[1:] if argv is None else argv)
     if running:  # everything is stopped, written and said
         _exit_now(code)

@@ -12,6 +12,8 @@ import psutil
 from daskstep.record import controller_alive, controller_mark
 from entrypoint.lifetime import become_subreaper, die_with_parent
 
+_PR_SET_NAME = 15
+
 __all__ = [
     "become_subreaper",
     "controller_alive",
@@ -19,6 +21,7 @@ __all__ = [
     "die_with_parent",
     "kill_group",
     "kill_tree",
+    "set_name",
     "until_stopped",
 ]
 
@@ -36,6 +39,15 @@ def kill_tree(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(sig)
+
+
+def set_name(name: str) -> None:
+    """What `ps`, `top` and psutil's name() show for this process (the kernel keeps 15 bytes):
+    processes forked from one image would all show its name."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

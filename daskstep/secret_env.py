@@ -6,6 +6,11 @@ block: `/proc/PID/environ` still shows it, and so does every child that we fork,
 until its exec. So `daskstep run` executes itself again, before it starts anything, without the
 secret variables in its environment, and hands their values over through a pipe: never argv,
 never an environment. The process id stays the same, so whoever started it notices nothing.
+
+The same exec gives `daskstep run` the workers' hash seed (PYTHONHASHSEED, which only counts at
+an interpreter's start), so that the local backend can fork its launcher from the controller
+(backends/warm_launch.py); the variable is then taken out of our environment again, so that
+the steps and sidecars start with the environment the user gave.
 """
 
 from __future__ import annotations
@@ -20,36 +25,60 @@ from collections.abc import Iterable, Mapping
 SECRET_VARIABLES = ("VOMSPROXY_PASS",)
 HANDOFF_ENV = "DASKSTEP_SECRETS_HANDOFF_FD"
 PIPE_CAPACITY = 65536  # Linux's default; written in one go before the exec, so it must fit
+WORKERS_HASH_SEED = "6640"  # dask's Nanny's own choice, so hashes match a LocalCluster's
+SEED_ADDED_ENV = "DASKSTEP_HASHSEED_ADDED"
+_holds_secrets = False
 
 
-def reexec_without(names: Iterable[str]) -> None:
-    """If any of `names` is in our environment, exec ourselves again without it; else return.
+def reexec_for_run(names: Iterable[str]) -> None:
+    """If any of `names` is in our environment, or PYTHONHASHSEED is not, exec ourselves again
+    without the former and with the latter; else return.
 
     The values wait in a pipe for `handed_over()` in the new image.
     """
+    if HANDOFF_ENV in os.environ or SEED_ADDED_ENV in os.environ:
+        return  # this is the new image
     found = {name: os.environ[name] for name in names if name in os.environ}
-    if not found or HANDOFF_ENV in os.environ:
+    add_seed = "PYTHONHASHSEED" not in os.environ
+    if not found and not add_seed:
         return
-    data = json.dumps(found).encode()
-    if len(data) >= PIPE_CAPACITY:
-        return  # far beyond any passphrase; fall back to dropping them from os.environ
-    read_end, write_end = os.pipe()
-    os.write(write_end, data)
-    os.close(write_end)
-    os.set_inheritable(read_end, True)
     env = {k: v for k, v in os.environ.items() if k not in found}
-    env[HANDOFF_ENV] = str(read_end)
+    if add_seed:
+        env["PYTHONHASHSEED"] = WORKERS_HASH_SEED
+        env[SEED_ADDED_ENV] = "1"
+    if found:
+        data = json.dumps(found).encode()
+        if len(data) >= PIPE_CAPACITY:
+            return  # far beyond any passphrase; fall back to dropping them from os.environ
+        read_end, write_end = os.pipe()
+        os.write(write_end, data)
+        os.close(write_end)
+        os.set_inheritable(read_end, True)
+        env[HANDOFF_ENV] = str(read_end)
     sys.stdout.flush()
     sys.stderr.flush()
     # argv[0] as the path we run from: a bare "python3" would be looked up on PATH again
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
+def settle() -> None:
+    """In the new image: the seed we added is ours alone, not our children's."""
+    if os.environ.pop(SEED_ADDED_ENV, None) is not None:
+        os.environ.pop("PYTHONHASHSEED", None)
+
+
+def holds_secrets() -> bool:
+    """Whether this process was handed secret values (or read them from its environment)."""
+    return _holds_secrets
+
+
 def handed_over() -> dict[str, str]:
-    """The values `reexec_without` passed on (empty when there was no re-exec)."""
+    """The values `reexec_for_run` passed on (empty when there was no re-exec)."""
+    global _holds_secrets
     fd_text = os.environ.pop(HANDOFF_ENV, None)
     if fd_text is None:
         return {}
+    _holds_secrets = True
     try:
         fd = int(fd_text)
         with os.fdopen(fd, "rb") as pipe:
@@ -67,8 +96,10 @@ def strip_secrets(env: Mapping[str, str]) -> dict[str, str]:
 
 def forget_secret_variables() -> None:
     """Once read: no child of ours (cluster, sidecars, steps) may inherit them."""
+    global _holds_secrets
     for name in SECRET_VARIABLES:
-        os.environ.pop(name, None)
+        if os.environ.pop(name, None) is not None:
+            _holds_secrets = True
 
 
 def child_env() -> dict[str, str]:

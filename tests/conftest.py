@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from daskstep.backends.forked import LAUNCHER_NAME, SCHEDULER_NAME, WORKER_NAME
+
 REQUIRE_INTEGRATION = os.environ.get("DASKSTEP_REQUIRE_INTEGRATION") == "1"
 
 # Session-wide servers, as fixtures every test module can ask for.
@@ -210,15 +212,19 @@ SESSION = "DASKSTEP_TEST_SESSION"
 os.environ[SESSION] = f"{os.getpid()}-{time.time()}"
 
 
+FORKED_NAMES = (LAUNCHER_NAME, SCHEDULER_NAME, WORKER_NAME)
+
+
 def _our_processes() -> set[int]:
     """Processes that only daskstep starts (launchers, step entrypoints and sidecars), started
     by this test session."""
     found = set()
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "name"]):
         cmd = " ".join(p.info["cmdline"] or [])
         ours = ("daskstep.backends.launcher", "-m entrypoint", ".pyz", "daskstep sidecar")
         ours += ("-m sidecar.",)
-        if any(mark in cmd for mark in ours):
+        # a launcher forked from a run, and what it forked, have the run's command line
+        if p.info["name"] in FORKED_NAMES or any(mark in cmd for mark in ours):
             with contextlib.suppress(psutil.Error):
                 if p.environ().get(SESSION) == os.environ[SESSION]:
                     found.add(p.pid)

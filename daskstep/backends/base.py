@@ -22,6 +22,7 @@ import dask.config
 from daskstep.errors import Cancelled, ClusterError, TooFewWorkers
 from daskstep.progress import say
 from daskstep.record import RunFolder
+from daskstep.secret_env import WORKERS_HASH_SEED
 from daskstep.words import plural
 from sidecar.lifecycle import StopSignal
 
@@ -84,7 +85,7 @@ def nanny_environment(
 
     before = from_config("distributed.nanny.pre-spawn-environ")
     if before.get("PYTHONHASHSEED") in (None, "0"):
-        before["PYTHONHASHSEED"] = "6640"  # Nanny's own choice, so hashes match LocalCluster's
+        before["PYTHONHASHSEED"] = WORKERS_HASH_SEED
     after = {
         **from_config("distributed.nanny.environ"),
         **{k: str(v) for k, v in (env or {}).items()},

@@ -25,6 +25,9 @@ from daskstep.backends.cluster_side import (
 )
 
 STOP_GRACE_SECONDS = 3.0
+# what ps, top and psutil's name() show (at most 15 characters): forked, all would show the
+# name of the process they came from
+LAUNCHER_NAME, SCHEDULER_NAME, WORKER_NAME = "ds-launcher", "ds-scheduler", "ds-worker"
 # Dask's own light collections (about 0.1 s to import), imported by the scheduler and each worker
 # once they have registered: a process that starts once and serves many graphs should not make
 # the first of them wait (LocalCluster's scheduler shares the client's imports).
@@ -54,7 +57,7 @@ def _redirect_output(path: str) -> None:
     os.close(devnull)
 
 
-def fork(log_path: str, body: Any, *args: Any) -> int:
+def fork(name: str, log_path: str, body: Any, *args: Any) -> int:
     """Fork a child that runs `body(*args)` with its output in `log_path`; never returns in it."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -68,6 +71,7 @@ def fork(log_path: str, body: Any, *args: Any) -> int:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         _redirect_output(log_path)
+        procutil.set_name(name)
         procutil.die_with_parent(signal.SIGTERM, expected_parent=parent)
         # Not asyncio.run: it would wait for executor threads (e.g. a dashboard still loading)
         # after the server has closed, which only delays the stop.

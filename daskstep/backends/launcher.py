@@ -32,8 +32,11 @@ import psutil
 from daskstep import procutil
 from daskstep.backends import unix_comm
 from daskstep.backends.forked import (
+    LAUNCHER_NAME,
+    SCHEDULER_NAME,
     STOP_GRACE_SECONDS,
     WARM_MODULES,
+    WORKER_NAME,
     Config,
     fork,
     import_all,
@@ -90,7 +93,8 @@ class Launcher:
     def start_scheduler(self) -> None:
         r, w = os.pipe()
         log = os.path.join(self.cfg.log_dir, "scheduler.log")
-        self.scheduler_pid = fork(log, scheduler_main, w, self.cfg, self.local_directory)
+        here = self.local_directory
+        self.scheduler_pid = fork(SCHEDULER_NAME, log, scheduler_main, w, self.cfg, here)
         os.close(w)
         with os.fdopen(r, "rb") as f:
             data = f.read()
@@ -105,8 +109,8 @@ class Launcher:
         if state.started_at:  # a restart: fork it warm (the first ones warm up once registered)
             import_all(WARM_MODULES)
         log = os.path.join(self.cfg.log_dir, "workers", f"{state.name}.log")
-        address, cfg = self.internal, self.cfg
-        state.pid = fork(log, worker_main, address, state.name, cfg, self.local_directory)
+        address, cfg, here = self.internal, self.cfg, self.local_directory
+        state.pid = fork(WORKER_NAME, log, worker_main, address, state.name, cfg, here)
         state.started_at = time.monotonic()
         state.restart_at = None
         emit("worker", name=state.name, pid=state.pid)
@@ -260,7 +264,13 @@ def _alive(pid: int) -> bool:
 
 
 def main() -> int:
-    cfg = Config(**json.loads(sys.stdin.readline()))
+    """As an executed process: the config is the first line on stdin."""
+    return serve(Config(**json.loads(sys.stdin.readline())))
+
+
+def serve(cfg: Config) -> int:
+    """The launcher's life, executed or forked from the controller (warm_launch.py)."""
+    procutil.set_name(LAUNCHER_NAME)
     procutil.become_subreaper()
     import distributed  # noqa: F401  (the whole point: children fork from a warm image)
 

@@ -1,19 +1,18 @@
 """The local backend: a real scheduler and workers as processes on this machine, on 127.0.0.1.
 
-The processes come from `daskstep.backends.launcher`, started in a session of its own. The
-controller talks to it over a pipe; if the controller dies, the pipe closes and the launcher tears
-the cluster down, and the kernel kills whatever the launcher leaves (PR_SET_PDEATHSIG).
+The processes come from `daskstep.backends.launcher`, in a session of its own (forked from this
+process, or executed: warm_launch.py). The controller talks to it over a pipe; if the controller
+dies, the pipe closes and the launcher tears the cluster down, and the kernel kills whatever the
+launcher leaves (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from dask.utils import format_bytes
 from daskstep import procutil
 from daskstep.backends.base import ClusterBackend, ClusterHandle, ClusterSpec, nanny_environment
 from daskstep.backends.registry import Kind
+from daskstep.backends.warm_launch import ForkedLauncher, start_launcher
 from daskstep.errors import ClusterError, SchedulerLost
 from daskstep.record import RunFolder
 from daskstep.scaling import SchedulerPool
@@ -57,7 +57,7 @@ class LocalBackend(ClusterBackend, SchedulerPool):
         self.scheduler_file = scheduler_file  # written once it listens (batch workers wait)
         self._eof = threading.Event()  # the launcher's stdout closed: it has exited
         self._reader: threading.Thread | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | ForkedLauncher | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._seen: list[dict[str, Any]] = []
         self._reported = 0  # how many of _seen were looked at for news
@@ -79,7 +79,7 @@ class LocalBackend(ClusterBackend, SchedulerPool):
         self.pool = {f"worker-{i}" for i in range(spec.workers)}
         self.next_worker = spec.workers
         # The workers fork from the launcher: what must be there before a worker starts is
-        # in the launcher's environment from its exec on, the rest is set in each worker.
+        # in the launcher's environment from its start on, the rest is set in each worker.
         before, after = nanny_environment(spec.environment)
         config = {
             "workers": spec.workers,
@@ -92,20 +92,9 @@ class LocalBackend(ClusterBackend, SchedulerPool):
             "scheduler_file": str(self.scheduler_file) if self.scheduler_file else None,
             "tls": str(self.tls.folder) if self.tls is not None else None,
         }
-        with open(self._launcher_log, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "daskstep.backends.launcher"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-                cwd=run.workspace,
-                env={**os.environ, **before},
-            )
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(config).encode() + b"\n")
-        self._proc.stdin.flush()
-        _import_distributed_meanwhile()
+        self._proc, forked = start_launcher(config, before, run.workspace, self._launcher_log)
+        if not forked:
+            _import_distributed_meanwhile()
         self._reader = threading.Thread(
             target=self._read_events, daemon=True, name="launcher-events"
         )
@@ -270,7 +259,7 @@ class LocalKind(Kind):
 
 
 def _import_distributed_meanwhile() -> None:
-    """Called once the launcher is importing its own distributed (0.3 s, on one core): the
+    """Called once an executed launcher is importing its own distributed (0.3 s, on one core): the
     controller's import, on the other core, where it came after the scheduler was up (to see
     the workers register) and a ready cluster waited 0.1-0.15 s for it. In the main thread: a
     thread importing beside it could show it a half-made module."""
