@@ -39,7 +39,7 @@ def reexec_for_run(names: Iterable[str]) -> None:
     if HANDOFF_ENV in os.environ or SEED_ADDED_ENV in os.environ:
         return  # this is the new image
     found = {name: os.environ[name] for name in names if name in os.environ}
-    add_seed = "PYTHONHASHSEED" not in os.environ
+    add_seed = not os.environ.get("PYTHONHASHSEED")  # unset or empty: random
     if not found and not add_seed:
         return
     env = {k: v for k, v in os.environ.items() if k not in found}

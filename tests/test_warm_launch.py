@@ -64,12 +64,14 @@ print("PROBE " + json.dumps({
 """
 
 
-def _probe(tmp_path: Path, env: dict[str, str]) -> tuple[dict, str]:
+def _probe(tmp_path: Path, env: dict[str, str], seed: str | None = None) -> tuple[dict, str]:
     (tmp_path / "probe.py").write_text(PROBE)
     spec = write_workflow(tmp_path, [("probe", ["python probe.py"])], workers=2)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"):
         env.pop(name, None)  # distributed's defaults, not whatever this session has
     env.pop("PYTHONHASHSEED", None)
+    if seed is not None:
+        env["PYTHONHASHSEED"] = seed
     run = daskstep("run", str(spec), env=env)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
@@ -85,8 +87,12 @@ def _hash_with_the_workers_seed() -> int:
 
 
 @pytest.mark.integration
-def test_a_forked_launchers_workers_are_as_if_it_had_been_executed(tmp_path: Path) -> None:
-    seen, launcher_log = _probe(tmp_path, dict(os.environ))
+@pytest.mark.parametrize("seed", [None, ""], ids=["no-seed", "empty-seed"])
+def test_a_forked_launchers_workers_are_as_if_it_had_been_executed(
+    tmp_path: Path, seed: str | None
+) -> None:
+    """An empty PYTHONHASHSEED is a random one, as no PYTHONHASHSEED is."""
+    seen, launcher_log = _probe(tmp_path, dict(os.environ), seed)
     assert "executed, not forked" not in launcher_log
     for worker in seen["workers"]:
         assert (worker["name"], worker["parent"]) == ("ds-worker", "ds-launcher")
