@@ -27,6 +27,7 @@ number the launcher has reused.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import io
 import json
@@ -160,9 +161,14 @@ def fork_launcher(
     for stream in (sys.stdout, sys.stderr):  # else the child could write our buffered output
         with contextlib.suppress(Exception):
             stream.flush()
-    with warnings.catch_warnings():  # 3.12 warns of a fork with threads: see the module's doc
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():  # 3.12 warns of a fork with threads: see the doc above
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        for fd in (control_r, control_w, events_r, events_w, log_fd):
+            os.close(fd)
+        raise
     if pid == 0:
         _be_the_launcher(config, before, workspace, (control_r, events_w, log_fd))
     for fd in (control_r, events_w, log_fd):
@@ -177,7 +183,9 @@ def _be_the_launcher(
     try:
         gc.freeze()
         os.setsid()
-        for target, fd in enumerate(fds):
+        # above 2 first: a controller started with its stdin closed got a pipe as fd 0
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3) for fd in fds]
+        for target, fd in enumerate(moved):
             os.dup2(fd, target)
         os.closerange(3, _max_fd())
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
