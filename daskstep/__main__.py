@@ -9,4 +9,8 @@ if code is None:
     from daskstep.cli import main
 
     code = main()
+if sys.argv[1:2] == ["sidecar"]:
+    from sidecar.lifecycle import exit_after_stop
+
+    exit_after_stop(code)
 sys.exit(code)

@@ -47,7 +47,13 @@ from sidecar.krb5tools import (
     parse_klist,
     when,
 )
-from sidecar.lifecycle import StopSignal, add_remove_on_exit, follow_run, remove_files
+from sidecar.lifecycle import (
+    StopSignal,
+    add_remove_on_exit,
+    exit_after_stop,
+    follow_run,
+    remove_files,
+)
 
 PREFIX = "kerberos sidecar"
 TOOL_TIMEOUT = 60.0  # one kinit/klist call; MIT's own KDC timeouts are shorter
@@ -335,4 +341,4 @@ def _serve(sidecar: Sidecar) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after_stop(main())

@@ -8,11 +8,22 @@ import contextlib
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+
+def exit_after_stop(code: int) -> NoReturn:
+    """A sidecar's end: once it has stopped, a SIGTERM or SIGINT changes nothing. The
+    interpreter's exit puts their default actions back, and a second SIGTERM sent with the
+    first (a killed `daskstep run`'s death signal and the sidecar's own check each send one)
+    that came in that window turned a drained sidecar's exit 0 into a kill (-15)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def follow_run() -> None:

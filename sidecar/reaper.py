@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from entrypoint.reporter import atomic_write, iso
-from sidecar.lifecycle import StopSignal, follow_run
+from sidecar.lifecycle import StopSignal, exit_after_stop, follow_run
 
 EXIT_UNAVAILABLE = 69
 DRAIN_SECONDS = 30.0  # how long a dead run's log sidecar may drain before the run is marked
@@ -239,4 +239,4 @@ def _reap_kubernetes(namespace: str, root: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after_stop(main())

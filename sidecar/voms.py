@@ -25,7 +25,13 @@ from pathlib import Path
 
 import tenacity
 
-from sidecar.lifecycle import StopSignal, add_remove_on_exit, follow_run, remove_files
+from sidecar.lifecycle import (
+    StopSignal,
+    add_remove_on_exit,
+    exit_after_stop,
+    follow_run,
+    remove_files,
+)
 from sidecar.vomstools import (
     EXIT_BAD_INPUT,
     Proxy,
@@ -313,4 +319,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after_stop(main())

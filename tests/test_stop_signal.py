@@ -7,6 +7,7 @@ SIGTERM) and left `daskstep sidecar logs` running forever after `daskstep run` w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -125,3 +126,25 @@ def test_real_signals_are_counted_through_the_pipe_and_handlers_go_back(tmp_path
         stop.uninstall()
     assert signal.getsignal(signal.SIGTERM) is before_term
     assert signal.set_wakeup_fd(before_fd) == before_fd
+
+
+def test_the_log_sidecar_exits_0_however_late_a_second_sigterm_comes(tmp_path: Path) -> None:
+    """A second SIGTERM may come at any moment of the stop, its very end included: the exit of
+    the interpreter put the default action back, and a drained sidecar ended killed (-15)."""
+    raw = tmp_path / "raw.log"
+    raw.write_text("".join(f"line {i}\n" for i in range(1000)))
+    proc = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
+    store = tmp_path / ".daskstep" / "logs" / "job.log"
+    deadline = time.monotonic() + 30
+    while not (store.exists() and store.stat().st_size == raw.stat().st_size):
+        assert time.monotonic() < deadline, "the sidecar never shipped the file"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while proc.poll() is None:  # SIGTERMs until it is gone
+        assert time.monotonic() < deadline, "the sidecar did not stop"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.001)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert store.read_text() == raw.read_text()
