@@ -86,9 +86,8 @@ def test_wait_returns_early_when_set_and_times_out_otherwise(tmp_path: Path) -> 
     assert other.wait(10) is True and time.monotonic() - t < 1
 
 
-def test_the_log_sidecar_drains_and_exits_0_on_two_sigterms_at_once(tmp_path: Path) -> None:
-    """What a killed `daskstep run` sends: the kernel's parent-death signal and the sidecar's
-    own check that its parent changed."""
+def _sidecar_that_shipped(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """A log sidecar that has shipped a whole file into the store: (it, the file, the store's)."""
     raw = tmp_path / "raw.log"
     raw.write_text("".join(f"line {i}\n" for i in range(1000)))
     proc = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
@@ -97,6 +96,13 @@ def test_the_log_sidecar_drains_and_exits_0_on_two_sigterms_at_once(tmp_path: Pa
     while not (store.exists() and store.stat().st_size == raw.stat().st_size):
         assert time.monotonic() < deadline, "the sidecar never shipped the file"
         time.sleep(0.05)
+    return proc, raw, store
+
+
+def test_the_log_sidecar_drains_and_exits_0_on_two_sigterms_at_once(tmp_path: Path) -> None:
+    """What a killed `daskstep run` sends: the kernel's parent-death signal and the sidecar's
+    own check that its parent changed."""
+    proc, raw, store = _sidecar_that_shipped(tmp_path)
     os.kill(proc.pid, signal.SIGTERM)
     os.kill(proc.pid, signal.SIGTERM)
     _out, err = proc.communicate(timeout=20)
@@ -131,14 +137,7 @@ def test_real_signals_are_counted_through_the_pipe_and_handlers_go_back(tmp_path
 def test_the_log_sidecar_exits_0_however_late_a_second_sigterm_comes(tmp_path: Path) -> None:
     """A second SIGTERM may come at any moment of the stop, its very end included: the exit of
     the interpreter put the default action back, and a drained sidecar ended killed (-15)."""
-    raw = tmp_path / "raw.log"
-    raw.write_text("".join(f"line {i}\n" for i in range(1000)))
-    proc = daskstep("sidecar", "logs", "--workspace", str(tmp_path), "--source", f"job={raw}")
-    store = tmp_path / ".daskstep" / "logs" / "job.log"
-    deadline = time.monotonic() + 30
-    while not (store.exists() and store.stat().st_size == raw.stat().st_size):
-        assert time.monotonic() < deadline, "the sidecar never shipped the file"
-        time.sleep(0.05)
+    proc, raw, store = _sidecar_that_shipped(tmp_path)
     deadline = time.monotonic() + 20
     while proc.poll() is None:  # SIGTERMs until it is gone
         assert time.monotonic() < deadline, "the sidecar did not stop"
